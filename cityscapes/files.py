@@ -1,0 +1,80 @@
+"""Reading and atomically writing the files of a Cityscapes-style tree (PNG, JSON, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["read_png", "write_bytes_atomic", "write_csv", "write_json", "write_png"]
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename.
+
+    A reader (or an interrupted run) sees either the old file or the complete new
+    one, never a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def encode_png(array: np.ndarray, compression: int = 1) -> bytes:
+    """PNG bytes of an (H, W) grey or (H, W, 3|4) RGB(A) uint8/uint16 array.
+
+    Compression level 1 (zlib's fastest) is what OpenCV picks by default: label
+    masks are mostly flat regions, so it is several times faster than level 6 for
+    files a few percent larger.
+    """
+    if array.ndim == 3:
+        conversion = cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        array = cv2.cvtColor(array, conversion)
+    ok, buffer = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise ValueError(f"could not encode an array of shape {array.shape} and dtype {array.dtype} as PNG")
+    return buffer.tobytes()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write an (H, W) or (H, W, 3|4) RGB(A) array as a PNG, atomically."""
+    write_bytes_atomic(path, encode_png(array))
+
+
+def read_png(path: Path) -> np.ndarray:
+    """Read a PNG as (H, W) or (H, W, 3|4) RGB(A) array; a clear error if it cannot be read."""
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise FileNotFoundError(f"{path}: cannot read the image (missing, empty or not a PNG)")
+    if array.ndim == 3:
+        conversion = cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        array = cv2.cvtColor(array, conversion)
+    return array
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_bytes_atomic(path, (json.dumps(data, indent=4) + "\n").encode())
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, object]], fieldnames: list[str]) -> None:
+    """Write dict rows as a CSV with a header, atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(path, text.getvalue().encode())

@@ -1,0 +1,289 @@
+"""Masks from ``*_gtFine_polygons.json``, exactly as the official Cityscapes tools draw them.
+
+Every annotation is drawn once, as labelIds, with the rasteriser
+``cityscapesscripts.preparation.json2labelImg`` uses (Pillow's polygon fill, in
+file order, later polygons over earlier ones, deleted objects and id -1 labels
+skipped, ``cargroup`` -> ``car``); trainIds and colours then follow by table
+lookup, which gives the same pixels as drawing them again.
+
+CLI::
+
+    python -m cityscapes.generate_gt --data-root data [--splits train val test] [--workers N]
+    python -m cityscapes.generate_gt compare --data-root data --split val
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: python cityscapes/generate_gt.py
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing import Pool
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from cityscapes.files import write_csv, write_png
+from cityscapes.labels import LABEL_ID_TO_COLOR, LABEL_ID_TO_TRAIN_ID, resolve_label
+from cityscapes.paths import GENERATED_DIR, MASK_KINDS, SPLITS, generated_mask_path, image_path, polygon_files, stem_of
+
+__all__ = [
+    "AnnotationError",
+    "ConversionResult",
+    "convert_annotation",
+    "draw_label_ids",
+    "generate",
+    "load_annotation",
+    "masks_from_label_ids",
+]
+
+log = logging.getLogger(__name__)
+
+
+class AnnotationError(ValueError):
+    """A polygons JSON that cannot be turned into masks; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """The parts of a polygons JSON that masks are drawn from."""
+
+    height: int
+    width: int
+    objects: list[tuple[int, list[tuple[float, float]]]]  # (labelId, polygon) to draw, in order
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What happened to one annotation file: ``written``, ``skipped`` (outputs exist) or ``failed``."""
+
+    json_path: Path
+    status: str
+    error: str = ""
+
+
+def _parse_annotation(data: object, source: str) -> Annotation:
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{source}: expected a JSON object with imgHeight, imgWidth and objects")
+    missing = [key for key in ("imgHeight", "imgWidth", "objects") if key not in data]
+    if missing:
+        raise AnnotationError(f"{source}: missing key(s) {', '.join(missing)}; is this a *_gtFine_polygons.json?")
+    try:
+        height, width = int(data["imgHeight"]), int(data["imgWidth"])
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{source}: imgHeight and imgWidth must be integers") from None
+    if height <= 0 or width <= 0:
+        raise AnnotationError(f"{source}: image size {height}x{width} is not positive")
+    objects = []
+    for index, obj in enumerate(data["objects"]):
+        where = f"{source}: object {index}"
+        if not isinstance(obj, dict) or "label" not in obj or "polygon" not in obj:
+            raise AnnotationError(f"{where} lacks 'label' or 'polygon'")
+        label = resolve_label(str(obj["label"]))
+        if label is None:
+            raise AnnotationError(
+                f"{where} has unknown label {obj['label']!r}; use a name of the cityscapesscripts label table"
+            )
+        if obj.get("deleted") or label.id < 0:  # the official tools skip both
+            continue
+        try:
+            polygon = [(point[0], point[1]) for point in obj["polygon"]]
+        except (TypeError, IndexError, KeyError):
+            raise AnnotationError(f"{where} ({obj['label']}): polygon must be a list of [x, y] points") from None
+        if len(polygon) < 2:
+            raise AnnotationError(
+                f"{where} ({obj['label']}): a polygon needs at least 2 points, it has {len(polygon)} "
+                "(the official tools cannot draw it either); fix or delete the object"
+            )
+        objects.append((label.id, polygon))
+    return Annotation(height, width, objects)
+
+
+def load_annotation(json_path: Path) -> Annotation:
+    """Read and validate a polygons JSON; raises AnnotationError naming the file."""
+    try:
+        data = json.loads(Path(json_path).read_text())
+    except json.JSONDecodeError as error:
+        raise AnnotationError(f"{json_path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AnnotationError(f"{json_path}: cannot read the file ({error})") from None
+    return _parse_annotation(data, str(json_path))
+
+
+def draw_label_ids(annotation: Annotation) -> np.ndarray:
+    """(H, W) uint8 labelIds, drawn as ``json2labelImg(..., encoding="ids")`` draws them."""
+    canvas = Image.new("L", (annotation.width, annotation.height), 0)  # 0 = 'unlabeled'
+    drawer = ImageDraw.Draw(canvas)
+    for label_id, polygon in annotation.objects:
+        drawer.polygon(polygon, fill=label_id)
+    return np.asarray(canvas)
+
+
+def masks_from_label_ids(label_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """labelIds -> {"labelIds", "labelTrainIds" (H, W) uint8, "color" (H, W, 4) RGBA uint8}.
+
+    The colour mask is RGBA with opaque alpha, as the official tools save it.
+    """
+    alpha = np.full(label_ids.shape + (1,), 255, np.uint8)
+    return {
+        "labelIds": label_ids,
+        "labelTrainIds": LABEL_ID_TO_TRAIN_ID[label_ids],
+        "color": np.concatenate([LABEL_ID_TO_COLOR[label_ids], alpha], axis=2),
+    }
+
+
+def _check_image_size(annotation: Annotation, json_path: Path, data_root: Path, split: str) -> None:
+    image = image_path(data_root, split, stem_of(json_path))
+    if not image.exists():
+        return
+    with Image.open(image) as opened:  # reads the header only
+        width, height = opened.size
+    if (height, width) != (annotation.height, annotation.width):
+        raise AnnotationError(
+            f"{json_path}: imgHeight x imgWidth is {annotation.height}x{annotation.width} but {image.name} is "
+            f"{height}x{width}; the annotation does not belong to this image"
+        )
+
+
+def convert_annotation(json_path: Path, data_root: Path, out_root: Path, split: str,
+                       overwrite: bool = False) -> ConversionResult:
+    """Write the three masks of one annotation; never raises for bad input, reports it."""
+    stem = stem_of(json_path)
+    outputs = {kind: generated_mask_path(out_root, split, stem, kind) for kind in MASK_KINDS}
+    if not overwrite and all(path.exists() for path in outputs.values()):
+        return ConversionResult(json_path, "skipped")
+    try:
+        annotation = load_annotation(json_path)
+        _check_image_size(annotation, json_path, data_root, split)
+    except AnnotationError as error:
+        return ConversionResult(json_path, "failed", str(error))
+    for kind, mask in masks_from_label_ids(draw_label_ids(annotation)).items():
+        write_png(outputs[kind], mask)
+    return ConversionResult(json_path, "written")
+
+
+def _convert_job(job: tuple[Path, Path, Path, str, bool]) -> ConversionResult:
+    return convert_annotation(*job)
+
+
+def _check_out_root(data_root: Path, out_root: Path) -> None:
+    gt_fine = (data_root / "gtFine").resolve()
+    resolved = out_root.resolve()
+    if resolved == gt_fine or gt_fine in resolved.parents:
+        raise ValueError(f"{out_root}: refusing to write inside gtFine/ (the original annotations); choose another --out")
+
+
+def generate(data_root: Path, splits: Sequence[str] = SPLITS, out_root: Path | None = None, workers: int | None = None,
+             overwrite: bool = False, progress: bool = True) -> list[ConversionResult]:
+    """Convert every polygons JSON of ``splits`` under ``data_root``; results sorted by file.
+
+    ``out_root`` defaults to ``{data_root}/generated_gt``; ``workers`` to all cores.
+    Raises FileNotFoundError when a split has no annotations at all.
+    """
+    data_root = Path(data_root)
+    out_root = Path(out_root) if out_root is not None else data_root / GENERATED_DIR
+    _check_out_root(data_root, out_root)
+    jobs = []
+    for split in splits:
+        files = polygon_files(data_root, split)
+        if not files:
+            raise FileNotFoundError(
+                f"{data_root / 'gtFine' / split}: no *_gtFine_polygons.json found; extract gtFine_trainvaltest.zip "
+                f"into {data_root} (or pass --data-root)"
+            )
+        jobs += [(path, data_root, out_root, split, overwrite) for path in files]
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(jobs), desc="generate_gt", unit="file", disable=not progress)
+    if workers == 1:
+        results = []
+        for job in jobs:
+            results.append(_convert_job(job))
+            bar.update()
+    else:
+        with Pool(workers) as pool:
+            results = []
+            for result in pool.imap_unordered(_convert_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return sorted(results, key=lambda result: result.json_path)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Generate labelIds / labelTrainIds / color masks from gtFine polygons, "
+                                     "or compare generated masks with the provided ones.")
+    commands = parser.add_subparsers(dest="command")
+    generate_parser = commands.add_parser("generate", help="write masks (the default command)")
+    generate_parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
+                                 help="data set root holding gtFine/ and leftImg8bit/ (default: data)")
+    generate_parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to convert")
+    generate_parser.add_argument("--out", type=Path, default=None,
+                                 help="output root (default: {data-root}/generated_gt); never inside gtFine/")
+    generate_parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
+    generate_parser.add_argument("--overwrite", action="store_true", help="rewrite masks that already exist")
+    compare_parser = commands.add_parser("compare", help="compare generated labelIds with the provided ones")
+    compare_parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root")
+    compare_parser.add_argument("--split", choices=SPLITS, default="val", help="split to compare (default: val)")
+    compare_parser.add_argument("--generated", type=Path, default=None,
+                                help="generated masks root (default: {data-root}/generated_gt)")
+    compare_parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the CSVs and the figure")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the CLI; ``generate`` is the command when none is named."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("generate", "compare", "-h", "--help"):
+        argv.insert(0, "generate")
+    return get_args_parser().parse_args(argv)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Write the masks; exit status 1 with a count when any file failed."""
+    results = generate(args.data_root, args.splits, args.out, args.workers, args.overwrite)
+    failed = [result for result in results if result.status == "failed"]
+    for result in failed:
+        print(f"error: {result.error}", file=sys.stderr)
+    counts = {status: sum(result.status == status for result in results) for status in ("written", "skipped")}
+    out = args.out or args.data_root / GENERATED_DIR
+    print(f"{counts['written']} written, {counts['skipped']} skipped (already there; --overwrite rewrites), "
+          f"{len(failed)} failed -> {out}")
+    return 1 if failed else 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Print the agreement table; write per-image and per-class CSVs and a figure to ``args.out``."""
+    from cityscapes.compare_gt import compare_split
+    from cityscapes.visualize import plot_mask_agreement, save_figure
+
+    comparison = compare_split(args.data_root, args.split, args.generated)
+    print(comparison.format_table())
+    out = Path(args.out)
+    name = f"generated_vs_provided_{args.split}"
+    write_csv(out / f"{name}_images.csv", comparison.per_image, ["image", "pixels", "agreeing_pixels", "agreement"])
+    write_csv(out / f"{name}_classes.csv", comparison.per_class(),
+              ["label_id", "name", "provided_pixels", "generated_pixels", "iou", "recall"])
+    save_figure(plot_mask_agreement(comparison), out / f"{name}.png")
+    print(f"wrote {out / name}_images.csv, {name}_classes.csv and {name}.png")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return run_compare(args) if args.command == "compare" else run_generate(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(parse_args()))
