@@ -34,17 +34,21 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         raise
 
 
-def encode_png(array: np.ndarray, compression: int = 1) -> bytes:
+def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of an (H, W) grey or (H, W, 3|4) RGB(A) uint8/uint16 array.
 
-    Compression level 1 (zlib's fastest) is what OpenCV picks by default: label
-    masks are mostly flat regions, so it is several times faster than level 6 for
-    files a few percent larger.
+    zlib's fastest level with the run-length strategy (OpenCV's default): label
+    masks are flat regions, so this is several times faster than Pillow's level 6
+    for files of similar size. Single-channel masks use the 'up' filter, which
+    halves their size at no cost.
     """
+    params = [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
     if array.ndim == 3:
         conversion = cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
         array = cv2.cvtColor(array, conversion)
-    ok, buffer = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    else:
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    ok, buffer = cv2.imencode(".png", array, params)
     if not ok:
         raise ValueError(f"could not encode an array of shape {array.shape} and dtype {array.dtype} as PNG")
     return buffer.tobytes()

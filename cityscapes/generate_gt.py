@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import Pool
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
@@ -132,12 +133,14 @@ def masks_from_label_ids(label_ids: np.ndarray) -> dict[str, np.ndarray]:
     """labelIds -> {"labelIds", "labelTrainIds" (H, W) uint8, "color" (H, W, 4) RGBA uint8}.
 
     The colour mask is RGBA with opaque alpha, as the official tools save it.
+    ``cv2.LUT`` does the lookups: several times faster than numpy indexing.
     """
-    alpha = np.full(label_ids.shape + (1,), 255, np.uint8)
+    rgba = [np.ascontiguousarray(LABEL_ID_TO_COLOR[:, channel]) for channel in range(3)]
+    rgba.append(np.full(256, 255, np.uint8))
     return {
         "labelIds": label_ids,
-        "labelTrainIds": LABEL_ID_TO_TRAIN_ID[label_ids],
-        "color": np.concatenate([LABEL_ID_TO_COLOR[label_ids], alpha], axis=2),
+        "labelTrainIds": cv2.LUT(label_ids, LABEL_ID_TO_TRAIN_ID),
+        "color": cv2.merge([cv2.LUT(label_ids, table) for table in rgba]),
     }
 
 
