@@ -1,0 +1,68 @@
+"""DeepLabV3+ (Chen et al., ECCV 2018) and its builder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deeplabv3plus.aspp import ASPP, ASPP_RATES_BY_OUTPUT_STRIDE
+from deeplabv3plus.backbone import ResNetBackbone
+from deeplabv3plus.decoder import Decoder
+
+__all__ = ["DeepLabV3Plus", "build_model", "parameter_groups"]
+
+
+class DeepLabV3Plus(nn.Module):
+    """ResNet backbone + ASPP + decoder; ``forward(images) -> logits (N, num_classes, H, W)``."""
+
+    def __init__(self, backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
+                 pretrained_backbone: str | Path | None = None) -> None:
+        super().__init__()
+        self.backbone = ResNetBackbone(backbone, output_stride, pretrained_backbone)
+        self.aspp = ASPP(self.backbone.out_channels, ASPP_RATES_BY_OUTPUT_STRIDE[output_stride])
+        self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, num_classes)
+        self.config = {"backbone": backbone, "output_stride": output_stride, "num_classes": num_classes}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised images -> (N, num_classes, H, W) float logits, for any H and W."""
+        features = self.backbone(images)
+        logits = self.decoder(features["low_level"], self.aspp(features["out"]))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_model(backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
+                pretrained_backbone: str | Path | None = None) -> DeepLabV3Plus:
+    """A DeepLabV3+ model.
+
+    ``pretrained_backbone``: ``"imagenet"`` (torchvision's weights, downloaded to its
+    cache), a path to a local ResNet state dict, or ``None`` to start from scratch.
+    """
+    return DeepLabV3Plus(backbone, output_stride, num_classes, pretrained_backbone)
+
+
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
+                     backbone_lr_multiplier: float = 1.0) -> list[dict]:
+    """Optimizer groups: backbone vs head, with no weight decay on norm weights and biases.
+
+    Each group carries a ``name`` and its own ``lr`` (the backbone's scaled by
+    ``backbone_lr_multiplier``); empty groups are left out.
+    """
+    groups: dict[str, dict] = {}
+    for module_name, module in model.named_modules():
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad:
+                continue
+            part = "backbone" if module_name.split(".")[0] == "backbone" else "head"
+            is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+            decay = "no_decay" if is_norm or parameter_name == "bias" else "decay"
+            name = f"{part}_{decay}"
+            group = groups.setdefault(name, {
+                "name": name, "params": [],
+                "lr": lr * (backbone_lr_multiplier if part == "backbone" else 1.0),
+                "weight_decay": weight_decay if decay == "decay" else 0.0,
+            })
+            group["params"].append(parameter)
+    return [groups[name] for name in ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay") if name in groups]
