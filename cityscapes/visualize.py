@@ -59,3 +59,76 @@ def plot_mask_agreement(comparison: MaskComparison) -> Figure:
     images.set_ylabel("pixel agreement (%)")
     images.set_title("Per-image agreement")
     return figure
+
+
+CURVES = {  # figure file stem -> (history key(s) drawn, y label)
+    "dlv3p_loss": (("train_loss", "val_loss"), "cross-entropy loss"),
+    "dlv3p_miou": (("miou",), "val mIoU"),
+    "dlv3p_mdice": (("mean_dice",), "val mean Dice"),
+    "dlv3p_mpacc": (("pixel_accuracy",), "val pixel accuracy"),
+}
+
+
+def plot_training_curve(histories: dict[str, list[dict]], keys: tuple[str, ...], ylabel: str) -> Figure:
+    """One panel per run (side by side, e.g. OS8 and OS16), a line per history key against iteration."""
+    figure = Figure(figsize=(5.5 * len(histories), 4), layout="constrained")
+    axes = figure.subplots(1, len(histories), squeeze=False, sharey=True)[0]
+    for axis, (run, history) in zip(axes, histories.items()):
+        iterations = [row["iteration"] for row in history]
+        for key in keys:
+            axis.plot(iterations, [row[key] for row in history], marker="o", markersize=3, label=key.replace("_", " "))
+        axis.set_title(run)
+        axis.set_xlabel("iteration")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[0].set_ylabel(ylabel)
+    return figure
+
+
+def plot_per_class_iou(per_class: dict[str, dict[str, float | None]]) -> Figure:
+    """Grouped bars of the last validation's IoU per class, one colour per run."""
+    runs = list(per_class)
+    names = list(next(iter(per_class.values())))
+    figure = Figure(figsize=(13, 4.5), layout="constrained")
+    axis = figure.subplots()
+    width = 0.8 / len(runs)
+    for offset, run in enumerate(runs):
+        values = [100 * (per_class[run][name] or 0.0) for name in names]
+        axis.bar(np.arange(len(names)) + offset * width - 0.4 + width / 2, values, width, label=run)
+    axis.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    axis.set_ylabel("val IoU (%)")
+    axis.set_ylim(0, 100)
+    axis.legend()
+    axis.set_title("Per-class IoU at the last validation")
+    return figure
+
+
+def side_by_side(image: np.ndarray, prediction: np.ndarray, ground_truth: np.ndarray | None,
+                 titles: tuple[str, ...] = ("image", "prediction", "ground truth")) -> np.ndarray:
+    """One GIF frame: (H, W, 3) image | colourised prediction | colourised ground truth, with a title bar."""
+    import cv2
+
+    panels = [image, colorize_train_ids(prediction)]
+    if ground_truth is not None:
+        panels.append(colorize_train_ids(ground_truth))
+    bar_height = max(16, image.shape[0] // 12)
+    framed = []
+    for panel, title in zip(panels, titles):
+        bar = np.full((bar_height, panel.shape[1], 3), 255, np.uint8)
+        cv2.putText(bar, title, (6, int(bar_height * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, bar_height / 32, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        framed.append(np.vstack([bar, panel]))
+    return np.hstack(framed)
+
+
+def save_gif(frames: list[np.ndarray], path: Path, frame_ms: int = 800) -> Path:
+    """Write (H, W, 3) uint8 frames as a looping GIF, atomically."""
+    from PIL import Image
+
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    write_bytes_atomic(Path(path), buffer.getvalue())
+    return Path(path)

@@ -19,3 +19,31 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_dataset(root, frames_per_split=3, height=TINY_HEIGHT, width=TINY_WIDTH, seed=0)
     generate(root, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def learn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64x128 synthetic data set with 12 frames per split, enough for a model to learn from."""
+    root = tmp_path_factory.mktemp("learn") / "cityscapes"
+    write_dataset(root, frames_per_split=12, height=TINY_HEIGHT, width=TINY_WIDTH, seed=1)
+    generate(root, workers=1, progress=False)
+    return root
+
+
+TRAINED_ITERATIONS = 90
+
+
+@pytest.fixture(scope="session")
+def trained_run(learn_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one trained model of the suite: ResNet-50 OS16 from scratch, a short CPU run; its run folder."""
+    import train_dlv3p
+
+    save_dir = tmp_path_factory.mktemp("saved")
+    args = train_dlv3p.get_args_parser().parse_args([
+        "--data-root", str(learn_root), "--backbone", "resnet50", "--output-stride", "16",
+        "--pretrained-backbone", "none", "--iters", str(TRAINED_ITERATIONS), "--batch-size", "4",
+        "--crop-size", "64", "128", "--scale-range", "0.75", "1.5", "--lr", "0.02", "--warmup-iters", "5",
+        "--workers", "0", "--val-every", "10", "--device", "cpu", "--save-dir", str(save_dir), "--run-name", "tiny",
+    ])
+    assert train_dlv3p.main(args) == 0
+    return save_dir / "tiny"

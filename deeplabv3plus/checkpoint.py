@@ -1,0 +1,62 @@
+"""Checkpoints: written atomically, loadable with ``torch.load(..., weights_only=True)``.
+
+A checkpoint holds the rebuild arguments of the model (``model_config``), the
+state dict of the unwrapped model (no ``module.`` / ``_orig_mod.`` prefixes)
+and, for training checkpoints, everything needed to resume exactly: optimizer,
+LR scheduler, AMP scaler, epoch, iteration, best mIoU and history.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cityscapes.files import write_bytes_atomic
+
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "unwrap_model"]
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model", "model_config")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or not one of ours; the message names the file."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def save_checkpoint(path: Path, model: nn.Module, **state: object) -> Path:
+    """Save the unwrapped model, its ``config`` and ``state`` (plain values and state dicts) atomically."""
+    plain = unwrap_model(model)
+    payload = {"format_version": FORMAT_VERSION, "model_config": dict(plain.config), "model": plain.state_dict(), **state}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; CheckpointError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; pass the .pth written by train_dlv3p.py "
+                              "(saved/{run}/best.pth or last.pth)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+        raise CheckpointError(f"{path}: not a DeepLabV3+ checkpoint of this project (no {' / '.join(REQUIRED_KEYS)})")
+    return checkpoint

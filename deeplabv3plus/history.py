@@ -1,0 +1,45 @@
+"""The training log of a run: ``history.csv`` (one row per validation) and ``per_class_iou.json``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from cityscapes.files import write_csv, write_json
+
+__all__ = ["HISTORY_COLUMNS", "read_history", "read_per_class_iou", "write_history"]
+
+HISTORY_COLUMNS = ["epoch", "iteration", "lr", "train_loss", "val_loss", "miou", "mean_dice", "pixel_accuracy",
+                   "mean_class_accuracy", "seconds"]
+
+
+def write_history(run_dir: Path, history: Sequence[dict], class_names: Sequence[str]) -> None:
+    """Rewrite both files from the whole history (atomically, so a crash leaves the previous version)."""
+    write_csv(Path(run_dir) / "history.csv", ({key: row[key] for key in HISTORY_COLUMNS} for row in history),
+              HISTORY_COLUMNS)
+    write_json(Path(run_dir) / "per_class_iou.json", [
+        {"epoch": row["epoch"], "iteration": row["iteration"],
+         "iou": {name: (None if math.isnan(value) else value) for name, value in zip(class_names, row["iou"])}}
+        for row in history
+    ])
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The rows of ``history.csv`` with numbers parsed (ints for epoch/iteration, floats otherwise)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training history; train with train_dlv3p.py first")
+    with open(path, newline="") as stream:
+        return [{key: (int(value) if key in ("epoch", "iteration") else float(value)) for key, value in row.items()}
+                for row in csv.DictReader(stream)]
+
+
+def read_per_class_iou(run_dir: Path) -> list[dict]:
+    """The entries of ``per_class_iou.json`` (``None`` for classes absent from the split)."""
+    path = Path(run_dir) / "per_class_iou.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no per-class IoU; train with train_dlv3p.py first")
+    return json.loads(path.read_text())

@@ -1,0 +1,174 @@
+"""Evaluate a trained DeepLabV3+ checkpoint and write server-ready predictions.
+
+    python test_dlv3p.py --model_weights_path saved/dlv3p_resnet50_os8/best.pth --split val
+    python test_dlv3p.py --model_weights_path saved/dlv3p_resnet50_os8/best.pth --split test
+
+On a split with labels it prints and saves mIoU, mean Dice, pixel accuracy, mean
+class accuracy, per-class and category IoU; on every split it writes one
+full-resolution labelIds PNG per image to outputs/{model_name}/{split}/labelIds/
+and a zip of them to upload to the Cityscapes server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from cityscapes.dataset import CityscapesSegmentation
+from cityscapes.files import write_csv, write_json
+from cityscapes.labels import CATEGORY_NAMES, CLASS_NAMES, IGNORE_INDEX, TRAIN_ID_TO_CATEGORY_ID
+from cityscapes.paths import GENERATED_DIR, SPLITS, generated_mask_path, stem_of
+from cityscapes.submission import PredictionWriter, make_submission_zip
+from cityscapes.transforms import eval_transforms
+from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
+from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
+from deeplabv3plus.engine import EvaluationResult, evaluate
+from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
+from deeplabv3plus.inference import load_trained_model
+
+log = logging.getLogger("test_dlv3p")
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model = parser.add_argument_group("Model")
+    model.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True,
+                       help="checkpoint written by train_dlv3p.py (saved/{run}/best.pth)")
+    model.add_argument("--backbone", choices=list(BACKBONES), default=None,
+                       help="must match the checkpoint if given (it is read from the checkpoint)")
+    model.add_argument("--output-stride", "--output_stride", type=int, choices=sorted(DILATION_BY_OUTPUT_STRIDE),
+                       default=None, help="must match the checkpoint if given")
+    data = parser.add_argument_group("Data")
+    data.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root")
+    data.add_argument("--split", choices=SPLITS, default="val", help="split to predict")
+    data.add_argument("--batch-size", "--batch_size", type=int, default=1, help="images per forward pass")
+    data.add_argument("--workers", type=int, default=4, help="data loading processes")
+    output = parser.add_argument_group("Output")
+    output.add_argument("--out", type=Path, default=Path("outputs"), help="predictions go to {out}/{model_name}/{split}/")
+    output.add_argument("--model-name", "--model_name", default=None,
+                        help="output folder name (default: the checkpoint's run folder name)")
+    output.add_argument("--save-color", "--save_color", action="store_true", help="also write colour and overlay PNGs")
+    output.add_argument("--official-eval", "--official_eval", action="store_true",
+                        help="also score the written PNGs with cityscapesscripts' evalPixelLevelSemanticLabeling")
+    inference = parser.add_argument_group("Inference")
+    inference.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    inference.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale test (e.g. 0.75 1.0 1.25)")
+    inference.add_argument("--amp", action="store_true", help="mixed precision inference")
+    inference.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
+                           help="autocast dtype (default: float16 on CUDA, bfloat16 on CPU)")
+    inference.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    inference.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
+    return parser
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """Rebuild the model from the checkpoint; flags that disagree with it are an error."""
+    model = load_trained_model(args.model_weights_path, device, args.backbone, args.output_stride)
+    return model.to(memory_format=torch.channels_last) if args.channels_last else model
+
+
+def score_report(result: EvaluationResult) -> dict:
+    """All scores of a labelled split, as plain values (per-class and per-category IoU by name)."""
+    scores = result.scores()
+    categories = scores_from_confusion_matrix(category_confusion_matrix(
+        result.confusion.matrix, torch.as_tensor(TRAIN_ID_TO_CATEGORY_ID), len(CATEGORY_NAMES)))
+    nan_to_none = lambda value: None if math.isnan(value) else value  # noqa: E731  (JSON has no NaN)
+    return {
+        "mean_iou": scores["mean_iou"], "mean_dice": scores["mean_dice"], "pixel_accuracy": scores["pixel_accuracy"],
+        "mean_class_accuracy": scores["mean_class_accuracy"], "category_mean_iou": categories["mean_iou"],
+        "class_iou": {name: nan_to_none(value) for name, value in zip(CLASS_NAMES, scores["iou"])},
+        "class_dice": {name: nan_to_none(value) for name, value in zip(CLASS_NAMES, scores["dice"])},
+        "category_iou": {name: nan_to_none(value) for name, value in zip(CATEGORY_NAMES, categories["iou"])},
+        "val_loss": result.loss, "images": result.images,
+        "seconds_per_image": result.seconds_per_image, "peak_memory_mb": result.peak_memory_mb,
+        "confusion_matrix": result.confusion.matrix.tolist(),
+    }
+
+
+def format_report(report: dict) -> str:
+    """The per-class and per-category table, then the means."""
+    lines = [f"{'class':<16}{'IoU':>8}{'Dice':>8}"]
+    for name in CLASS_NAMES:
+        iou, dice = report["class_iou"][name], report["class_dice"][name]
+        lines.append(f"{name:<16}{'n/a' if iou is None else f'{100 * iou:.2f}':>8}"
+                     f"{'n/a' if dice is None else f'{100 * dice:.2f}':>8}")
+    lines.append(f"{'category':<16}{'IoU':>8}")
+    for name, iou in report["category_iou"].items():
+        lines.append(f"{name:<16}{'n/a' if iou is None else f'{100 * iou:.2f}':>8}")
+    lines.append(f"mIoU {100 * report['mean_iou']:.2f}  mean Dice {100 * report['mean_dice']:.2f}  "
+                 f"pixel accuracy {100 * report['pixel_accuracy']:.2f}  mean class accuracy "
+                 f"{100 * report['mean_class_accuracy']:.2f}  category mIoU {100 * report['category_mean_iou']:.2f}")
+    return "\n".join(lines)
+
+
+def run_official_eval(prediction_files: list[Path], args: argparse.Namespace, out_dir: Path) -> dict:
+    """Score the written labelIds with cityscapesscripts against the labelIds the training masks came from."""
+    from cityscapes.official_eval import evaluate_official
+
+    ground_truth = [generated_mask_path(args.data_root / GENERATED_DIR, args.split, stem_of(path), "labelIds")
+                    for path in prediction_files]
+    return evaluate_official(prediction_files, ground_truth, export_file=out_dir / "official_eval.json")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    context = init_distributed_mode(args.device)
+    try:
+        model = load_model(args, context.device)
+        dataset = CityscapesSegmentation(args.data_root, args.split, eval_transforms())
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    model_name = args.model_name or args.model_weights_path.resolve().parent.name
+    out_dir = args.out / model_name / args.split
+    loader = DataLoader(dataset, args.batch_size, sampler=ShardSampler(len(dataset), context.rank, context.world_size),
+                        num_workers=args.workers, pin_memory=context.device.type == "cuda")
+    amp_dtype = None
+    if args.amp:
+        amp_dtype = AMP_DTYPES[args.amp_dtype or ("float16" if context.device.type == "cuda" else "bfloat16")]
+    writer = PredictionWriter(out_dir, save_color=args.save_color)
+    try:
+        result = evaluate(model, loader, context.device, len(CLASS_NAMES), ignore_index=IGNORE_INDEX, flip=args.flip,
+                          scales=args.scales, amp_dtype=amp_dtype, channels_last=args.channels_last,
+                          on_prediction=writer, description=args.split)
+    finally:
+        writer.close()
+    if context.enabled:
+        torch.distributed.barrier()
+    if not context.is_main:
+        torch.distributed.destroy_process_group()
+        return 0
+    prediction_files = sorted((out_dir / "labelIds").glob("*_labelIds.png"))
+    zip_path = make_submission_zip(prediction_files, out_dir / f"{model_name}_{args.split}_labelIds.zip")
+    log.info("%d labelIds PNGs in %s; upload %s", len(prediction_files), out_dir / "labelIds", zip_path)
+    if dataset.has_labels:
+        report = score_report(result)
+        if args.official_eval:
+            official = run_official_eval(prediction_files, args, out_dir)
+            report["official_mean_iou"] = official["averageScoreClasses"]
+            report["official_category_mean_iou"] = official["averageScoreCategories"]
+        print(format_report(report))
+        if args.official_eval:
+            print(f"cityscapesscripts evalPixelLevelSemanticLabeling: mIoU {100 * report['official_mean_iou']:.2f}, "
+                  f"category mIoU {100 * report['official_category_mean_iou']:.2f}")
+        write_json(out_dir / "metrics.json", report)
+        write_csv(out_dir / "class_iou.csv",
+                  ({"class": name, "iou": report["class_iou"][name], "dice": report["class_dice"][name]}
+                   for name in CLASS_NAMES), ["class", "iou", "dice"])
+    print(f"{result.images} images: {1000 * result.seconds_per_image:.1f} ms per image, peak memory "
+          f"{result.peak_memory_mb:.0f} MiB ({'GPU allocated' if context.device.type == 'cuda' else 'process RSS'})")
+    if context.enabled:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()))

@@ -1,0 +1,63 @@
+import pytest
+import torch
+from torch import nn
+
+from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap_model
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.config = {"backbone": "resnet50", "output_stride": 16, "num_classes": 2}
+
+    def forward(self, images):
+        return self.conv(images)
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    model = Tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(1, 3, 2, 2)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "run" / "last.pth", model, optimizer=optimizer.state_dict(), epoch=3,
+                           best_miou=0.5, history=[{"epoch": 1, "iou": [0.1, float("nan")]}], args={"lr": 0.1})
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["model_config"] == model.config and checkpoint["epoch"] == 3
+    assert torch.equal(checkpoint["model"]["conv.weight"], model.conv.weight)
+    assert "momentum_buffer" in checkpoint["optimizer"]["state"][0]
+    assert load_checkpoint(path)["history"][0]["epoch"] == 1
+
+
+def test_wrappers_leave_no_prefix(tmp_path):
+    model = Tiny()
+    compiled = torch.compile(model, backend="eager")
+    assert unwrap_model(compiled) is model
+    save_checkpoint(tmp_path / "c.pth", compiled)
+    assert set(load_checkpoint(tmp_path / "c.pth")["model"]) == {"conv.weight", "conv.bias"}
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = Tiny()
+    path = save_checkpoint(tmp_path / "last.pth", model, epoch=1)
+    before = path.read_bytes()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("cityscapes.files.os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model, epoch=2)
+    assert path.read_bytes() == before and load_checkpoint(path)["epoch"] == 1
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="missing.pth: checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pth")
+    (tmp_path / "broken.pth").write_bytes(b"\x80\x02 truncated")
+    with pytest.raises(CheckpointError, match="broken.pth: cannot read the checkpoint"):
+        load_checkpoint(tmp_path / "broken.pth")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="foreign.pth: not a DeepLabV3\\+ checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pth")

@@ -1,0 +1,124 @@
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cityscapesscripts.helpers.labels import labels, trainId2label
+from PIL import Image
+
+import test_dlv3p
+from cityscapes.official_eval import evaluate_official
+from cityscapes.paths import image_files, stem_of
+from cityscapes.submission import train_ids_to_label_ids
+
+REPO = Path(__file__).resolve().parent.parent
+VALID_LABEL_IDS = {label.id for label in labels if 0 <= label.trainId < 255}
+
+
+def run(trained_run, root, out, *extra):
+    args = test_dlv3p.get_args_parser().parse_args([
+        "--model_weights_path", str(trained_run / "best.pth"), "--data-root", str(root), "--out", str(out),
+        "--workers", "0", "--device", "cpu", *extra])
+    return test_dlv3p.main(args)
+
+
+def test_train_id_to_label_id_for_every_class():
+    train_ids = np.arange(19, dtype=np.uint8).reshape(1, 19)
+    assert train_ids_to_label_ids(train_ids).tolist() == [[trainId2label[t].id for t in range(19)]]
+    with pytest.raises(ValueError, match="trainIds 0..18"):
+        train_ids_to_label_ids(np.array([[255]], np.uint8))
+
+
+@pytest.fixture(scope="module")
+def val_outputs(trained_run, learn_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    assert run(trained_run, learn_root, out, "--split", "val", "--official-eval", "--save-color") == 0
+    return out / "tiny" / "val"
+
+
+def test_val_predictions_are_full_size_label_ids(val_outputs, learn_root):
+    stems = [stem_of(path) for path in image_files(learn_root, "val")]
+    written = sorted((val_outputs / "labelIds").iterdir())
+    assert [path.name for path in written] == [f"{stem}_labelIds.png" for stem in stems]
+    for path in written:
+        with Image.open(path) as image:
+            assert image.mode == "L" and image.size == (128, 64)
+            values = set(np.unique(np.asarray(image)).tolist())
+        assert values <= VALID_LABEL_IDS, values  # labelIds only: no 255, no trainIds like 0..6
+    assert len(list((val_outputs / "color").iterdir())) == len(list((val_outputs / "overlay").iterdir())) == 12
+
+
+def test_our_miou_equals_cityscapesscripts(val_outputs):
+    report = json.loads((val_outputs / "metrics.json").read_text())
+    assert report["images"] == 12 and 0 < report["mean_iou"] < 1
+    assert report["mean_iou"] == pytest.approx(report["official_mean_iou"], abs=1e-12)
+    assert report["category_mean_iou"] == pytest.approx(report["official_category_mean_iou"], abs=1e-12)
+    official = json.loads((val_outputs / "official_eval.json").read_text())
+    for name, iou in report["class_iou"].items():
+        expected = official["classScores"][name]
+        assert (iou is None and np.isnan(expected)) or iou == pytest.approx(expected, abs=1e-12), name
+    for name, iou in report["category_iou"].items():
+        assert iou == pytest.approx(official["categoryScores"][name], abs=1e-12), name
+    assert len(report["category_iou"]) == 7
+
+
+def test_official_evaluation_runs_with_this_numpy(tmp_path):
+    """cityscapesscripts calls np.in1d (gone in numpy 2.4); the wrapper must still score correctly."""
+    ground_truth = np.array([[7, 7, 26, 0], [7, 8, 26, 26]], np.uint8)
+    prediction = np.array([[7, 8, 26, 7], [7, 8, 26, 7]], np.uint8)
+    Image.fromarray(ground_truth).save(tmp_path / "frankfurt_000000_000019_gtFine_labelIds.png")
+    Image.fromarray(prediction).save(tmp_path / "frankfurt_000000_000019_pred.png")
+    result = evaluate_official([tmp_path / "frankfurt_000000_000019_pred.png"],
+                               [tmp_path / "frankfurt_000000_000019_gtFine_labelIds.png"])
+    assert result["classScores"]["road"] == pytest.approx(2 / 4)  # tp 2, fn 1 (as sidewalk), fp 1 (on car)
+    assert result["classScores"]["car"] == pytest.approx(2 / 3)
+    assert result["classScores"]["sidewalk"] == pytest.approx(1 / 2)
+    assert np.isnan(result["classScores"]["sky"])
+    assert not hasattr(np, "in1d") or np.__version__ < "2.4"  # numpy itself is left alone
+
+
+def test_test_split_gives_a_zip_of_exactly_the_test_images(trained_run, learn_root, tmp_path, capsys):
+    assert run(trained_run, learn_root, tmp_path, "--split", "test", "--batch-size", "4") == 0
+    archive = tmp_path / "tiny" / "test" / "tiny_test_labelIds.zip"
+    with zipfile.ZipFile(archive) as opened:
+        names = opened.namelist()
+        first = np.asarray(Image.open(opened.open(names[0])))
+    assert names == [f"{stem_of(path)}_labelIds.png" for path in image_files(learn_root, "test")]
+    assert first.shape == (64, 128) and set(np.unique(first).tolist()) <= VALID_LABEL_IDS
+    printed = capsys.readouterr().out
+    assert "ms per image" in printed and "peak memory" in printed and "mIoU" not in printed
+
+
+def test_flip_and_multi_scale_run(trained_run, learn_root, tmp_path):
+    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--flip", "--scales", "0.75", "1.0") == 0
+    assert json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["mean_iou"] > 0
+
+
+def test_checkpoint_errors(trained_run, learn_root, tmp_path, capsys):
+    assert run(trained_run, learn_root, tmp_path, "--output_stride", "8") == 2
+    assert "was trained with output_stride=16 but --output-stride is 8" in capsys.readouterr().err
+    args = test_dlv3p.get_args_parser().parse_args(["--model_weights_path", str(tmp_path / "none.pth"),
+                                                    "--data-root", str(learn_root), "--device", "cpu"])
+    assert test_dlv3p.main(args) == 2
+    assert "none.pth: checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "tiny").exists(), "nothing may be written without a model"
+
+
+def test_ddp_evaluation_equals_one_process(trained_run, learn_root, val_outputs, tmp_path):
+    """torchrun, 2 gloo processes with unequal shards (12 images, batch 5): the same confusion matrix."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "test_dlv3p.py"), "--model_weights_path", str(trained_run / "best.pth"),
+               "--data-root", str(learn_root), "--out", str(tmp_path), "--workers", "0", "--device", "cpu",
+               "--batch-size", "5"]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    distributed = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())
+    single = json.loads((val_outputs / "metrics.json").read_text())
+    assert distributed["confusion_matrix"] == single["confusion_matrix"]
+    assert distributed["mean_iou"] == single["mean_iou"] and distributed["images"] == 12
+    assert len(list((tmp_path / "tiny" / "val" / "labelIds").iterdir())) == 12

@@ -1,0 +1,52 @@
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from run_notebook import execute_notebook, parse_parameter, set_parameters
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ["visualize_training.ipynb", "save_predictions.ipynb"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_without_outputs_and_with_a_parameters_cell(name):
+    notebook = json.loads((REPO / name).read_text())
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert all(not cell["outputs"] and cell["execution_count"] is None for cell in code)
+    assert "".join(code[0]["source"]).startswith("# Parameters")
+
+
+def test_visualize_training_notebook(trained_run, tmp_path):
+    execute_notebook(REPO / "visualize_training.ipynb", {"save_dir": str(trained_run.parent), "out_dir": str(tmp_path)},
+                     output=tmp_path / "executed.ipynb", cwd=REPO)
+    for stem in ("dlv3p_loss", "dlv3p_miou", "dlv3p_mdice", "dlv3p_mpacc", "dlv3p_class_iou"):
+        with Image.open(tmp_path / f"{stem}.png") as image:
+            assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+    summary = (tmp_path / "dlv3p_summary.csv").read_text().splitlines()
+    assert summary[0].startswith("run,iterations,best_miou") and summary[1].startswith("tiny,90,")
+    executed = json.loads((tmp_path / "executed.ipynb").read_text())
+    assert any(output.get("output_type") == "display_data" for cell in executed["cells"] for output in cell.get("outputs", []))
+
+
+def test_save_predictions_notebook(trained_run, learn_root, tmp_path):
+    gif = tmp_path / "predictions.gif"
+    execute_notebook(REPO / "save_predictions.ipynb", {"checkpoint": str(trained_run / "best.pth"),
+                     "data_root": str(learn_root), "num_frames": 5, "out_path": str(gif)}, cwd=REPO)
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames == 5
+        assert image.size == (3 * 128, 64 + 16)  # image | prediction | ground truth, under a title bar
+
+
+def test_parameters_are_checked():
+    assert parse_parameter("num_frames=4") == ("num_frames", 4)
+    assert parse_parameter("data_root=data/demo") == ("data_root", "data/demo")
+    with pytest.raises(ValueError, match="expected name=value"):
+        parse_parameter("oops")
+    notebook = {"cells": [type("Cell", (), {"cell_type": "code", "source": "a = 1\nb = 2"})()]}
+    notebook = type("Notebook", (), notebook)()
+    set_parameters(notebook, {"b": "x"})
+    assert notebook.cells[0].source == "a = 1\nb = 'x'"
+    with pytest.raises(ValueError, match="has no 'c'"):
+        set_parameters(notebook, {"c": 1})

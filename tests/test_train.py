@@ -1,0 +1,137 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_dlv3p
+from deeplabv3plus import engine
+from deeplabv3plus.checkpoint import load_checkpoint
+from deeplabv3plus.history import HISTORY_COLUMNS, read_history
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def train_args(root, save_dir, *extra):
+    return train_dlv3p.get_args_parser().parse_args([
+        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
+        "--crop-size", "32", "64", "--workers", "0", "--device", "cpu", "--save-dir", str(save_dir),
+        "--warmup-iters", "1", "--val-every", "1", *extra,
+    ])
+
+
+def test_two_iterations_write_history_and_both_checkpoints(tiny_root, tmp_path):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2")) == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    history = read_history(run)
+    assert [row["iteration"] for row in history] == [1, 2] and [row["epoch"] for row in history] == [1, 2]
+    with open(run / "history.csv") as stream:
+        assert next(csv.reader(stream)) == HISTORY_COLUMNS
+    assert len(json.loads((run / "per_class_iou.json").read_text())[0]["iou"]) == 19
+    assert json.loads((run / "args.json").read_text())["iters"] == 2
+    for name in ("last.pth", "best.pth"):
+        checkpoint = torch.load(run / name, weights_only=True)
+        assert checkpoint["model_config"] == {"backbone": "resnet50", "output_stride": 16, "num_classes": 19}
+        assert {"optimizer", "scheduler", "scaler", "epoch", "iteration", "best_miou", "history", "args"} <= set(checkpoint)
+        assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
+    assert load_checkpoint(run / "last.pth")["iteration"] == 2
+
+
+def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path / "straight", "--iters", "3")) == 0
+
+    real_train_one_epoch = engine.train_one_epoch
+    calls = []
+
+    def dies_in_epoch_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the machine goes down mid-run
+        return real_train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", dies_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3"))
+    monkeypatch.setattr(engine, "train_one_epoch", real_train_one_epoch)
+    last = tmp_path / "resumed" / "dlv3p_resnet50_os16" / "last.pth"
+    assert load_checkpoint(last)["iteration"] == 2
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3", "--resume", str(last))) == 0
+
+    straight = load_checkpoint(tmp_path / "straight" / "dlv3p_resnet50_os16" / "last.pth")
+    resumed = load_checkpoint(last)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert straight["scheduler"] == resumed["scheduler"]
+    for index, state in straight["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], resumed["optimizer"]["state"][index]["momentum_buffer"])
+    drop_time = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert repr(drop_time(straight["history"])) == repr(drop_time(resumed["history"]))  # NaN-safe
+    assert len(read_history(last.parent)) == 3
+
+
+def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch, capsys):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1")) == 0
+    last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
+    before = last.read_bytes()
+
+    class NanLoss(torch.nn.Module):
+        def forward(self, logits, target):
+            return logits.mean() * float("inf")
+
+    monkeypatch.setattr(train_dlv3p, "build_criterion", lambda args: NanLoss())
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3", "--resume", str(last))) == 1
+    message = capsys.readouterr().err
+    assert "training loss is" in message and "last.pth keeps the last good state" in message
+    assert last.read_bytes() == before
+
+
+def test_resume_with_other_flags_is_an_error(tiny_root, tmp_path, capsys):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1")) == 0
+    last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
+    args = train_args(tiny_root, tmp_path, "--iters", "2", "--resume", str(last))
+    args.output_stride = 8
+    assert train_dlv3p.main(args) == 2
+    assert "pass the matching --backbone / --output-stride" in capsys.readouterr().err
+
+
+def test_bad_flags_and_data_are_clear_errors(tiny_root, tmp_path, capsys):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--batch-size", "8")) == 2
+    assert "fewer than --batch-size 8" in capsys.readouterr().err
+    assert train_dlv3p.main(train_args(tmp_path / "nowhere", tmp_path, "--iters", "1")) == 2
+    assert "extract leftImg8bit_trainvaltest.zip" in capsys.readouterr().err
+
+
+def test_the_model_learns(trained_run):
+    """From scratch, 90 iterations on 12 synthetic 64x128 frames.
+
+    Chance is far below: predicting the most frequent class everywhere gives
+    mIoU ~0.02 and pixel accuracy ~0.3, uniform guessing mIoU ~0.03. The run
+    reaches mIoU ~0.4, pixel accuracy ~0.85; the thresholds leave a wide margin
+    for CPU and library differences.
+    """
+    history = read_history(trained_run)
+    assert [row["iteration"] for row in history] == [30, 60, 90]
+    final = history[-1]
+    assert final["miou"] > 0.25 and final["pixel_accuracy"] > 0.7
+    assert final["train_loss"] < history[0]["train_loss"]
+    assert load_checkpoint(trained_run / "best.pth")["best_miou"] == max(row["miou"] for row in history)
+
+
+def test_ddp_training_on_two_gloo_processes(learn_root, tmp_path):
+    """torchrun with 2 CPU processes: trains, and only rank 0 writes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "train_dlv3p.py"), "--data-root", str(learn_root), "--output-stride", "16",
+               "--pretrained-backbone", "none", "--batch-size", "4", "--crop-size", "32", "64", "--workers", "0",
+               "--device", "cpu", "--iters", "2", "--save-dir", str(tmp_path), "--run-name", "ddp", "--val-every", "1"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = read_history(tmp_path / "ddp")
+    assert [row["iteration"] for row in history] == [2]  # 12 images / batch 4 = 3 steps per epoch, capped at 2
+    assert load_checkpoint(tmp_path / "ddp" / "last.pth")["iteration"] == 2
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["args.json", "best.pth", "history.csv",
+                                                                     "last.pth", "per_class_iou.json"]
