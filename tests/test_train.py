@@ -108,15 +108,17 @@ def test_bad_flags_and_data_are_clear_errors(tiny_root, tmp_path, capsys):
 def test_the_model_learns(trained_run):
     """From scratch, 90 iterations on 12 synthetic 64x128 frames.
 
-    Chance is far below: predicting the most frequent class everywhere gives
-    mIoU ~0.02 and pixel accuracy ~0.3, uniform guessing mIoU ~0.03. The run
-    reaches mIoU ~0.4, pixel accuracy ~0.85; the thresholds leave a wide margin
-    for CPU and library differences.
+    Chance on this val split: predicting the most frequent class (sky) everywhere
+    gives mIoU 0.018 and pixel accuracy 0.317; uniform guessing mIoU 0.016. Three
+    runs with different LR and augmentation all ended at mIoU 0.25-0.26 and pixel
+    accuracy 0.83-0.84 (small classes are a few pixels at this size). The
+    thresholds, mIoU > 0.15 (8x chance) and pixel accuracy > 0.7, leave a wide
+    margin for CPU and library differences yet fail for a model that did not learn.
     """
     history = read_history(trained_run)
     assert [row["iteration"] for row in history] == [30, 60, 90]
     final = history[-1]
-    assert final["miou"] > 0.25 and final["pixel_accuracy"] > 0.7
+    assert final["miou"] > 0.15 and final["pixel_accuracy"] > 0.7
     assert final["train_loss"] < history[0]["train_loss"]
     assert load_checkpoint(trained_run / "best.pth")["best_miou"] == max(row["miou"] for row in history)
 
