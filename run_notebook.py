@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -50,9 +51,14 @@ def execute_notebook(path: Path, parameters: dict[str, object] | None = None, ou
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
     set_parameters(notebook, parameters or {})
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    kernel = KernelManager(kernel_name="python3", transport="ipc")  # a local socket file, not TCP
+    client = NotebookClient(notebook, km=kernel, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd or path.parent)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:  # nbclient leaves a kernel manager it did not create running
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=False)
     if output is not None:
         write_bytes_atomic(Path(output), nbformat.writes(notebook).encode())
     return notebook

@@ -28,13 +28,11 @@ from cityscapes.submission import PredictionWriter, make_submission_zip
 from cityscapes.transforms import eval_transforms
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
-from deeplabv3plus.engine import EvaluationResult, evaluate
+from deeplabv3plus.engine import AMP_DTYPES, EvaluationResult, evaluate, resolve_amp_dtype
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
 from deeplabv3plus.inference import load_trained_model
 
 log = logging.getLogger("test_dlv3p")
-
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -131,9 +129,7 @@ def main(args: argparse.Namespace) -> int:
     out_dir = args.out / model_name / args.split
     loader = DataLoader(dataset, args.batch_size, sampler=ShardSampler(len(dataset), context.rank, context.world_size),
                         num_workers=args.workers, pin_memory=context.device.type == "cuda")
-    amp_dtype = None
-    if args.amp:
-        amp_dtype = AMP_DTYPES[args.amp_dtype or ("float16" if context.device.type == "cuda" else "bfloat16")]
+    amp_dtype = resolve_amp_dtype(args.amp, args.amp_dtype, context.device)
     writer = PredictionWriter(out_dir, save_color=args.save_color)
     try:
         result = evaluate(model, loader, context.device, len(CLASS_NAMES), ignore_index=IGNORE_INDEX, flip=args.flip,

@@ -27,12 +27,10 @@ from cityscapes.transforms import eval_transforms, train_transforms
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, unwrap_model
 from deeplabv3plus.distributed import DistributedContext, ShardSampler, init_distributed_mode
-from deeplabv3plus.engine import FitConfig, TrainState, fit, poly_lr_factor
+from deeplabv3plus.engine import AMP_DTYPES, FitConfig, TrainState, fit, poly_lr_factor, resolve_amp_dtype
 from deeplabv3plus.model import build_model, parameter_groups
 
 log = logging.getLogger("train_dlv3p")
-
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -96,8 +94,8 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext) -> argpa
         raise ValueError("each process needs at least 2 images per batch (batch norm); raise --batch-size")
     if args.iters is None and args.epochs is None:
         args.iters = 80_000
-    if args.amp and args.amp_dtype is None:
-        args.amp_dtype = "float16" if args.device.startswith("cuda") else "bfloat16"
+    if args.amp:
+        args.amp_dtype = {dtype: name for name, dtype in AMP_DTYPES.items()}[resolve_amp_dtype(True, args.amp_dtype, args.device)]
     if args.run_name is None:
         args.run_name = args.resume.parent.name if args.resume else f"dlv3p_{args.backbone}_os{args.output_stride}"
     return args
@@ -193,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
                    if context.enabled else eval_model)
     config = FitConfig(total_iterations=total_iterations, run_dir=run_dir, num_classes=NUM_CLASSES,
                        class_names=CLASS_NAMES, val_every=args.val_every, seed=args.seed, rank=context.rank,
-                       amp_dtype=AMP_DTYPES[args.amp_dtype] if args.amp else None, channels_last=args.channels_last,
+                       amp_dtype=resolve_amp_dtype(args.amp, args.amp_dtype, args.device), channels_last=args.channels_last,
                        checkpoint_extra={"args": plain_args(args)})
     try:
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,

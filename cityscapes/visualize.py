@@ -86,15 +86,19 @@ def plot_training_curve(histories: dict[str, list[dict]], keys: tuple[str, ...],
 
 
 def plot_per_class_iou(per_class: dict[str, dict[str, float | None]]) -> Figure:
-    """Grouped bars of the last validation's IoU per class, one colour per run."""
+    """Grouped bars of the last validation's IoU per class, one colour per run; "n/a" where a class is absent."""
     runs = list(per_class)
     names = list(next(iter(per_class.values())))
     figure = Figure(figsize=(13, 4.5), layout="constrained")
     axis = figure.subplots()
     width = 0.8 / len(runs)
     for offset, run in enumerate(runs):
-        values = [100 * (per_class[run][name] or 0.0) for name in names]
-        axis.bar(np.arange(len(names)) + offset * width - 0.4 + width / 2, values, width, label=run)
+        positions = np.arange(len(names)) + offset * width - 0.4 + width / 2
+        values = [per_class[run][name] for name in names]
+        axis.bar(positions, [100 * (value or 0.0) for value in values], width, label=run)
+        for position, value in zip(positions, values):
+            if value is None:  # absent from ground truth and prediction: no score, not a zero
+                axis.text(position, 1, "n/a", ha="center", va="bottom", rotation=90, fontsize=8)
     axis.set_xticks(range(len(names)), names, rotation=60, ha="right")
     axis.set_ylabel("val IoU (%)")
     axis.set_ylim(0, 100)

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistributedContext", "ShardSampler", "init_distributed_mode", "is_main_process"]
+__all__ = ["DistributedContext", "ShardSampler", "all_reduce_sum", "get_world_size", "init_distributed_mode", "is_main_process"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ def init_distributed_mode(device: str = "cuda") -> DistributedContext:
 def is_main_process() -> bool:
     """True outside DDP and on rank 0."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 outside DDP)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from deeplabv3plus.checkpoint import save_checkpoint
-from deeplabv3plus.distributed import all_reduce_sum, is_main_process
+from deeplabv3plus.distributed import all_reduce_sum, get_world_size, is_main_process
 from deeplabv3plus.history import write_history
 from deeplabv3plus.metrics import ConfusionMatrix
 
@@ -40,6 +40,16 @@ def poly_lr_factor(iteration: int, total_iterations: int, power: float = 0.9, wa
     if iteration < warmup_iterations:
         return poly * (warmup_ratio + (1.0 - warmup_ratio) * iteration / warmup_iterations)
     return poly
+
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_amp_dtype(amp: bool, amp_dtype: str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for ``--amp [--amp-dtype]``: float16 on CUDA and bfloat16 on the CPU by default."""
+    if not amp:
+        return None
+    return AMP_DTYPES[amp_dtype or ("float16" if torch.device(device).type == "cuda" else "bfloat16")]
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -91,14 +101,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     bar.close()
-    mean_loss = all_reduce_sum(loss_sum / max(1, steps)).item() / _world_size()
+    mean_loss = all_reduce_sum(loss_sum / max(1, steps)).item() / get_world_size()
     return mean_loss, steps
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 @torch.no_grad()
@@ -206,6 +210,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     loss_sum: float = 0.0  # train loss summed over the epochs since the last validation
     loss_epochs: int = 0
+    seconds: float = 0.0  # wall time since the last validation
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -270,7 +275,9 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             ) from None
         state.epoch, state.iteration = epoch + 1, state.iteration + steps
         state.loss_sum, state.loss_epochs = state.loss_sum + loss, state.loss_epochs + 1
+        state.seconds += time.perf_counter() - start
         if state.epoch % config.val_every == 0 or state.epoch == num_epochs:
+            start = time.perf_counter()
             result = evaluate(eval_model, val_loader, device, config.num_classes, amp_dtype=config.amp_dtype,
                               channels_last=config.channels_last, description="val")
             scores = result.scores()
@@ -279,9 +286,9 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                 "train_loss": state.loss_sum / state.loss_epochs, "val_loss": result.loss,
                 "miou": scores["mean_iou"], "mean_dice": scores["mean_dice"],
                 "pixel_accuracy": scores["pixel_accuracy"], "mean_class_accuracy": scores["mean_class_accuracy"],
-                "seconds": time.perf_counter() - start, "iou": scores["iou"],
+                "seconds": state.seconds + time.perf_counter() - start, "iou": scores["iou"],
             })
-            state.loss_sum, state.loss_epochs = 0.0, 0
+            state.loss_sum, state.loss_epochs, state.seconds = 0.0, 0, 0.0
             log.info("epoch %d iteration %d: train loss %.4f, val loss %.4f, mIoU %.4f, mDice %.4f, pixel acc %.4f",
                      state.epoch, state.iteration, state.history[-1]["train_loss"], result.loss,
                      scores["mean_iou"], scores["mean_dice"], scores["pixel_accuracy"])

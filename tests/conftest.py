@@ -12,22 +12,24 @@ from cityscapes.synthetic import write_dataset
 TINY_HEIGHT, TINY_WIDTH = 64, 128
 
 
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 64x128 synthetic data set (3 frames per split) with generated masks; read-only for tests."""
-    root = tmp_path_factory.mktemp("tiny") / "cityscapes"
-    write_dataset(root, frames_per_split=3, height=TINY_HEIGHT, width=TINY_WIDTH, seed=0)
+def synthetic_with_masks(tmp_path_factory: pytest.TempPathFactory, name: str, frames: int, seed: int) -> Path:
+    """A 64x128 synthetic data set with generated masks."""
+    root = tmp_path_factory.mktemp(name) / "cityscapes"
+    write_dataset(root, frames_per_split=frames, height=TINY_HEIGHT, width=TINY_WIDTH, seed=seed)
     generate(root, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 frames per split; read-only for tests (copy it to change it)."""
+    return synthetic_with_masks(tmp_path_factory, "tiny", frames=3, seed=0)
 
 
 @pytest.fixture(scope="session")
 def learn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 64x128 synthetic data set with 12 frames per split, enough for a model to learn from."""
-    root = tmp_path_factory.mktemp("learn") / "cityscapes"
-    write_dataset(root, frames_per_split=12, height=TINY_HEIGHT, width=TINY_WIDTH, seed=1)
-    generate(root, workers=1, progress=False)
-    return root
+    """12 frames per split, enough for a model to learn from."""
+    return synthetic_with_masks(tmp_path_factory, "learn", frames=12, seed=1)
 
 
 TRAINED_ITERATIONS = 90

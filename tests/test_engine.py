@@ -57,3 +57,12 @@ def test_non_finite_loss_stops_before_the_step():
     with pytest.raises(FloatingPointError, match="loss is nan"):
         train_one_epoch(model, NanLoss(), optimizer, scheduler, loader, torch.device("cpu"))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_amp_dtype_defaults_per_device():
+    from deeplabv3plus.engine import resolve_amp_dtype
+
+    assert resolve_amp_dtype(False, "float16", "cuda") is None
+    assert resolve_amp_dtype(True, None, "cuda") == torch.float16
+    assert resolve_amp_dtype(True, None, "cpu") == torch.bfloat16
+    assert resolve_amp_dtype(True, "bfloat16", "cuda:1") == torch.bfloat16

@@ -41,6 +41,16 @@ def test_two_iterations_write_history_and_both_checkpoints(tiny_root, tmp_path):
     assert load_checkpoint(run / "last.pth")["iteration"] == 2
 
 
+def test_mixed_precision_and_channels_last(tiny_root, tmp_path):
+    """bfloat16 autocast on the CPU (float16 + GradScaler on CUDA) with channels_last memory."""
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--amp", "--channels-last")) == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    assert json.loads((run / "args.json").read_text())["amp_dtype"] == "bfloat16"
+    history = read_history(run)
+    assert len(history) == 2 and all(row["seconds"] > 0 and row["val_loss"] > 0 for row in history)
+    assert torch.isfinite(torch.tensor([row["train_loss"] for row in history])).all()
+
+
 def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     assert train_dlv3p.main(train_args(tiny_root, tmp_path / "straight", "--iters", "3")) == 0
 
