@@ -74,7 +74,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the model")
     runtime.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation, init)")
-    runtime.add_argument("--save-dir", "--save_dir", type=Path, default=Path("saved"), help="folder of runs")
+    runtime.add_argument("--save-dir", "--save_dir", type=Path, default=None,
+                         help="folder of runs (default: saved, or the resumed run's parent folder)")
     runtime.add_argument("--run-name", "--run_name", default=None,
                          help="run folder name (default dlv3p_{backbone}_os{stride}, or the resumed run's)")
     runtime.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from (saved/{run}/last.pth)")
@@ -96,6 +97,8 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext) -> argpa
         args.iters = 80_000
     if args.amp:
         args.amp_dtype = {dtype: name for name, dtype in AMP_DTYPES.items()}[resolve_amp_dtype(True, args.amp_dtype, args.device)]
+    if args.save_dir is None:  # a resumed run continues in its own folder
+        args.save_dir = args.resume.parent.parent if args.resume else Path("saved")
     if args.run_name is None:
         args.run_name = args.resume.parent.name if args.resume else f"dlv3p_{args.backbone}_os{args.output_stride}"
     return args

@@ -69,7 +69,11 @@ def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "train_one_epoch", real_train_one_epoch)
     last = tmp_path / "resumed" / "dlv3p_resnet50_os16" / "last.pth"
     assert load_checkpoint(last)["iteration"] == 2
-    assert train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3", "--resume", str(last))) == 0
+    resume = train_dlv3p.get_args_parser().parse_args([  # no --save-dir / --run-name: the run's own folder
+        "--data-root", str(tiny_root), "--output_stride", "16", "--batch-size", "2", "--crop-size", "32", "64",
+        "--workers", "0", "--device", "cpu", "--warmup-iters", "1", "--val-every", "1", "--iters", "3",
+        "--resume", str(last)])
+    assert train_dlv3p.main(resume) == 0
 
     straight = load_checkpoint(tmp_path / "straight" / "dlv3p_resnet50_os16" / "last.pth")
     resumed = load_checkpoint(last)
