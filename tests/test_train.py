@@ -41,6 +41,13 @@ def test_two_iterations_write_history_and_both_checkpoints(tiny_root, tmp_path):
     assert load_checkpoint(run / "last.pth")["iteration"] == 2
 
 
+def test_epochs_instead_of_iterations(tiny_root, tmp_path):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--epochs", "2", "--val-every", "2")) == 0
+    history = read_history(tmp_path / "dlv3p_resnet50_os16")
+    assert [(row["epoch"], row["iteration"]) for row in history] == [(2, 2)]  # 3 images, batch 2: 1 step per epoch
+    assert history[0]["lr"] == 0.0  # the poly schedule ends with the last epoch
+
+
 def test_mixed_precision_and_channels_last(tiny_root, tmp_path):
     """bfloat16 autocast on the CPU (float16 + GradScaler on CUDA) with channels_last memory."""
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--amp", "--channels-last")) == 0
