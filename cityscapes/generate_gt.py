@@ -22,7 +22,6 @@ if __package__ in (None, ""):  # run as a file: python cityscapes/generate_gt.py
 
 import argparse
 import json
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,8 +45,6 @@ __all__ = [
     "load_annotation",
     "masks_from_label_ids",
 ]
-
-log = logging.getLogger(__name__)
 
 
 class AnnotationError(ValueError):

@@ -18,7 +18,6 @@ CLI: ``python -m cityscapes.synthetic --out data/demo --frames-per-split 6``
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from cityscapes.labels import LABEL_ID_TO_COLOR, resolve_label
 from cityscapes.paths import SPLITS, frame_stem, image_path, polygons_path, provided_mask_path
 
 __all__ = ["CITIES", "MARKER_FILE", "make_scene", "render_image", "render_provided_masks", "write_dataset"]
-
-log = logging.getLogger(__name__)
 
 CITIES = {
     "train": ("aachen", "bochum", "bremen"),
