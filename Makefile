@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 DEMO_ROOT ?= data/demo
 DEMO_RUN ?= dlv3p_resnet50_os16_demo
 DEMO_ITERS ?= 240
+# bf16 autocast only where the CPU runs it natively (1.7x faster here); fp32 elsewhere
+CPU_AMP = $$($(PY) -c "from deeplabv3plus.engine import cpu_supports_bfloat16 as s; print('--amp' if s() else '')")
 
 .PHONY: demo test install install-dev clean-demo
 
@@ -29,11 +31,11 @@ demo: install
 	$(PY) -m cityscapes.generate_gt compare --data-root $(DEMO_ROOT) --split val --out outputs
 	$(PY) train_dlv3p.py --data-root $(DEMO_ROOT) --run-name $(DEMO_RUN) --backbone resnet50 --output-stride 16 \
 		--pretrained-backbone none --iters $(DEMO_ITERS) --batch-size 4 --crop-size 192 192 --scale-range 0.75 1.5 \
-		--lr 0.02 --warmup-iters 10 --val-every 10 --amp --channels-last --workers 1 --device cpu
+		--lr 0.02 --warmup-iters 10 --val-every 10 $(CPU_AMP) --channels-last --workers 1 --device cpu
 	$(PY) test_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth --data-root $(DEMO_ROOT) --split val \
-		--official-eval --save-color --amp --workers 1 --device cpu
+		--official-eval --save-color $(CPU_AMP) --workers 1 --device cpu
 	$(PY) test_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth --data-root $(DEMO_ROOT) --split test \
-		--amp --workers 1 --device cpu
+		$(CPU_AMP) --workers 1 --device cpu
 	$(PY) run_notebook.py visualize_training.ipynb --param save_dir=saved --param out_dir=outputs \
 		--param "runs=['$(DEMO_RUN)']" --output outputs/visualize_training.ipynb
 	$(PY) run_notebook.py save_predictions.ipynb --param checkpoint=saved/$(DEMO_RUN)/best.pth \

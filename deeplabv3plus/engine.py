@@ -52,6 +52,15 @@ def resolve_amp_dtype(amp: bool, amp_dtype: str | None, device: torch.device | s
     return AMP_DTYPES[amp_dtype or ("float16" if torch.device(device).type == "cuda" else "bfloat16")]
 
 
+def cpu_supports_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 or AMX); elsewhere bf16 autocast is slower than fp32."""
+    is_supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # private, so guarded
+    try:
+        return bool(is_supported and is_supported())
+    except RuntimeError:
+        return False
+
+
 def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision on ``device`` when ``amp_dtype`` is given, else nothing."""
     if amp_dtype is None:

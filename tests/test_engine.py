@@ -66,3 +66,21 @@ def test_amp_dtype_defaults_per_device():
     assert resolve_amp_dtype(True, None, "cuda") == torch.float16
     assert resolve_amp_dtype(True, None, "cpu") == torch.bfloat16
     assert resolve_amp_dtype(True, "bfloat16", "cuda:1") == torch.bfloat16
+
+
+def test_cpu_bfloat16_support_guards_the_private_api(monkeypatch):
+    import types
+
+    from deeplabv3plus import engine
+
+    def answers(function):
+        monkeypatch.setattr(engine.torch, "ops", types.SimpleNamespace(mkldnn=types.SimpleNamespace(**function)))
+        return engine.cpu_supports_bfloat16()
+
+    def broken():
+        raise RuntimeError("no oneDNN")
+
+    assert answers({"_is_mkldnn_bf16_supported": lambda: True}) is True
+    assert answers({"_is_mkldnn_bf16_supported": lambda: False}) is False
+    assert answers({"_is_mkldnn_bf16_supported": broken}) is False
+    assert answers({}) is False  # a PyTorch without the function
