@@ -24,7 +24,7 @@ from cityscapes.dataset import CityscapesSegmentation
 from cityscapes.files import write_csv, write_json
 from cityscapes.labels import CATEGORY_NAMES, CLASS_NAMES, IGNORE_INDEX, TRAIN_ID_TO_CATEGORY_ID
 from cityscapes.paths import GENERATED_DIR, SPLITS, generated_mask_path, stem_of
-from cityscapes.submission import PredictionWriter, make_submission_zip
+from cityscapes.submission import PredictionWriter, make_submission_zip, prediction_path
 from cityscapes.transforms import eval_transforms
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
@@ -142,7 +142,8 @@ def main(args: argparse.Namespace) -> int:
     if not context.is_main:
         torch.distributed.destroy_process_group()
         return 0
-    prediction_files = sorted((out_dir / "labelIds").glob("*_labelIds.png"))
+    # the files of this split's images (written by every rank), never leftovers of an earlier run
+    prediction_files = sorted(prediction_path(out_dir, stem_of(path)) for path in dataset.images)
     zip_path = make_submission_zip(prediction_files, out_dir / f"{model_name}_{args.split}_labelIds.zip")
     log.info("%d labelIds PNGs in %s; upload %s", len(prediction_files), out_dir / "labelIds", zip_path)
     if dataset.has_labels:

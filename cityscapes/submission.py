@@ -6,6 +6,7 @@ its name and reads labelIds (not trainIds) at full resolution.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,15 +69,10 @@ class PredictionWriter:
         return sorted(self.written)
 
 def make_submission_zip(prediction_files: Sequence[Path], zip_path: Path) -> Path:
-    """Zip the labelIds PNGs, flat and sorted (a reproducible archive), atomically."""
-    temporary = Path(zip_path).with_name(f".{Path(zip_path).name}.partial")
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
-            for path in sorted(prediction_files, key=lambda p: Path(p).name):
-                info = zipfile.ZipInfo(Path(path).name, date_time=(2020, 1, 1, 0, 0, 0))
-                archive.writestr(info, Path(path).read_bytes())
-        write_bytes_atomic(Path(zip_path), temporary.read_bytes())
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Zip the labelIds PNGs, flat and sorted with fixed timestamps (a reproducible archive), atomically."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+        for path in sorted(prediction_files, key=lambda p: Path(p).name):
+            archive.writestr(zipfile.ZipInfo(Path(path).name, date_time=(2020, 1, 1, 0, 0, 0)), Path(path).read_bytes())
+    write_bytes_atomic(Path(zip_path), buffer.getvalue())
     return Path(zip_path)

@@ -62,7 +62,7 @@ def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None
     frames = []
     for index in range(min(num_frames, len(dataset))):
         image, ground_truth = dataset.load(index)
-        normalised, _, _ = dataset[index]
+        normalised, _ = dataset.transforms(image, ground_truth)  # the same pixels, read once
         probabilities = predict(model, normalised[None].to(device))
         prediction = probabilities.argmax(1)[0].cpu().numpy()
         frames.append(side_by_side(image.permute(1, 2, 0).numpy(), prediction,

@@ -82,6 +82,9 @@ def test_official_evaluation_runs_with_this_numpy(tmp_path):
 
 
 def test_test_split_gives_a_zip_of_exactly_the_test_images(trained_run, learn_root, tmp_path, capsys):
+    stale = tmp_path / "tiny" / "test" / "labelIds" / "aachen_000099_000019_labelIds.png"  # from an earlier run
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     assert run(trained_run, learn_root, tmp_path, "--split", "test", "--batch-size", "4") == 0
     archive = tmp_path / "tiny" / "test" / "tiny_test_labelIds.zip"
     with zipfile.ZipFile(archive) as opened:
