@@ -6,9 +6,9 @@ DEMO_ROOT ?= data/demo
 DEMO_RUN ?= dlv3p_resnet50_os16_demo
 DEMO_ITERS ?= 240
 # bf16 autocast only where the CPU runs it natively (1.7x faster here); fp32 elsewhere
-CPU_AMP = $$($(PY) -c "from deeplabv3plus.engine import cpu_supports_bfloat16 as s; print('--amp' if s() else '')")
+CPU_AMP = $$($(PY) -c "from deeplabv3plus.precision import cpu_supports_bfloat16 as s; print('--amp' if s() else '')")
 
-.PHONY: demo test install install-dev clean-demo
+.PHONY: demo test test-gpu install install-dev clean-demo
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -44,6 +44,10 @@ demo: install
 
 test: install-dev
 	$(PY) -m pytest
+
+# The GPU tier alone (tests marked cuda; they skip without a GPU, so make test stays CPU-only).
+test-gpu: install-dev
+	$(PY) -m pytest -m cuda
 
 clean-demo:
 	rm -rf $(DEMO_ROOT) saved/$(DEMO_RUN) outputs/$(DEMO_RUN)

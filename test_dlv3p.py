@@ -28,9 +28,10 @@ from cityscapes.submission import PredictionWriter, make_submission_zip, predict
 from cityscapes.transforms import eval_transforms
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
-from deeplabv3plus.engine import AMP_DTYPES, EvaluationResult, evaluate, resolve_amp_dtype
+from deeplabv3plus.engine import EvaluationResult, evaluate
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
 from deeplabv3plus.inference import load_trained_model
+from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
 
 log = logging.getLogger("test_dlv3p")
 
@@ -129,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     out_dir = args.out / model_name / args.split
     loader = DataLoader(dataset, args.batch_size, sampler=ShardSampler(len(dataset), context.rank, context.world_size),
                         num_workers=args.workers, pin_memory=context.device.type == "cuda")
-    amp_dtype = resolve_amp_dtype(args.amp, args.amp_dtype, context.device)
+    amp_dtype = resolve_precision(args.amp, args.amp_dtype, context.device).dtype
     writer = PredictionWriter(out_dir, save_color=args.save_color)
     try:
         result = evaluate(model, loader, context.device, len(CLASS_NAMES), ignore_index=IGNORE_INDEX, flip=args.flip,

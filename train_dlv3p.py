@@ -24,62 +24,85 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from cityscapes.dataset import CityscapesSegmentation
 from cityscapes.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cityscapes.transforms import eval_transforms, train_transforms
+from deeplabv3plus import cli
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, unwrap_model
 from deeplabv3plus.distributed import DistributedContext, ShardSampler, init_distributed_mode
-from deeplabv3plus.engine import AMP_DTYPES, FitConfig, TrainState, fit, poly_lr_factor, resolve_amp_dtype
+from deeplabv3plus.engine import FitConfig, TrainState, fit, poly_lr_factor
+from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import build_model, parameter_groups
+from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
 
 log = logging.getLogger("train_dlv3p")
 
+RUN_DEFAULTS = {
+    "backbone": "resnet50", "output_stride": 8, "crop_size": [768, 768], "scale_range": [0.5, 2.0], "batch_size": 8,
+    "lr": 0.01, "backbone_lr_multiplier": 1.0, "momentum": 0.9, "weight_decay": 5e-4, "power": 0.9,
+    "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0,
+}
+"""The recipe's value of every flag that defines a run. The parser leaves them None, so that a resumed run
+takes them from its checkpoint and a flag that contradicts the checkpoint is refused by name."""
+DEFAULT_ITERATIONS = 80_000
+
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    recipe = lambda key: f" (default: {RUN_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     data = parser.add_argument_group("Data")
     data.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
                       help="folder holding leftImg8bit/, gtFine/ and generated_gt/")
-    data.add_argument("--crop-size", "--crop_size", type=int, nargs=2, default=[768, 768], metavar=("H", "W"),
-                      help="training crop (height width)")
-    data.add_argument("--scale-range", "--scale_range", type=float, nargs=2, default=[0.5, 2.0], metavar=("MIN", "MAX"),
-                      help="random scale range of training images")
-    data.add_argument("--workers", type=int, default=4, help="data loading processes per training process")
-    data.add_argument("--batch-size", "--batch_size", type=int, default=8,
-                      help="training batch size in total, split over the processes")
-    data.add_argument("--val-batch-size", "--val_batch_size", type=int, default=1, help="validation batch per process")
+    data.add_argument("--crop-size", "--crop_size", type=cli.crop_side, nargs="+", default=None, metavar="SIZE",
+                      help="training crop: one size (square) or height width" + recipe("crop_size"))
+    data.add_argument("--scale-range", "--scale_range", type=cli.positive_float, nargs=2, default=None,
+                      metavar=("MIN", "MAX"), help="random scale range of training images" + recipe("scale_range"))
+    data.add_argument("--workers", type=cli.non_negative_int, default=4, help="data loading processes per training process")
+    data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=None,
+                      help="training batch size in total, split over the processes" + recipe("batch_size"))
+    data.add_argument("--val-batch-size", "--val_batch_size", type=cli.positive_int, default=1,
+                      help="validation batch per process")
 
     model = parser.add_argument_group("Model")
-    model.add_argument("--backbone", choices=list(BACKBONES), default="resnet50", help="ResNet depth")
+    model.add_argument("--backbone", choices=list(BACKBONES), default=None, help="ResNet depth" + recipe("backbone"))
     model.add_argument("--output-stride", "--output_stride", type=int, choices=sorted(DILATION_BY_OUTPUT_STRIDE),
-                       default=8, help="backbone output stride")
+                       default=None, help="backbone output stride" + recipe("output_stride"))
     model.add_argument("--pretrained-backbone", "--pretrained_backbone", default="imagenet",
                        help="'imagenet' (torchvision download), 'none', or a path to a ResNet state dict")
 
     optimization = parser.add_argument_group("Optimization")
     length = optimization.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=int, default=None, help="training iterations (default 80000)")
-    length.add_argument("--epochs", type=int, default=None, help="training epochs instead of --iters")
-    optimization.add_argument("--lr", type=float, default=0.01, help="peak learning rate of the head")
-    optimization.add_argument("--backbone-lr-multiplier", type=float, default=1.0, help="backbone LR = lr x this")
-    optimization.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    optimization.add_argument("--weight-decay", "--weight_decay", type=float, default=5e-4,
-                              help="weight decay (not applied to norm weights and biases)")
-    optimization.add_argument("--power", type=float, default=0.9, help="poly LR power")
-    optimization.add_argument("--warmup-iters", type=int, default=1000, help="linear LR warm-up iterations")
-    optimization.add_argument("--amp", action="store_true", help="mixed precision (float16 + GradScaler on CUDA)")
+    length.add_argument("--iters", type=cli.positive_int, default=None,
+                        help=f"training iterations (default {DEFAULT_ITERATIONS}, or the resumed run's)")
+    length.add_argument("--epochs", type=cli.positive_int, default=None, help="training epochs instead of --iters")
+    optimization.add_argument("--lr", type=cli.positive_float, default=None, help="peak learning rate of the head" + recipe("lr"))
+    optimization.add_argument("--backbone-lr-multiplier", type=cli.non_negative_float, default=None,
+                              help="backbone LR = lr x this" + recipe("backbone_lr_multiplier"))
+    optimization.add_argument("--momentum", type=cli.non_negative_float, default=None, help="SGD momentum" + recipe("momentum"))
+    optimization.add_argument("--weight-decay", "--weight_decay", type=cli.non_negative_float, default=None,
+                              help="weight decay (not applied to norm weights and biases)" + recipe("weight_decay"))
+    optimization.add_argument("--power", type=cli.positive_float, default=None, help="poly LR power" + recipe("power"))
+    optimization.add_argument("--warmup-iters", type=cli.non_negative_int, default=None,
+                              help="linear LR warm-up iterations" + recipe("warmup_iters"))
+    optimization.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                              help="mixed precision (float16 + GradScaler on CUDA, bfloat16 on the CPU)")
     optimization.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
-                              help="autocast dtype (default: float16 on CUDA, bfloat16 on CPU)")
+                              help="autocast dtype with --amp (default: float16 on CUDA, bfloat16 on CPU)")
 
     runtime = parser.add_argument_group("Runtime")
-    runtime.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
+    runtime.add_argument("--device", type=cli.device, default=cli.default_device(), help="cuda, cuda:N or cpu")
     runtime.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the model")
-    runtime.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation, init)")
+    runtime.add_argument("--deterministic", action="store_true",
+                         help="deterministic kernels (slower; no cuDNN autotuning)")
+    runtime.add_argument("--seed", type=int, default=None, help="random seed (data order, augmentation, init)" + recipe("seed"))
     runtime.add_argument("--save-dir", "--save_dir", type=Path, default=None,
                          help="folder of runs (default: saved, or the resumed run's parent folder)")
     runtime.add_argument("--run-name", "--run_name", default=None,
                          help="run folder name (default dlv3p_{backbone}_os{stride}, or the resumed run's)")
     runtime.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from (saved/{run}/last.pth)")
-    runtime.add_argument("--val-every", "--val_every", type=int, default=10, help="validate every N epochs (and at the end)")
+    runtime.add_argument("--val-every", "--val_every", type=cli.positive_int, default=10,
+                         help="validate every N epochs (and at the end)")
+    runtime.add_argument("--log-every", "--log_every", type=cli.positive_int, default=20,
+                         help="look at the loss (progress bar, non-finite check) every N iterations")
 
     distributed = parser.add_argument_group("Distributed (launch with torchrun)")
     distributed.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
@@ -87,16 +110,44 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_args(args: argparse.Namespace, context: DistributedContext) -> argparse.Namespace:
-    """Check flags against each other and fill derived defaults; ValueError names the fix."""
-    if args.batch_size % context.world_size:
-        raise ValueError(f"--batch-size {args.batch_size} must divide evenly over {context.world_size} processes")
-    if args.batch_size // context.world_size < 2:
-        raise ValueError("each process needs at least 2 images per batch (batch norm); raise --batch-size")
+def resolve_run_flags(args: argparse.Namespace, checkpoint: dict | None, path: Path | None) -> None:
+    """Fill the run-defining flags: from the resumed checkpoint, else the recipe; FlagError when a flag
+    contradicts the run being resumed (its optimizer and schedule could not honour it)."""
+    saved = dict(checkpoint.get("args", {})) if checkpoint is not None else {}
+    if checkpoint is not None:
+        saved.update({key: checkpoint["model_config"][key] for key in ("backbone", "output_stride")})
+    for key, default in {**RUN_DEFAULTS, "iters": None, "epochs": None}.items():
+        given = getattr(args, key)
+        if key == "crop_size" and given is not None:
+            given = list(cli.crop_size(given))
+        if checkpoint is not None and key in saved:
+            if given is not None and given != saved[key] and not (key in ("iters", "epochs") and saved[key] is None):
+                flag = "--" + key.replace("_", "-")
+                raise cli.FlagError(f"argument {flag}: {given} differs from {saved[key]} of the run in {path}; a resumed "
+                                    "run keeps its settings: drop the flag, or start a new run with --run-name")
+            if given is None:
+                given = saved[key]
+        setattr(args, key, default if given is None else given)
+    if checkpoint is not None and args.iters is not None and args.epochs is not None:  # one of them was given anew
+        raise cli.FlagError(f"argument --iters/--epochs: the run in {path} has its length already; drop the flag")
     if args.iters is None and args.epochs is None:
-        args.iters = 80_000
-    if args.amp:
-        args.amp_dtype = {dtype: name for name, dtype in AMP_DTYPES.items()}[resolve_amp_dtype(True, args.amp_dtype, args.device)]
+        args.iters = DEFAULT_ITERATIONS
+
+
+def resolve_args(args: argparse.Namespace, context: DistributedContext, checkpoint: dict | None = None) -> argparse.Namespace:
+    """Check flags against each other and fill derived defaults; FlagError names the flag and the fix."""
+    resolve_run_flags(args, checkpoint, args.resume)
+    args.scale_range = list(cli.scale_range(args.scale_range))
+    if args.batch_size % context.world_size:
+        raise cli.FlagError(f"argument --batch-size: {args.batch_size} must divide evenly over {context.world_size} processes")
+    if args.batch_size // context.world_size < 2:
+        raise cli.FlagError("argument --batch-size: each process needs at least 2 images per batch (batch norm); raise it")
+    if args.amp_dtype is not None and not args.amp:
+        raise cli.FlagError(f"argument --amp-dtype: {args.amp_dtype} takes effect only with --amp; add --amp or drop it")
+    precision = resolve_precision(args.amp, args.amp_dtype, args.device)
+    args.amp_dtype = precision.name
+    if precision.dtype == torch.float16 and torch.device(args.device).type == "cpu":
+        log.warning("warning: float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16")
     if args.save_dir is None:  # a resumed run continues in its own folder
         args.save_dir = args.resume.parent.parent if args.resume else Path("saved")
     if args.run_name is None:
@@ -110,8 +161,8 @@ def build_dataloaders(args: argparse.Namespace, context: DistributedContext) -> 
     val_set = CityscapesSegmentation(args.data_root, "val", eval_transforms())
     per_process = args.batch_size // context.world_size
     if len(train_set) < args.batch_size:
-        raise ValueError(f"{args.data_root}: the train split has {len(train_set)} images, fewer than --batch-size "
-                         f"{args.batch_size}")
+        raise cli.FlagError(f"{args.data_root}: the train split has {len(train_set)} images, fewer than --batch-size "
+                            f"{args.batch_size}")
     if context.enabled:
         train_sampler = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=args.seed,
                                            drop_last=True)
@@ -126,8 +177,8 @@ def build_dataloaders(args: argparse.Namespace, context: DistributedContext) -> 
 
 
 def build_criterion(args: argparse.Namespace) -> nn.Module:
-    """Pixel-wise cross-entropy that skips the ignore label."""
-    return nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    """Pixel-wise cross-entropy over labelled pixels (0 for a batch without any)."""
+    return SegmentationLoss(IGNORE_INDEX)
 
 
 def build_optimizer(model: nn.Module, args: argparse.Namespace, total_iterations: int):
@@ -136,25 +187,19 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace, total_iterations
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda iteration: poly_lr_factor(iteration, total_iterations, args.power, args.warmup_iters))
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp_dtype == "float16" and args.device.startswith("cuda"))
+    scaler = torch.amp.GradScaler("cuda", enabled=resolve_precision(args.amp, args.amp_dtype, args.device).use_scaler)
     return optimizer, scheduler, scaler
 
 
-def resume_state(path: Path, args: argparse.Namespace, model: nn.Module, optimizer, scheduler, scaler) -> TrainState:
+def resume_state(checkpoint: dict, path: Path, model: nn.Module, optimizer, scheduler, scaler) -> TrainState:
     """Load a training checkpoint into model, optimizer, scheduler and scaler; the saved TrainState."""
-    checkpoint = load_checkpoint(path)
-    expected = {"backbone": args.backbone, "output_stride": args.output_stride, "num_classes": NUM_CLASSES}
-    if checkpoint["model_config"] != expected:
-        raise CheckpointError(f"{path}: holds {checkpoint['model_config']} but the flags ask for {expected}; "
-                              "pass the matching --backbone / --output-stride")
     if "optimizer" not in checkpoint:
         raise CheckpointError(f"{path}: has no optimizer state, so training cannot resume from it")
     unwrap_model(model).load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
-    fields = TrainState().as_dict()
-    return TrainState(**{key: checkpoint[key] for key in fields})
+    return TrainState.from_checkpoint(checkpoint)
 
 
 def plain_args(args: argparse.Namespace) -> dict:
@@ -166,7 +211,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     context = init_distributed_mode(args.device)
     try:
-        args = resolve_args(args, context)
+        checkpoint = load_checkpoint(args.resume) if args.resume else None
+        args = resolve_args(args, context, checkpoint)
         train_loader, val_loader = build_dataloaders(args, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
         torch.manual_seed(args.seed)
@@ -177,10 +223,15 @@ def main(args: argparse.Namespace) -> int:
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer, scheduler, scaler = build_optimizer(model, args, total_iterations)
-        state = resume_state(args.resume, args, model, optimizer, scheduler, scaler) if args.resume else TrainState()
+        state = resume_state(checkpoint, args.resume, model, optimizer, scheduler, scaler) if args.resume else TrainState()
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # Fixed crops: let cuDNN pick the fastest kernels, unless a reproducible run is asked for.
+    torch.backends.cudnn.benchmark = context.device.type == "cuda" and not args.deterministic
+    if args.deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir = args.save_dir / args.run_name
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +245,8 @@ def main(args: argparse.Namespace) -> int:
                    if context.enabled else eval_model)
     config = FitConfig(total_iterations=total_iterations, run_dir=run_dir, num_classes=NUM_CLASSES,
                        class_names=CLASS_NAMES, val_every=args.val_every, seed=args.seed, rank=context.rank,
-                       amp_dtype=resolve_amp_dtype(args.amp, args.amp_dtype, args.device), channels_last=args.channels_last,
+                       precision=resolve_precision(args.amp, args.amp_dtype, args.device),
+                       channels_last=args.channels_last, log_every=args.log_every,
                        checkpoint_extra={"args": plain_args(args)})
     try:
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,

@@ -2,13 +2,17 @@
 
 ``train_one_epoch`` and ``evaluate`` are plain functions over a model and a
 loader; ``fit`` strings epochs, validation, history and checkpoints together.
-The loss lives here, not in the model, so prediction and TTA reuse the model
-as it is.
+The loss lives outside the model (``deeplabv3plus.loss``), so prediction and
+TTA reuse the model as it is.
+
+On a GPU the training step never waits on the host: the loss is summed and
+checked for non-finite values on the device, and the host looks at the result
+only every ``log_every`` steps and at the end of the epoch, before any
+checkpoint is written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import resource
@@ -26,9 +30,11 @@ from tqdm import tqdm
 from deeplabv3plus.checkpoint import save_checkpoint
 from deeplabv3plus.distributed import all_reduce_sum, get_world_size, is_main_process
 from deeplabv3plus.history import write_history
+from deeplabv3plus.inference import predict
 from deeplabv3plus.metrics import ConfusionMatrix
+from deeplabv3plus.precision import Precision, autocast
 
-__all__ = ["EvaluationResult", "TrainState", "evaluate", "fit", "poly_lr_factor", "predict", "train_one_epoch"]
+__all__ = ["EpochStats", "EvaluationResult", "TrainState", "evaluate", "fit", "poly_lr_factor", "train_one_epoch"]
 
 log = logging.getLogger(__name__)
 
@@ -42,99 +48,112 @@ def poly_lr_factor(iteration: int, total_iterations: int, power: float = 0.9, wa
     return poly
 
 
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_amp_dtype(amp: bool, amp_dtype: str | None, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for ``--amp [--amp-dtype]``: float16 on CUDA and bfloat16 on the CPU by default."""
-    if not amp:
-        return None
-    return AMP_DTYPES[amp_dtype or ("float16" if torch.device(device).type == "cuda" else "bfloat16")]
-
-
-def cpu_supports_bfloat16() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 or AMX); elsewhere bf16 autocast is slower than fp32."""
-    is_supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # private, so guarded
-    try:
-        return bool(is_supported and is_supported())
-    except RuntimeError:
-        return False
-
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Mixed precision on ``device`` when ``amp_dtype`` is given, else nothing."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=amp_dtype)
-
-
-def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Copy a batch of images to ``device`` without waiting (pinned memory), in the model's memory format."""
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated (CUDA) or the process's peak RSS (CPU), in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class EpochStats:
+    """What one training pass gives: mean loss, steps, seconds per step waiting for data and computing, peak memory."""
+
+    loss: float
+    steps: int
+    data_seconds: float
+    compute_seconds: float
+    peak_memory_mb: float
+
+
+class _NonFiniteLossWatch:
+    """Remembers, on the device, the first step whose loss was not finite; the host reads it only in ``check``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.first_value = torch.zeros((), dtype=torch.float32, device=device)
+
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        is_first = ~torch.isfinite(loss) & (self.first_step < 0)
+        self.first_step = torch.where(is_first, step, self.first_step)
+        self.first_value = torch.where(is_first, loss.detach().float(), self.first_value)
+
+    def check(self) -> None:
+        """FloatingPointError when any process saw a non-finite loss (the same decision on every rank)."""
+        flags = all_reduce_sum((self.first_step >= 0).to(torch.float64).reshape(1))
+        if flags.item() == 0:  # one host sync, every log_every steps
+            return
+        step = int(self.first_step.item())
+        if step < 0:
+            raise FloatingPointError("the training loss is not finite on another process")
+        raise FloatingPointError(f"the training loss is {self.first_value.item()} at step {step} of this epoch")
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader, device: torch.device, *,
-                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
-                    channels_last: bool = False, max_iterations: int | None = None,
-                    description: str = "train") -> tuple[float, int]:
-    """One pass over ``loader`` (at most ``max_iterations`` steps); returns (mean loss, steps).
+                    scaler: torch.amp.GradScaler | None = None, precision: Precision = Precision(),
+                    channels_last: bool = False, max_iterations: int | None = None, log_every: int = 20,
+                    description: str = "train") -> EpochStats:
+    """One pass over ``loader`` (at most ``max_iterations`` steps).
 
     The LR scheduler steps once per iteration. A non-finite loss raises
-    FloatingPointError before the optimizer step, so no weight is spoilt.
+    FloatingPointError at the next check (every ``log_every`` steps and at the
+    end of the pass), so an epoch that saw one never returns and no checkpoint
+    holds its weights. The progress bar shows the loss of the checked steps.
     """
     model.train()
     steps = len(loader) if max_iterations is None else min(len(loader), max_iterations)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    watch = _NonFiniteLossWatch(device)
     bar = tqdm(total=steps, desc=description, leave=False, disable=not is_main_process(), dynamic_ncols=True)
-    for step, (images, masks, _) in enumerate(loader):
-        if step >= steps:
-            break
-        images, masks = _to_device(images, device, channels_last), masks.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            logits = model(images)
-        loss = criterion(logits.float(), masks)
-        if not torch.isfinite(loss):
-            bar.close()
-            raise FloatingPointError(f"the training loss is {loss.item()} at step {step} of this epoch")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and scaler.is_enabled():
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach()
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    bar.close()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = ready = time.perf_counter()
+    data_seconds = 0.0
+    try:
+        for step, (images, masks, _) in enumerate(loader):
+            if step >= steps:
+                break
+            data_seconds += time.perf_counter() - ready
+            images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
+            with autocast(device, precision.dtype):
+                outputs = model(images)
+            loss = criterion(outputs, masks)
+            watch.observe(loss, step)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None and scaler.is_enabled():
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                watch.check()
+                bar.update(step + 1 - bar.n)
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            ready = time.perf_counter()
+    finally:
+        bar.close()
+    _synchronize(device)
+    total_seconds = time.perf_counter() - start
     mean_loss = all_reduce_sum(loss_sum / max(1, steps)).item() / get_world_size()
-    return mean_loss, steps
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
-            amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Class probabilities (N, C, H, W), averaged over scales and (optionally) horizontal flips."""
-    height, width = images.shape[-2:]
-    total = None
-    for scale in scales:
-        scaled = images if scale == 1.0 else F.interpolate(
-            images, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)
-        variants = [(scaled, False), (scaled.flip(-1), True)] if flip else [(scaled, False)]
-        for variant, flipped in variants:
-            with autocast(images.device, amp_dtype):
-                logits = model(variant)
-            logits = logits.float()
-            if flipped:
-                logits = logits.flip(-1)
-            if logits.shape[-2:] != (height, width):
-                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            probabilities = logits.softmax(dim=1)
-            total = probabilities if total is None else total + probabilities
-    return total / (len(scales) * (2 if flip else 1))
+    per_step = max(1, steps)
+    return EpochStats(mean_loss, steps, data_seconds / per_step, (total_seconds - data_seconds) / per_step,
+                      peak_memory_mb(device))
 
 
 @dataclass
@@ -151,22 +170,17 @@ class EvaluationResult:
         return self.confusion.scores()
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
              ignore_index: int = 255, flip: bool = False, scales: Sequence[float] = (1.0,),
              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
              on_prediction: Callable[[torch.Tensor, dict], None] | None = None,
-             description: str = "eval") -> EvaluationResult:
+             description: str = "eval", **predict_options: object) -> EvaluationResult:
     """Predict every batch, accumulate the confusion matrix and the pixel-mean NLL loss.
 
     ``on_prediction(predictions (N, H, W) int64 trainIds, meta)`` is called per batch
-    (to write PNGs). Under DDP each process sees its shard and the sums are
+    (to write PNGs). ``predict_options`` go to :func:`deeplabv3plus.inference.predict`
+    (sliding windows). Under DDP each process sees its shard and the sums are
     all-reduced, so the result equals a single-process run.
     """
     model.eval()
@@ -178,51 +192,85 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
     inference_seconds, images_seen = 0.0, 0
     for images, masks, meta in tqdm(loader, desc=description, leave=False, disable=not is_main_process(),
                                     dynamic_ncols=True):
-        images, masks = _to_device(images, device, channels_last), masks.to(device, non_blocking=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
+        _synchronize(device)  # time the model alone, not the copy
         start = time.perf_counter()
-        probabilities = predict(model, images, flip=flip, scales=scales, amp_dtype=amp_dtype)
+        probabilities = predict(model, images, flip=flip, scales=scales, amp_dtype=amp_dtype, **predict_options)
         predictions = probabilities.argmax(dim=1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _synchronize(device)
         inference_seconds += time.perf_counter() - start
         images_seen += images.shape[0]
-        valid = masks != ignore_index
-        if valid.any():
-            log_probabilities = probabilities.clamp_min(1e-12).log()
-            loss_sum += F.nll_loss(log_probabilities, masks, ignore_index=ignore_index, reduction="sum").double()
-            pixels += valid.sum()
+        log_probabilities = probabilities.clamp_min(1e-12).log()
+        loss_sum += F.nll_loss(log_probabilities, masks, ignore_index=ignore_index, reduction="sum").double()
+        pixels += (masks != ignore_index).sum()
         confusion.update(masks, predictions)
         if on_prediction is not None:
             on_prediction(predictions, meta)
     confusion.reduce_from_all_processes()
-    totals = all_reduce_sum(torch.tensor([loss_sum.item(), pixels.item(), float(images_seen), inference_seconds],
-                                         dtype=torch.float64, device=device))
+    totals = all_reduce_sum(torch.stack([loss_sum, pixels, torch.tensor(float(images_seen), dtype=torch.float64, device=device),
+                                         torch.tensor(inference_seconds, dtype=torch.float64, device=device)]))
     loss_total, pixel_total, image_total, seconds_total = totals.tolist()
     return EvaluationResult(
         confusion=confusion,
         loss=loss_total / pixel_total if pixel_total else math.nan,
         images=int(image_total),
         seconds_per_image=seconds_total / max(1.0, image_total),
-        peak_memory_mb=_peak_memory_mb(device),
+        peak_memory_mb=peak_memory_mb(device),
     )
 
 
 @dataclass
 class TrainState:
-    """Where training stands; saved in every checkpoint so that --resume continues exactly."""
+    """Where training stands; saved in every checkpoint so that --resume continues exactly.
+
+    The sums cover the epochs since the last validation (one history row).
+    """
 
     epoch: int = 0
     iteration: int = 0
     best_miou: float = -1.0
     history: list[dict] = field(default_factory=list)
-    loss_sum: float = 0.0  # train loss summed over the epochs since the last validation
+    loss_sum: float = 0.0  # mean train loss of each epoch, summed
     loss_epochs: int = 0
-    seconds: float = 0.0  # wall time since the last validation
+    seconds: float = 0.0  # wall time
+    steps: int = 0
+    data_seconds: float = 0.0  # per-step seconds waiting for the loader, summed over steps
+    compute_seconds: float = 0.0
+    peak_memory_mb: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> TrainState:
+        """The state saved in a checkpoint (fields a checkpoint of an older version lacks keep their defaults)."""
+        return cls(**{key: checkpoint[key] for key in cls().as_dict() if key in checkpoint})
+
+    def add_epoch(self, stats: EpochStats, seconds: float) -> None:
+        self.epoch, self.iteration = self.epoch + 1, self.iteration + stats.steps
+        self.loss_sum, self.loss_epochs = self.loss_sum + stats.loss, self.loss_epochs + 1
+        self.seconds += seconds
+        self.steps += stats.steps
+        self.data_seconds += stats.data_seconds * stats.steps
+        self.compute_seconds += stats.compute_seconds * stats.steps
+        self.peak_memory_mb = max(self.peak_memory_mb, stats.peak_memory_mb)
+
+    def close_row(self, lr: float, result: EvaluationResult, seconds: float) -> dict:
+        """Append the history row of a validation and start the next period's sums."""
+        scores = result.scores()
+        steps = max(1, self.steps)
+        row = {
+            "epoch": self.epoch, "iteration": self.iteration, "lr": lr,
+            "train_loss": self.loss_sum / max(1, self.loss_epochs), "val_loss": result.loss,
+            "miou": scores["mean_iou"], "mean_dice": scores["mean_dice"], "pixel_accuracy": scores["pixel_accuracy"],
+            "mean_class_accuracy": scores["mean_class_accuracy"], "seconds": self.seconds + seconds,
+            "data_time": self.data_seconds / steps, "compute_time": self.compute_seconds / steps,
+            "peak_memory_mib": self.peak_memory_mb, "iou": scores["iou"],
+        }
+        self.history.append(row)
+        self.loss_sum, self.loss_epochs, self.seconds = 0.0, 0, 0.0
+        self.steps, self.data_seconds, self.compute_seconds, self.peak_memory_mb = 0, 0.0, 0.0, 0.0
+        return row
 
 
 def seed_for_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -242,8 +290,9 @@ class FitConfig:
     val_every: int = 1
     seed: int = 0
     rank: int = 0
-    amp_dtype: torch.dtype | None = None
+    precision: Precision = Precision()
     channels_last: bool = False
+    log_every: int = 20
     checkpoint_extra: dict = field(default_factory=dict)
 
 
@@ -273,38 +322,29 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             train_loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
         try:
-            loss, steps = train_one_epoch(
+            stats = train_one_epoch(
                 model, criterion, optimizer, scheduler, train_loader, device, scaler=scaler,
-                amp_dtype=config.amp_dtype, channels_last=config.channels_last,
+                precision=config.precision, channels_last=config.channels_last, log_every=config.log_every,
                 max_iterations=config.total_iterations - state.iteration, description=f"epoch {epoch + 1}/{num_epochs}")
         except FloatingPointError as error:
             raise FloatingPointError(
                 f"{error} (epoch {epoch + 1}, iteration {state.iteration}); training stopped and "
                 f"{config.run_dir / 'last.pth'} keeps the last good state. Lower --lr, or leave out --amp"
             ) from None
-        state.epoch, state.iteration = epoch + 1, state.iteration + steps
-        state.loss_sum, state.loss_epochs = state.loss_sum + loss, state.loss_epochs + 1
-        state.seconds += time.perf_counter() - start
+        state.add_epoch(stats, time.perf_counter() - start)
         if state.epoch % config.val_every == 0 or state.epoch == num_epochs:
             start = time.perf_counter()
-            result = evaluate(eval_model, val_loader, device, config.num_classes, amp_dtype=config.amp_dtype,
+            result = evaluate(eval_model, val_loader, device, config.num_classes, amp_dtype=config.precision.dtype,
                               channels_last=config.channels_last, description="val")
-            scores = result.scores()
-            state.history.append({
-                "epoch": state.epoch, "iteration": state.iteration, "lr": optimizer.param_groups[-1]["lr"],
-                "train_loss": state.loss_sum / state.loss_epochs, "val_loss": result.loss,
-                "miou": scores["mean_iou"], "mean_dice": scores["mean_dice"],
-                "pixel_accuracy": scores["pixel_accuracy"], "mean_class_accuracy": scores["mean_class_accuracy"],
-                "seconds": state.seconds + time.perf_counter() - start, "iou": scores["iou"],
-            })
-            state.loss_sum, state.loss_epochs, state.seconds = 0.0, 0, 0.0
-            log.info("epoch %d iteration %d: train loss %.4f, val loss %.4f, mIoU %.4f, mDice %.4f, pixel acc %.4f",
-                     state.epoch, state.iteration, state.history[-1]["train_loss"], result.loss,
-                     scores["mean_iou"], scores["mean_dice"], scores["pixel_accuracy"])
+            row = state.close_row(optimizer.param_groups[-1]["lr"], result, time.perf_counter() - start)
+            log.info("epoch %d iteration %d: train loss %.4f, val loss %.4f, mIoU %.4f, mDice %.4f, pixel acc %.4f; "
+                     "per iteration %.3f s data + %.3f s compute; peak memory %.0f MiB",
+                     row["epoch"], row["iteration"], row["train_loss"], row["val_loss"], row["miou"], row["mean_dice"],
+                     row["pixel_accuracy"], row["data_time"], row["compute_time"], row["peak_memory_mib"])
             if main:
                 write_history(config.run_dir, state.history, config.class_names)
-            if scores["mean_iou"] > state.best_miou:
-                state.best_miou = scores["mean_iou"]
+            if row["miou"] > state.best_miou:
+                state.best_miou = row["miou"]
                 checkpoint("best.pth")
         checkpoint("last.pth")
     return state

@@ -9,9 +9,8 @@ from cityscapes.dataset import CityscapesSegmentation
 from cityscapes.files import write_csv
 from cityscapes.transforms import eval_transforms
 from cityscapes.visualize import CURVES, plot_per_class_iou, plot_training_curve, save_figure, save_gif, side_by_side
-from deeplabv3plus.engine import predict
 from deeplabv3plus.history import read_history, read_per_class_iou
-from deeplabv3plus.inference import load_trained_model
+from deeplabv3plus.inference import load_trained_model, predict
 
 __all__ = ["find_runs", "save_prediction_gif", "save_training_figures", "training_summary"]
 

@@ -13,12 +13,15 @@ from cityscapes.files import write_csv, write_json
 __all__ = ["HISTORY_COLUMNS", "read_history", "read_per_class_iou", "write_history"]
 
 HISTORY_COLUMNS = ["epoch", "iteration", "lr", "train_loss", "val_loss", "miou", "mean_dice", "pixel_accuracy",
-                   "mean_class_accuracy", "seconds"]
+                   "mean_class_accuracy", "seconds", "data_time", "compute_time", "peak_memory_mib"]
+"""``seconds``: wall time of the period (training and validation); ``data_time`` / ``compute_time``: mean seconds
+per iteration waiting for the loader / computing; ``peak_memory_mib``: peak GPU memory allocated (CUDA) or the
+process's peak RSS (CPU) while training."""
 
 
 def write_history(run_dir: Path, history: Sequence[dict], class_names: Sequence[str]) -> None:
     """Rewrite both files from the whole history (atomically, so a crash leaves the previous version)."""
-    write_csv(Path(run_dir) / "history.csv", ({key: row[key] for key in HISTORY_COLUMNS} for row in history),
+    write_csv(Path(run_dir) / "history.csv", ({key: row.get(key, "") for key in HISTORY_COLUMNS} for row in history),
               HISTORY_COLUMNS)
     write_json(Path(run_dir) / "per_class_iou.json", [
         {"epoch": row["epoch"], "iteration": row["iteration"],
@@ -33,7 +36,7 @@ def read_history(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training history; train with train_dlv3p.py first")
     with open(path, newline="") as stream:
-        return [{key: (int(value) if key in ("epoch", "iteration") else float(value)) for key, value in row.items()}
+        return [{key: (int(value) if key in ("epoch", "iteration") else float(value or "nan")) for key, value in row.items()}
                 for row in csv.DictReader(stream)]
 
 

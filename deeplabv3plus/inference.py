@@ -1,15 +1,19 @@
-"""A trained model from its checkpoint, ready to predict."""
+"""Using a trained model: rebuild it from its checkpoint, and predict (whole image or sliding windows, flip, scales)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint
 from deeplabv3plus.model import DeepLabV3Plus, build_model
+from deeplabv3plus.precision import autocast
 
-__all__ = ["load_trained_model"]
+__all__ = ["load_trained_model", "predict", "sliding_window_logits", "window_origins"]
 
 
 def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone: str | None = None,
@@ -31,3 +35,67 @@ def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone:
     except RuntimeError as error:
         raise CheckpointError(f"{path}: the weights do not fit {config} ({error})") from None
     return model.to(device).eval()
+
+
+def window_origins(size: int, crop: int, stride: int) -> list[int]:
+    """Start offsets of sliding windows along one axis, as mmsegmentation places them.
+
+    Windows start every ``stride`` pixels; the last is moved back to end at the
+    border, so every window lies inside the image (one window when it is smaller
+    than ``crop``).
+    """
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    return sorted({max(min(index * stride + crop, size) - crop, 0) for index in range(count)})
+
+
+def sliding_window_logits(model: nn.Module, images: torch.Tensor, crop: Sequence[int],
+                          stride: Sequence[int]) -> torch.Tensor:
+    """(N, C, H, W) float logits of overlapping ``crop`` windows, summed and divided by the windows per pixel.
+
+    mmsegmentation's "slide" mode: the model sees one window at a time, so memory
+    depends on the window, not the image.
+    """
+    (height, width), (crop_height, crop_width) = images.shape[-2:], crop
+    logits = None
+    counts = images.new_zeros((1, 1, height, width), dtype=torch.float32)
+    for top in window_origins(height, crop_height, stride[0]):
+        for left in window_origins(width, crop_width, stride[1]):
+            bottom, right = min(top + crop_height, height), min(left + crop_width, width)
+            window = model(images[:, :, top:bottom, left:right]).float()
+            if logits is None:
+                logits = window.new_zeros((*window.shape[:2], height, width))
+            logits[:, :, top:bottom, left:right] += window
+            counts[:, :, top:bottom, left:right] += 1
+    return logits / counts
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
+            amp_dtype: torch.dtype | None = None, mode: str = "whole", crop: Sequence[int] | None = None,
+            stride: Sequence[int] | None = None) -> torch.Tensor:
+    """Class probabilities (N, C, H, W), averaged over scales and (optionally) horizontal flips.
+
+    ``mode="slide"`` runs each scaled (and flipped) image as ``crop`` windows every
+    ``stride`` pixels (see :func:`sliding_window_logits`); ``"whole"`` in one pass.
+    """
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+    if mode == "slide" and (crop is None or stride is None):
+        raise ValueError("mode='slide' needs crop=(H, W) and stride=(H, W)")
+    height, width = images.shape[-2:]
+    total = None
+    for scale in scales:
+        scaled = images if scale == 1.0 else F.interpolate(
+            images, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+        variants = [(scaled, False), (scaled.flip(-1), True)] if flip else [(scaled, False)]
+        for variant, flipped in variants:
+            with autocast(images.device, amp_dtype):
+                logits = sliding_window_logits(model, variant, crop, stride) if mode == "slide" else model(variant)
+            logits = logits.float()
+            if flipped:
+                logits = logits.flip(-1)
+            if logits.shape[-2:] != (height, width):
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            probabilities = logits.softmax(dim=1)
+            total = probabilities if total is None else total + probabilities
+    return total / (len(scales) * (2 if flip else 1))

@@ -71,8 +71,12 @@ def scores_from_confusion_matrix(matrix: torch.Tensor) -> dict[str, object]:
 
 
 def category_confusion_matrix(matrix: torch.Tensor, class_to_category: torch.Tensor, num_categories: int) -> torch.Tensor:
-    """Merge a class confusion matrix into categories: ``out[a, b] = sum(matrix[i, j])`` for i in a, j in b."""
+    """Merge a class confusion matrix into categories: ``out[a, b] = sum(matrix[i, j])`` for i in a, j in b.
+
+    Rows and then columns are summed with ``index_add``, which works for integer
+    matrices on every device (CUDA has no integer matmul).
+    """
     matrix = torch.as_tensor(matrix)
-    class_to_category = torch.as_tensor(class_to_category, device=matrix.device)
-    one_hot = torch.nn.functional.one_hot(class_to_category, num_categories).to(matrix.dtype)
-    return one_hot.T @ matrix @ one_hot
+    class_to_category = torch.as_tensor(class_to_category, device=matrix.device).long()
+    rows = matrix.new_zeros((num_categories, matrix.shape[1])).index_add_(0, class_to_category, matrix)
+    return matrix.new_zeros((num_categories, num_categories)).index_add_(1, class_to_category, rows)

@@ -5,11 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from cityscapes.generate_gt import generate
 from cityscapes.synthetic import write_dataset
 
 TINY_HEIGHT, TINY_WIDTH = 64, 128
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip cleanly where no GPU is present (make test-gpu runs them on one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 def synthetic_with_masks(tmp_path_factory: pytest.TempPathFactory, name: str, frames: int, seed: int) -> Path:

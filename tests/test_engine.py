@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from deeplabv3plus.engine import poly_lr_factor, predict, train_one_epoch
+from deeplabv3plus.engine import poly_lr_factor, train_one_epoch
+from deeplabv3plus.inference import predict
+from deeplabv3plus.precision import Precision, resolve_precision
 
 
 def test_poly_schedule_with_warmup():
@@ -43,39 +45,75 @@ def test_multi_scale_output_keeps_input_size_and_sums_to_one():
     assert torch.allclose(probabilities.sum(1), torch.ones(1, 9, 13), atol=1e-5)
 
 
-def test_non_finite_loss_stops_before_the_step():
-    model = FlipEquivariant()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+def one_batch_loader(batches=1, size=4):
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(2, 3, size, size, generator=generator), torch.zeros(2, size, size, dtype=torch.long), {})
+            for _ in range(batches)]
+
+
+def sgd(model):
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
-    loader = [(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long), {})]
-
-    class NanLoss(nn.Module):
-        def forward(self, logits, target):
-            return logits.sum() * float("nan")
-
-    with pytest.raises(FloatingPointError, match="loss is nan"):
-        train_one_epoch(model, NanLoss(), optimizer, scheduler, loader, torch.device("cpu"))
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
 
 
-def test_amp_dtype_defaults_per_device():
-    from deeplabv3plus.engine import resolve_amp_dtype
+class NanAtStep(nn.Module):
+    """Cross-entropy, except at one step of the pass, where the loss is NaN."""
 
-    assert resolve_amp_dtype(False, "float16", "cuda") is None
-    assert resolve_amp_dtype(True, None, "cuda") == torch.float16
-    assert resolve_amp_dtype(True, None, "cpu") == torch.bfloat16
-    assert resolve_amp_dtype(True, "bfloat16", "cuda:1") == torch.bfloat16
+    def __init__(self, bad_step):
+        super().__init__()
+        self.bad_step, self.calls = bad_step, 0
+
+    def forward(self, logits, target):
+        self.calls += 1
+        loss = nn.functional.cross_entropy(logits, target)
+        return loss * float("nan") if self.calls - 1 == self.bad_step else loss
+
+
+@pytest.mark.parametrize("log_every", [1, 4, 100])
+def test_non_finite_loss_stops_the_pass_at_the_next_check(log_every):
+    """Checked on the device and read every log_every steps and at the end: the pass never returns."""
+    model = FlipEquivariant()
+    optimizer, scheduler = sgd(model)
+    criterion = NanAtStep(bad_step=2)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 2 of this epoch"):
+        train_one_epoch(model, criterion, optimizer, scheduler, one_batch_loader(6), torch.device("cpu"),
+                        log_every=log_every)
+    checked_at = min(6, (2 // log_every + 1) * log_every)  # the first check at or after the bad step
+    assert criterion.calls == checked_at
+
+
+def test_no_host_sync_between_checks(monkeypatch):
+    """Tensor.item() (a host sync on a GPU) only at the checks, not every step."""
+    calls = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or real_item(self))
+    model = FlipEquivariant()
+    optimizer, scheduler = sgd(model)
+    stats = train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, scheduler, one_batch_loader(12), torch.device("cpu"),
+                            log_every=6)
+    monkeypatch.setattr(torch.Tensor, "item", real_item)
+    assert stats.steps == 12
+    assert len(calls) <= 2 * 3 + 1  # per check: the flag and the bar's loss; one for the epoch's mean loss
+    assert stats.data_seconds >= 0 and stats.compute_seconds > 0 and stats.peak_memory_mb > 0
+
+
+def test_precision_is_decided_in_one_place():
+    assert resolve_precision(False, "float16", "cuda") == Precision(None, False)  # no --amp: float32, no scaler
+    assert resolve_precision(True, None, "cuda") == Precision(torch.float16, True)
+    assert resolve_precision(True, None, "cpu") == Precision(torch.bfloat16, False)
+    assert resolve_precision(True, "bfloat16", "cuda:1") == Precision(torch.bfloat16, False)
+    assert resolve_precision(True, "float16", "cpu") == Precision(torch.float16, False)  # no GradScaler off CUDA
+    assert resolve_precision(True, None, "cpu").name == "bfloat16" and Precision().name is None
 
 
 def test_cpu_bfloat16_support_guards_the_private_api(monkeypatch):
     import types
 
-    from deeplabv3plus import engine
+    from deeplabv3plus import precision
 
     def answers(function):
-        monkeypatch.setattr(engine.torch, "ops", types.SimpleNamespace(mkldnn=types.SimpleNamespace(**function)))
-        return engine.cpu_supports_bfloat16()
+        monkeypatch.setattr(precision.torch, "ops", types.SimpleNamespace(mkldnn=types.SimpleNamespace(**function)))
+        return precision.cpu_supports_bfloat16()
 
     def broken():
         raise RuntimeError("no oneDNN")

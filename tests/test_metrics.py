@@ -54,12 +54,18 @@ def test_labels_outside_the_classes_are_an_error():
         ConfusionMatrix(3).update(torch.tensor([[3]]), torch.tensor([[0]]))
 
 
-def test_category_merge():
-    matrix = torch.zeros(19, 19, dtype=torch.int64)
+DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_category_merge(device):
+    """Integer matrices on every device: CUDA has no integer matmul, so the merge must not use one."""
+    matrix = torch.zeros(19, 19, dtype=torch.int64, device=device)
     matrix[0, 1] = 4  # road predicted as sidewalk: both 'flat', a category hit
     matrix[13, 14] = 2  # car as truck: both 'vehicle'
     matrix[11, 13] = 1  # person as car: human -> vehicle, a category miss
     categories = category_confusion_matrix(matrix, torch.as_tensor(TRAIN_ID_TO_CATEGORY_ID), len(CATEGORY_NAMES))
+    assert categories.device.type == device and categories.dtype == torch.int64 and categories.shape == (7, 7)
     flat, human, vehicle = (CATEGORY_NAMES.index(name) for name in ("flat", "human", "vehicle"))
     assert categories[flat, flat] == 4 and categories[vehicle, vehicle] == 2 and categories[human, vehicle] == 1
-    assert categories.sum() == matrix.sum()
+    assert categories.sum() == matrix.sum() and categories.count_nonzero() == 3

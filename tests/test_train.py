@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import shutil
 import torch
 
 import train_dlv3p
+from cityscapes.files import read_png, write_png
 from deeplabv3plus import engine
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import HISTORY_COLUMNS, read_history
@@ -61,19 +64,10 @@ def test_mixed_precision_and_channels_last(tiny_root, tmp_path):
 def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     assert train_dlv3p.main(train_args(tiny_root, tmp_path / "straight", "--iters", "3")) == 0
 
-    real_train_one_epoch = engine.train_one_epoch
-    calls = []
-
-    def dies_in_epoch_three(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # the machine goes down mid-run
-        return real_train_one_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "train_one_epoch", dies_in_epoch_three)
+    undo = interrupted_at_epoch(monkeypatch, 3)  # the machine goes down mid-run
     with pytest.raises(KeyboardInterrupt):
         train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3"))
-    monkeypatch.setattr(engine, "train_one_epoch", real_train_one_epoch)
+    undo()
     last = tmp_path / "resumed" / "dlv3p_resnet50_os16" / "last.pth"
     assert load_checkpoint(last)["iteration"] == 2
     resume = train_dlv3p.get_args_parser().parse_args([  # no --save-dir / --run-name: the run's own folder
@@ -89,13 +83,32 @@ def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     assert straight["scheduler"] == resumed["scheduler"]
     for index, state in straight["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], resumed["optimizer"]["state"][index]["momentum_buffer"])
-    drop_time = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    timings = ("seconds", "data_time", "compute_time", "peak_memory_mib")
+    drop_time = lambda rows: [{k: v for k, v in row.items() if k not in timings} for row in rows]  # noqa: E731
     assert repr(drop_time(straight["history"])) == repr(drop_time(resumed["history"]))  # NaN-safe
     assert len(read_history(last.parent)) == 3
 
 
+def interrupted_at_epoch(monkeypatch, epoch):
+    """Make the given epoch (1-based) die as a killed machine would; returns a function that undoes it."""
+    real_train_one_epoch = engine.train_one_epoch
+    calls = []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", dies)
+    return lambda: monkeypatch.setattr(engine, "train_one_epoch", real_train_one_epoch)
+
+
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch, capsys):
-    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1")) == 0
+    undo = interrupted_at_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3"))
+    undo()
     last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
     before = last.read_bytes()
 
@@ -110,13 +123,68 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, mon
     assert last.read_bytes() == before
 
 
-def test_resume_with_other_flags_is_an_error(tiny_root, tmp_path, capsys):
+def test_resume_refuses_a_flag_that_contradicts_the_run(tiny_root, tmp_path, capsys):
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1")) == 0
     last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
-    args = train_args(tiny_root, tmp_path, "--iters", "2", "--resume", str(last))
-    args.output_stride = 8
-    assert train_dlv3p.main(args) == 2
-    assert "pass the matching --backbone / --output-stride" in capsys.readouterr().err
+    for flag, value in (("--output-stride", "8"), ("--lr", "0.5"), ("--weight-decay", "0.0"), ("--momentum", "0.5"),
+                        ("--iters", "2"), ("--batch-size", "3")):
+        args = train_dlv3p.get_args_parser().parse_args(["--data-root", str(tiny_root), "--workers", "0", "--device",
+                                                         "cpu", "--resume", str(last), flag, value])
+        assert train_dlv3p.main(args) == 2, flag
+        message = capsys.readouterr().err
+        assert f"argument {flag}: {value}" in message and "a resumed run keeps its settings" in message, message
+
+
+def test_resume_takes_the_run_settings_from_the_checkpoint(tiny_root, tmp_path):
+    """Only --resume (and where the data is): stride, LR, crop... come from the checkpoint; args.json says so."""
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--lr", "0.02", "--seed", "3")) == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    checkpoint = torch.load(run / "last.pth", weights_only=True)
+    args = train_dlv3p.get_args_parser().parse_args(
+        ["--data-root", str(tiny_root), "--workers", "0", "--device", "cpu", "--resume", str(run / "last.pth")])
+    assert train_dlv3p.main(args) == 0  # already complete: nothing to train, but the flags resolve
+    saved = json.loads((run / "args.json").read_text())
+    assert (saved["output_stride"], saved["lr"], saved["seed"], saved["crop_size"], saved["iters"]) == (16, 0.02, 3, [32, 64], 2)
+    assert saved["run_name"] == "dlv3p_resnet50_os16" and checkpoint["args"]["lr"] == 0.02
+
+
+def test_amp_dtype_without_amp_is_refused(tiny_root, tmp_path, capsys):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--amp-dtype", "float16")) == 2
+    assert "argument --amp-dtype: float16 takes effect only with --amp" in capsys.readouterr().err
+    assert not (tmp_path / "dlv3p_resnet50_os16").exists()
+
+
+def all_ignore_root(source, tmp_path):
+    """A copy of a synthetic set with every train mask all 255 (val keeps its labels)."""
+    root = tmp_path / "data"
+    shutil.copytree(source, root)
+    for path in (root / "generated_gt" / "train").glob("*/*_labelTrainIds.png"):
+        write_png(path, np.full(read_png(path).shape, 255, np.uint8))
+    return root
+
+
+def test_batches_without_labelled_pixels_train_on(tiny_root, tmp_path):
+    """A zero loss, not NaN: the run completes instead of stopping at its NaN guard."""
+    root = all_ignore_root(tiny_root, tmp_path)
+    assert train_dlv3p.main(train_args(root, tmp_path, "--iters", "2")) == 0
+    history = read_history(tmp_path / "dlv3p_resnet50_os16")
+    assert [row["train_loss"] for row in history] == [0.0, 0.0]
+
+
+def test_batches_without_labelled_pixels_under_ddp(learn_root, tmp_path):
+    """torchrun, 2 gloo processes, every batch all-ignore: both ranks go on identically and finish."""
+    root = all_ignore_root(learn_root, tmp_path)
+    done = subprocess.run(torchrun_train(root, tmp_path, "--iters", "2", "--batch-size", "4", "--crop-size", "32", "64"),
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [row["train_loss"] for row in read_history(tmp_path / "ddp")] == [0.0]
+
+
+def test_history_shows_where_time_goes(tiny_root, tmp_path):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2")) == 0
+    for row in read_history(tmp_path / "dlv3p_resnet50_os16"):
+        assert row["data_time"] >= 0 and row["compute_time"] > 0 and row["peak_memory_mib"] > 100
+        assert row["data_time"] + row["compute_time"] <= row["seconds"]
 
 
 def test_bad_flags_and_data_are_clear_errors(tiny_root, tmp_path, capsys):
@@ -144,13 +212,17 @@ def test_the_model_learns(trained_run):
     assert load_checkpoint(trained_run / "best.pth")["best_miou"] == max(row["miou"] for row in history)
 
 
+def torchrun_train(root, save_dir, *extra, processes=2, device="cpu"):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            str(REPO / "train_dlv3p.py"), "--data-root", str(root), "--output-stride", "16", "--pretrained-backbone",
+            "none", "--workers", "0", "--device", device, "--save-dir", str(save_dir), "--run-name", "ddp",
+            "--val-every", "1", *extra]
+
+
 def test_ddp_training_on_two_gloo_processes(learn_root, tmp_path):
     """torchrun with 2 CPU processes: trains, and only rank 0 writes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "train_dlv3p.py"), "--data-root", str(learn_root), "--output-stride", "16",
-               "--pretrained-backbone", "none", "--batch-size", "4", "--crop-size", "32", "64", "--workers", "0",
-               "--device", "cpu", "--iters", "2", "--save-dir", str(tmp_path), "--run-name", "ddp", "--val-every", "1"]
+    command = torchrun_train(learn_root, tmp_path, "--batch-size", "4", "--crop-size", "32", "64", "--iters", "2")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     history = read_history(tmp_path / "ddp")

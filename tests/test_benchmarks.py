@@ -1,0 +1,34 @@
+"""The benchmark scripts run end to end at a tiny size (their figures come from real runs, not from here)."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import train_throughput  # noqa: E402
+
+
+def test_train_throughput_model_and_loader(tiny_root, tmp_path):
+    args = train_throughput.get_args_parser().parse_args([
+        "--device", "cpu", "--backbones", "resnet50", "--output-strides", "16", "--precisions", "fp32",
+        "--variants", "eager", "--modes", "model", "loader", "--crop", "32", "64", "--batch", "2", "--warmup", "1",
+        "--steps", "2", "--workers", "0", "--data-root", str(tiny_root), "--threads", "1",
+        "--csv", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png")])
+    rows = train_throughput.main(args)
+    assert [row["mode"] for row in rows] == ["model", "loader"]
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["peak_memory_mib"] > 100
+        assert row["data_ms_per_step"] >= 0 and row["compute_ms_per_step"] > 0
+    with open(tmp_path / "t.csv") as stream:
+        assert [line["mode"] for line in csv.DictReader(stream)] == ["model", "loader"]
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_loader_mode_needs_a_data_root(tmp_path):
+    args = train_throughput.get_args_parser().parse_args(["--device", "cpu", "--modes", "loader", "--precisions", "fp32"])
+    with pytest.raises(SystemExit, match="needs --data-root"):
+        train_throughput.main(args)

@@ -1,0 +1,128 @@
+"""The GPU tier: the CUDA path end to end. Skipped without a GPU; ``make test-gpu`` runs exactly these.
+
+Each test is small (64x128 synthetic frames, tens of iterations) so the tier
+takes minutes on one GPU.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import test_dlv3p
+import train_dlv3p
+from deeplabv3plus.checkpoint import load_checkpoint
+from deeplabv3plus.history import read_history
+
+pytestmark = pytest.mark.cuda
+REPO = Path(__file__).resolve().parent.parent
+ITERATIONS = 20
+
+
+def train(root, save_dir, run_name, *extra):
+    args = train_dlv3p.get_args_parser().parse_args([
+        "--data-root", str(root), "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "4",
+        "--crop-size", "64", "128", "--workers", "2", "--device", "cuda", "--save-dir", str(save_dir),
+        "--run-name", run_name, "--warmup-iters", "2", "--val-every", "5", "--log-every", "5", *extra])
+    return train_dlv3p.main(args)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--amp"],                                   # float16 + GradScaler
+    ["--amp", "--amp-dtype", "bfloat16"],
+    ["--channels-last"],
+    ["--compile"],                               # inductor
+], ids=["fp16-scaler", "bf16", "channels-last", "compile"])
+def test_training_on_the_gpu(learn_root, tmp_path, extra):
+    assert train(learn_root, tmp_path, "gpu", "--iters", str(ITERATIONS), *extra) == 0
+    history = read_history(tmp_path / "gpu")
+    assert history[-1]["iteration"] == ITERATIONS
+    assert all(torch.isfinite(torch.tensor([row["train_loss"], row["val_loss"]])).all() for row in history)
+    assert history[-1]["peak_memory_mib"] > 0 and history[-1]["compute_time"] > 0
+    checkpoint = load_checkpoint(tmp_path / "gpu" / "last.pth")
+    assert all(value.device.type == "cpu" for value in checkpoint["model"].values())  # loads anywhere
+    if "--amp" in extra and "bfloat16" not in extra:
+        assert checkpoint["scaler"]["scale"] > 0  # the GradScaler ran
+    assert torch.backends.cudnn.benchmark  # fixed crops: autotuned kernels
+
+
+def test_resume_on_the_gpu(learn_root, tmp_path, monkeypatch):
+    from deeplabv3plus import engine
+
+    real = engine.train_one_epoch
+    calls = []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(learn_root, tmp_path, "gpu", "--iters", "6", "--amp")
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    last = tmp_path / "gpu" / "last.pth"
+    assert load_checkpoint(last)["iteration"] == 3
+    args = train_dlv3p.get_args_parser().parse_args(["--data-root", str(learn_root), "--workers", "2", "--device",
+                                                     "cuda", "--resume", str(last)])
+    assert train_dlv3p.main(args) == 0
+    assert load_checkpoint(last)["iteration"] == 6
+
+
+def test_torchrun_nccl_with_sync_batch_norm(learn_root, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               str(REPO / "train_dlv3p.py"), "--data-root", str(learn_root), "--output-stride", "16",
+               "--pretrained-backbone", "none", "--batch-size", "4", "--crop-size", "64", "128", "--workers", "2",
+               "--device", "cuda", "--iters", "4", "--save-dir", str(tmp_path), "--run-name", "nccl", "--val-every", "1",
+               "--sync-bn"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "nccl" / "last.pth")["iteration"] == 4
+
+
+@pytest.fixture(scope="module")
+def gpu_run(learn_root, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("gpu_saved")
+    assert train(learn_root, save_dir, "gpu", "--iters", str(ITERATIONS), "--amp") == 0
+    return save_dir / "gpu"
+
+
+def test_evaluation_and_submission_on_the_gpu(gpu_run, learn_root, tmp_path):
+    common = ["--model_weights_path", str(gpu_run / "best.pth"), "--data-root", str(learn_root), "--out",
+              str(tmp_path), "--workers", "2", "--device", "cuda"]
+    val = test_dlv3p.get_args_parser().parse_args([*common, "--split", "val", "--official-eval", "--flip", "--scales",
+                                                   "0.75", "1.0", "--amp"])
+    assert test_dlv3p.main(val) == 0
+    metrics = json.loads((tmp_path / "gpu" / "val" / "metrics.json").read_text())
+    assert metrics["images"] == 12 and len(metrics["category_iou"]) == 7
+    assert metrics["mean_iou"] == pytest.approx(metrics["official_mean_iou"], abs=1e-6)
+    test = test_dlv3p.get_args_parser().parse_args([*common, "--split", "test", "--batch-size", "4"])
+    assert test_dlv3p.main(test) == 0
+    with zipfile.ZipFile(tmp_path / "gpu" / "test" / "gpu_test_labelIds.zip") as archive:
+        assert len(archive.namelist()) == 12
+
+
+def test_save_predictions_on_the_gpu(gpu_run, learn_root, tmp_path):
+    from deeplabv3plus.figures import save_prediction_gif
+
+    gif = save_prediction_gif(gpu_run / "best.pth", learn_root, tmp_path / "gpu.gif", num_frames=3, device="cuda")
+    assert gif.stat().st_size > 1000
+
+
+def test_benchmarks_at_a_small_size(learn_root, tmp_path):
+    for script, extra in (("inference.py", ["--backbones", "resnet50", "--height", "256", "--width", "512",
+                                            "--warmup", "1", "--runs", "2"]),
+                          ("train_throughput.py", ["--backbones", "resnet50", "--crop", "128", "128", "--warmup", "2",
+                                                   "--steps", "3", "--modes", "model", "loader", "--data-root",
+                                                   str(learn_root), "--workers", "2"])):
+        done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--device", "cuda", *extra,
+                               "--csv", str(tmp_path / f"{script}.csv"), "--plot", str(tmp_path / f"{script}.png")],
+                              cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / f"{script}.csv").read_text().count("\n") >= 3
