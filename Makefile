@@ -28,6 +28,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 demo: install
 	$(PY) -m cityscapes.synthetic --out $(DEMO_ROOT) --frames-per-split 24
 	$(PY) -m cityscapes.generate_gt --data-root $(DEMO_ROOT)
+	$(PY) -m cityscapes.check --data-root $(DEMO_ROOT)
 	$(PY) -m cityscapes.generate_gt compare --data-root $(DEMO_ROOT) --split val --out outputs
 	$(PY) train_dlv3p.py --data-root $(DEMO_ROOT) --run-name $(DEMO_RUN) --backbone resnet50 --output-stride 16 \
 		--pretrained-backbone none --iters $(DEMO_ITERS) --batch-size 4 --crop-size 192 192 --scale-range 0.75 1.5 \

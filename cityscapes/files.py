@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["read_png", "write_bytes_atomic", "write_csv", "write_json", "write_png"]
+__all__ = ["is_up_to_date", "read_png", "write_bytes_atomic", "write_csv", "write_json", "write_png"]
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
@@ -82,3 +82,13 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, object]], fieldnames: list
     writer.writeheader()
     writer.writerows(rows)
     write_bytes_atomic(path, text.getvalue().encode())
+
+
+def is_up_to_date(output: Path, source: Path) -> bool:
+    """Whether ``output`` exists, is not empty, and is not older than the ``source`` it was made from."""
+    try:
+        stat = Path(output).stat()
+    except FileNotFoundError:
+        return False
+    source = Path(source)
+    return stat.st_size > 0 and (not source.exists() or stat.st_mtime >= source.stat().st_mtime)

@@ -32,9 +32,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cityscapes.files import write_csv, write_png
+from cityscapes.files import is_up_to_date, write_csv, write_png
 from cityscapes.labels import LABEL_ID_TO_COLOR, LABEL_ID_TO_TRAIN_ID, resolve_label
-from cityscapes.paths import GENERATED_DIR, MASK_KINDS, SPLITS, generated_mask_path, image_path, polygon_files, stem_of
+from cityscapes.paths import (GENERATED_DIR, MASK_KINDS, POLYGONS_SUFFIX, SPLITS, generated_mask_path, image_files,
+                              image_path, polygon_files, stem_of)
 
 __all__ = [
     "AnnotationError",
@@ -159,7 +160,7 @@ def convert_annotation(json_path: Path, data_root: Path, out_root: Path, split: 
     """Write the three masks of one annotation; never raises for bad input, reports it."""
     stem = stem_of(json_path)
     outputs = {kind: generated_mask_path(out_root, split, stem, kind) for kind in MASK_KINDS}
-    if not overwrite and all(path.exists() for path in outputs.values()):
+    if not overwrite and all(is_up_to_date(path, json_path) for path in outputs.values()):
         return ConversionResult(json_path, "skipped")
     try:
         annotation = load_annotation(json_path)
@@ -183,11 +184,13 @@ def _check_out_root(data_root: Path, out_root: Path) -> None:
 
 
 def generate(data_root: Path, splits: Sequence[str] = SPLITS, out_root: Path | None = None, workers: int | None = None,
-             overwrite: bool = False, progress: bool = True) -> list[ConversionResult]:
+             overwrite: bool = False, progress: bool = True, skip_absent_splits: bool = False) -> list[ConversionResult]:
     """Convert every polygons JSON of ``splits`` under ``data_root``; results sorted by file.
 
     ``out_root`` defaults to ``{data_root}/generated_gt``; ``workers`` to all cores.
-    Raises FileNotFoundError when a split has no annotations at all.
+    Masks that exist, are not empty and are not older than their annotation are
+    skipped unless ``overwrite``. Raises FileNotFoundError when a split has no
+    annotations at all, unless ``skip_absent_splits`` (then it is left out).
     """
     data_root = Path(data_root)
     out_root = Path(out_root) if out_root is not None else data_root / GENERATED_DIR
@@ -195,12 +198,17 @@ def generate(data_root: Path, splits: Sequence[str] = SPLITS, out_root: Path | N
     jobs = []
     for split in splits:
         files = polygon_files(data_root, split)
+        if not files and skip_absent_splits:
+            continue
         if not files:
             raise FileNotFoundError(
                 f"{data_root / 'gtFine' / split}: no *_gtFine_polygons.json found; extract gtFine_trainvaltest.zip "
                 f"into {data_root} (or pass --data-root)"
             )
         jobs += [(path, data_root, out_root, split, overwrite) for path in files]
+    if not jobs:
+        raise FileNotFoundError(f"{data_root / 'gtFine'}: no *_gtFine_polygons.json in {', '.join(splits)}; extract "
+                                f"gtFine_trainvaltest.zip into {data_root} (or pass --data-root)")
     workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(jobs), desc="generate_gt", unit="file", disable=not progress)
     if workers == 1:
@@ -225,11 +233,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     generate_parser = commands.add_parser("generate", help="write masks (the default command)")
     generate_parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
                                  help="data set root holding gtFine/ and leftImg8bit/ (default: data)")
-    generate_parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to convert")
+    generate_parser.add_argument("--splits", nargs="+", choices=SPLITS, default=None,
+                                 help="splits to convert (default: those of train/val/test that have annotations)")
     generate_parser.add_argument("--out", type=Path, default=None,
                                  help="output root (default: {data-root}/generated_gt); never inside gtFine/")
     generate_parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
-    generate_parser.add_argument("--overwrite", action="store_true", help="rewrite masks that already exist")
+    generate_parser.add_argument("--overwrite", action="store_true",
+                                 help="rewrite every mask (without it, only missing, empty or outdated ones are written)")
     compare_parser = commands.add_parser("compare", help="compare generated labelIds with the provided ones")
     compare_parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root")
     compare_parser.add_argument("--split", choices=SPLITS, default="val", help="split to compare (default: val)")
@@ -247,15 +257,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return get_args_parser().parse_args(argv)
 
 
+def _report_unannotated(data_root: Path, splits: Sequence[str]) -> None:
+    """Name the splits without annotations and the images without a polygon file: masks cannot exist for them."""
+    annotated_by_split = {split: {stem_of(path) for path in polygon_files(data_root, split)} for split in splits}
+    if not any(annotated_by_split.values()):
+        return  # nothing to convert at all: generate() says so
+    for split, annotated in annotated_by_split.items():
+        if not annotated:
+            print(f"notice: {data_root / 'gtFine' / split}: no *_gtFine_polygons.json, split skipped "
+                  f"(extract gtFine_trainvaltest.zip for it, or name the splits with --splits)", file=sys.stderr)
+            continue
+        unannotated = [path for path in image_files(data_root, split) if stem_of(path) not in annotated]
+        if unannotated:
+            print(f"warning: {unannotated[0]}: no {stem_of(unannotated[0])}{POLYGONS_SUFFIX} in gtFine/{split} "
+                  f"({len(unannotated)} {split} images have no annotation, so no mask); re-extract "
+                  "gtFine_trainvaltest.zip", file=sys.stderr)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     """Write the masks; exit status 1 with a count when any file failed."""
-    results = generate(args.data_root, args.splits, args.out, args.workers, args.overwrite)
+    splits = args.splits or list(SPLITS)
+    _report_unannotated(args.data_root, splits)
+    results = generate(args.data_root, splits, args.out, args.workers, args.overwrite,
+                       skip_absent_splits=args.splits is None)
     failed = [result for result in results if result.status == "failed"]
     for result in failed:
         print(f"error: {result.error}", file=sys.stderr)
     counts = {status: sum(result.status == status for result in results) for status in ("written", "skipped")}
     out = args.out or args.data_root / GENERATED_DIR
-    print(f"{counts['written']} written, {counts['skipped']} skipped (already there; --overwrite rewrites), "
+    print(f"{counts['written']} written, {counts['skipped']} skipped (up to date; --overwrite rewrites), "
           f"{len(failed)} failed -> {out}")
     return 1 if failed else 0
 

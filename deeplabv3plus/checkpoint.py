@@ -8,6 +8,7 @@ LR scheduler, AMP scaler, epoch, iteration, best mIoU and history.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from cityscapes.files import write_bytes_atomic
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "unwrap_model"]
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "unwrap_model", "weights_digest"]
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config")
@@ -60,3 +61,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a DeepLabV3+ checkpoint of this project (no {' / '.join(REQUIRED_KEYS)})")
     return checkpoint
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor], length: int = 12) -> str:
+    """A short SHA-256 of the weights (names, shapes, dtypes and values, in name order): equal digests, equal models."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(state_dict[name].shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:length]

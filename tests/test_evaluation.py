@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -124,4 +125,56 @@ def test_ddp_evaluation_equals_one_process(trained_run, learn_root, val_outputs,
     single = json.loads((val_outputs / "metrics.json").read_text())
     assert distributed["confusion_matrix"] == single["confusion_matrix"]
     assert distributed["mean_iou"] == single["mean_iou"] and distributed["images"] == 12
+    assert distributed["protocol"] == single["protocol"]  # both against the shipped labelIds
     assert len(list((tmp_path / "tiny" / "val" / "labelIds").iterdir())) == 12
+
+
+def test_scores_against_the_shipped_label_ids_by_default(val_outputs, learn_root):
+    """As the server: our mIoU equals cityscapesscripts' score of our PNGs against gtFine/val/*/*_gtFine_labelIds.png."""
+    report = json.loads((val_outputs / "metrics.json").read_text())
+    assert report["protocol"]["ground_truth"] == "gtFine labelIds (as the server)"
+    predictions = sorted((val_outputs / "labelIds").iterdir())
+    shipped = sorted((learn_root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
+    assert [stem_of(p) for p in predictions] == [stem_of(p) for p in shipped]
+    official = evaluate_official(predictions, shipped)
+    assert report["mean_iou"] == pytest.approx(official["averageScoreClasses"], abs=1e-6)
+
+
+def test_the_protocol_is_stated_with_every_score(val_outputs, trained_run):
+    from deeplabv3plus.checkpoint import load_checkpoint, weights_digest
+
+    protocol = json.loads((val_outputs / "metrics.json").read_text())["protocol"]
+    checkpoint = load_checkpoint(trained_run / "best.pth")
+    assert protocol["description"] == (
+        f"val, 12 images, whole 64x128, OS16, float32, ground truth: gtFine labelIds (as the server), "
+        f"checkpoint iteration {checkpoint['iteration']}, weights {weights_digest(checkpoint['model'])}")
+    assert (protocol["mode"], protocol["flip"], protocol["scales"], protocol["image_size"]) == ("whole", False, [1.0], "64x128")
+    assert (protocol["train_output_stride"], protocol["test_output_stride"], protocol["amp_dtype"]) == (16, 16, None)
+
+
+def test_generated_ground_truth_on_request(trained_run, learn_root, val_outputs, tmp_path, capsys):
+    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--ground-truth", "generated", "--official-eval") == 0
+    assert capsys.readouterr().out.startswith("protocol: val, 12 images, whole 64x128, OS16, float32, ground truth: "
+                                              "generated from polygons")
+    generated = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())
+    provided = json.loads((val_outputs / "metrics.json").read_text())
+    assert generated["mean_iou"] == pytest.approx(generated["official_mean_iou"], abs=1e-6)
+    redrawn = sorted((learn_root / "generated_gt" / "val").glob("*/*_gtFine_labelIds.png"))
+    official = evaluate_official(sorted((tmp_path / "tiny" / "val" / "labelIds").iterdir()), redrawn)
+    assert generated["mean_iou"] == pytest.approx(official["averageScoreClasses"], abs=1e-6)
+    assert generated["confusion_matrix"] != provided["confusion_matrix"]  # the two ground truths differ by design
+
+
+def test_falls_back_to_generated_masks_with_a_notice(trained_run, learn_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(learn_root, root, ignore=shutil.ignore_patterns("train", "test"))
+    removed = sorted((root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))[3]
+    removed.unlink()
+    assert run(trained_run, root, tmp_path / "out", "--split", "val") == 0
+    captured = capsys.readouterr()
+    assert f"notice: 1 of 12 val frames have no shipped gtFine labelIds (first: {removed}); scoring against the masks " \
+           "generated from the polygons" in captured.err
+    report = json.loads((tmp_path / "out" / "tiny" / "val" / "metrics.json").read_text())
+    assert report["protocol"]["ground_truth"] == "generated from polygons"
+    assert run(trained_run, root, tmp_path / "out", "--split", "val", "--ground-truth", "provided") == 2
+    assert f"{removed}: 1 of 12 val masks are missing" in capsys.readouterr().err

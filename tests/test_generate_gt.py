@@ -139,10 +139,44 @@ def test_skips_existing_outputs_unless_overwrite(tiny_root, tmp_path):
     shutil.copytree(tiny_root, root)
     assert {r.status for r in generate(root, workers=1, progress=False)} == {"skipped"}
     target = generated_mask_path(root / "generated_gt", "val", stem_of(polygon_files(root, "val")[0]), "labelIds")
-    target.write_bytes(b"")
-    assert {r.status for r in generate(root, workers=1, progress=False)} == {"skipped"}
-    assert {r.status for r in generate(root, workers=1, overwrite=True, progress=False)} == {"written"}
+    target.write_bytes(b"")  # an empty (damaged) mask is rewritten without --overwrite
+    statuses = {r.json_path.name: r.status for r in generate(root, workers=1, progress=False)}
+    assert list(statuses.values()).count("written") == 1 and statuses[f"{stem_of(target)}_gtFine_polygons.json"] == "written"
     assert read_png(target).shape == (64, 128)
+    assert {r.status for r in generate(root, workers=1, overwrite=True, progress=False)} == {"written"}
+
+
+def test_masks_older_than_their_annotation_are_regenerated(tiny_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    annotation = polygon_files(root, "train")[0]
+    annotation.touch()  # edited after the masks were drawn
+    results = generate(root, workers=1, progress=False)
+    assert [r.json_path for r in results if r.status == "written"] == [annotation]
+
+
+def test_a_split_without_annotations_is_skipped_and_named(tiny_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    shutil.rmtree(root / "gtFine" / "test")
+    shutil.rmtree(root / "generated_gt")
+    assert main(parse_args(["--data-root", str(root), "--workers", "1"])) == 0
+    captured = capsys.readouterr()
+    assert "gtFine/test: no *_gtFine_polygons.json, split skipped" in captured.err
+    assert "6 written" in captured.out and not (root / "generated_gt" / "test").exists()
+    # asked for explicitly, the missing split is an error
+    assert main(parse_args(["--data-root", str(root), "--splits", "test"])) == 2
+    assert "gtFine/test: no *_gtFine_polygons.json found" in capsys.readouterr().err
+
+
+def test_images_without_annotation_are_named(tiny_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    orphan = polygon_files(root, "val")[1]
+    orphan.unlink()
+    assert main(parse_args(["--data-root", str(root), "--workers", "1"])) == 0
+    err = capsys.readouterr().err
+    assert f"{stem_of(orphan)}_leftImg8bit.png: no {orphan.name} in gtFine/val (1 val images have no annotation" in err
 
 
 def test_interrupted_write_leaves_no_broken_png(tiny_root, tmp_path, monkeypatch):
@@ -168,7 +202,9 @@ def test_refuses_to_write_inside_gtfine(tiny_root, capsys):
 
 def test_missing_annotations_give_a_clear_error(tmp_path, capsys):
     assert main(parse_args(["--data-root", str(tmp_path)])) == 2
-    assert "no *_gtFine_polygons.json found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gtFine: no *_gtFine_polygons.json in train, val, test; extract gtFine_trainvaltest.zip" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_runs_as_a_file(tiny_root, tmp_path):

@@ -191,7 +191,7 @@ def test_bad_flags_and_data_are_clear_errors(tiny_root, tmp_path, capsys):
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--batch-size", "8")) == 2
     assert "fewer than --batch-size 8" in capsys.readouterr().err
     assert train_dlv3p.main(train_args(tmp_path / "nowhere", tmp_path, "--iters", "1")) == 2
-    assert "extract leftImg8bit_trainvaltest.zip" in capsys.readouterr().err
+    assert "nowhere: no such folder; fix: pass --data-root" in capsys.readouterr().err
 
 
 def test_the_model_learns(trained_run):

@@ -1,0 +1,73 @@
+"""How a score was obtained, stated with every score: split, images, whole or sliding windows, TTA, strides, precision,
+ground truth, and which weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+__all__ = ["EvaluationProtocol", "image_size_of"]
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """Everything that changes a score besides the weights themselves (and a digest of those)."""
+
+    split: str
+    images: int
+    image_size: str  # "1024x2048", or "mixed" when the split holds several sizes
+    mode: str = "whole"  # or "slide"
+    window: tuple[int, int] | None = None  # slide: crop (H, W) and stride (H, W)
+    stride: tuple[int, int] | None = None
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    train_output_stride: int | None = None
+    test_output_stride: int | None = None
+    amp_dtype: str | None = None  # None: float32
+    ground_truth: str = ""  # e.g. "gtFine labelIds (as the server)"
+    checkpoint_iteration: int | None = None
+    weights: str = ""  # short digest of the state dict
+
+    def describe(self) -> str:
+        """One line in words, e.g. ``val, 500 images, whole 1024x2048, OS8 (trained OS16), flip, scales 0.75 1.0 1.25``."""
+        if self.mode == "slide":
+            inference = (f"slide {self.window[0]}x{self.window[1]} windows every {self.stride[0]}x{self.stride[1]} "
+                         f"over {self.image_size}")
+        else:
+            inference = f"whole {self.image_size}"
+        parts = [f"{self.split}, {self.images} images, {inference}", self._strides()]
+        if self.flip:
+            parts.append("flip")
+        if tuple(self.scales) != (1.0,):
+            parts.append("scales " + " ".join(f"{scale:g}" for scale in self.scales))
+        parts.append(self.amp_dtype or "float32")
+        if self.ground_truth:
+            parts.append(f"ground truth: {self.ground_truth}")
+        if self.checkpoint_iteration is not None:
+            parts.append(f"checkpoint iteration {self.checkpoint_iteration}")
+        if self.weights:
+            parts.append(f"weights {self.weights}")
+        return ", ".join(part for part in parts if part)
+
+    def _strides(self) -> str:
+        if self.test_output_stride is None:
+            return ""
+        if self.train_output_stride in (None, self.test_output_stride):
+            return f"OS{self.test_output_stride}"
+        return f"OS{self.test_output_stride} (trained OS{self.train_output_stride})"
+
+    def as_dict(self) -> dict:
+        """Plain values for metrics.json, with the line in words first."""
+        values = asdict(self)
+        for key in ("window", "stride", "scales"):
+            values[key] = None if values[key] is None else list(values[key])
+        return {"description": self.describe(), **values}
+
+
+def image_size_of(sizes: Sequence[tuple[int, int]]) -> str:
+    """``"HxW"`` when every (height, width) is the same, else ``"mixed"``."""
+    distinct = set(sizes)
+    if len(distinct) == 1:
+        height, width = distinct.pop()
+        return f"{height}x{width}"
+    return "mixed"
