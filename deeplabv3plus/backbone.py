@@ -69,9 +69,9 @@ def load_backbone_state_dict(resnet: nn.Module, name: str, pretrained: str | Pat
 
 
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet returning ``{"low_level": layer1 (stride 4), "out": layer4 (stride 8|16)}``.
+    """A torchvision ResNet returning ``{"low_level": layer1 (stride 4), "aux": layer3, "out": layer4 (stride 8|16)}``.
 
-    ``low_level_channels`` and ``out_channels`` tell the head how to size itself.
+    ``low_level_channels``, ``aux_channels`` and ``out_channels`` tell the heads how to size themselves.
     """
 
     def __init__(self, name: str = "resnet50", output_stride: int = 16, pretrained: str | Path | None = None) -> None:
@@ -85,9 +85,10 @@ class ResNetBackbone(nn.Module):
         self.name = name
         self.output_stride = output_stride
         self.low_level_channels = resnet.layer1[-1].conv3.out_channels
+        self.aux_channels = resnet.layer3[-1].conv3.out_channels
         self.out_channels = resnet.layer4[-1].conv3.out_channels
-        self.body = IntermediateLayerGetter(resnet, return_layers={"layer1": "low_level", "layer4": "out"})
+        self.body = IntermediateLayerGetter(resnet, return_layers={"layer1": "low_level", "layer3": "aux", "layer4": "out"})
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N, 3, H, W) -> {"low_level": (N, 256, H/4, W/4), "out": (N, 2048, H/os, W/os)}."""
+        """(N, 3, H, W) -> {"low_level": (N, 256, H/4, W/4), "aux": (N, 1024, h, w), "out": (N, 2048, H/os, W/os)}."""
         return dict(self.body(images))

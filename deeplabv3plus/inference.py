@@ -10,28 +10,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint
-from deeplabv3plus.model import DeepLabV3Plus, build_model
+from deeplabv3plus.model import DeepLabV3Plus, build_model, without_aux_head
 from deeplabv3plus.precision import autocast
 
 __all__ = ["load_trained_model", "predict", "sliding_window_logits", "window_origins"]
 
 
 def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone: str | None = None,
-                       output_stride: int | None = None) -> DeepLabV3Plus:
+                       output_stride: int | None = None, eval_output_stride: int | None = None,
+                       checkpoint: dict | None = None) -> DeepLabV3Plus:
     """Rebuild the model a checkpoint describes and load its weights, in eval mode.
 
     ``backbone`` / ``output_stride``, when given, must match the checkpoint:
     CheckpointError otherwise (never random weights in silence).
+    ``eval_output_stride`` runs the same weights at another output stride (the
+    DeepLabV3+ paper's protocol: train at OS16, test at OS8): the dilations and
+    ASPP rates change, the parameters do not. ``checkpoint``: the already loaded
+    contents of ``path``, to read the file once.
     """
-    checkpoint = load_checkpoint(path)
-    config = checkpoint["model_config"]
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
+    config = dict(checkpoint["model_config"])
     for flag, key, wanted in (("--backbone", "backbone", backbone), ("--output-stride", "output_stride", output_stride)):
         if wanted is not None and wanted != config[key]:
             raise CheckpointError(f"{path}: was trained with {key}={config[key]} but {flag} is {wanted}; "
                                   "drop the flag or pass the matching checkpoint")
-    model = build_model(config["backbone"], config["output_stride"], config["num_classes"])
-    try:
-        model.load_state_dict(checkpoint["model"])
+    model = build_model(config["backbone"], eval_output_stride or config["output_stride"], config["num_classes"])
+    try:  # trained with the auxiliary head or not, inference runs without it
+        model.load_state_dict(without_aux_head(checkpoint["model"]))
     except RuntimeError as error:
         raise CheckpointError(f"{path}: the weights do not fit {config} ({error})") from None
     return model.to(device).eval()

@@ -7,40 +7,63 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.segmentation.fcn import FCNHead
 
 from deeplabv3plus.aspp import ASPP, ASPP_RATES_BY_OUTPUT_STRIDE
 from deeplabv3plus.backbone import ResNetBackbone
 from deeplabv3plus.decoder import Decoder
 
-__all__ = ["DeepLabV3Plus", "build_model", "parameter_groups"]
+__all__ = ["DeepLabV3Plus", "build_model", "parameter_groups", "without_aux_head"]
+
+
+AUX_HEAD_PREFIX = "aux_head."
 
 
 class DeepLabV3Plus(nn.Module):
-    """ResNet backbone + ASPP + decoder; ``forward(images) -> logits (N, num_classes, H, W)``."""
+    """ResNet backbone + ASPP + decoder; ``forward(images) -> logits (N, num_classes, H, W)``.
+
+    With ``aux_head`` an FCN head on layer3 (torchvision's ``FCNHead``: 3x3 conv to
+    256 channels, BN, ReLU, dropout 0.1, 1x1 classifier) adds a second output in
+    training mode only: ``{"out": logits, "aux": aux_logits}``, both at the input
+    size. In eval mode the model returns the logits alone, with or without it.
+    """
 
     def __init__(self, backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
-                 pretrained_backbone: str | Path | None = None) -> None:
+                 pretrained_backbone: str | Path | None = None, aux_head: bool = False) -> None:
         super().__init__()
         self.backbone = ResNetBackbone(backbone, output_stride, pretrained_backbone)
         self.aspp = ASPP(self.backbone.out_channels, ASPP_RATES_BY_OUTPUT_STRIDE[output_stride])
         self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, num_classes)
-        self.config = {"backbone": backbone, "output_stride": output_stride, "num_classes": num_classes}
+        self.aux_head = FCNHead(self.backbone.aux_channels, num_classes) if aux_head else None
+        self.config = {"backbone": backbone, "output_stride": output_stride, "num_classes": num_classes,
+                       "aux_head": aux_head}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """(N, 3, H, W) normalised images -> (N, num_classes, H, W) float logits, for any H and W."""
+        size = images.shape[-2:]
         features = self.backbone(images)
         logits = self.decoder(features["low_level"], self.aspp(features["out"]))
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if self.aux_head is None or not self.training:
+            return logits
+        aux_logits = F.interpolate(self.aux_head(features["aux"]), size=size, mode="bilinear", align_corners=False)
+        return {"out": logits, "aux": aux_logits}
 
 
 def build_model(backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
-                pretrained_backbone: str | Path | None = None) -> DeepLabV3Plus:
+                pretrained_backbone: str | Path | None = None, aux_head: bool = False) -> DeepLabV3Plus:
     """A DeepLabV3+ model.
 
     ``pretrained_backbone``: ``"imagenet"`` (torchvision's weights, downloaded to its
     cache), a path to a local ResNet state dict, or ``None`` to start from scratch.
+    ``aux_head``: add the auxiliary FCN head on layer3 used by the training recipe.
     """
-    return DeepLabV3Plus(backbone, output_stride, num_classes, pretrained_backbone)
+    return DeepLabV3Plus(backbone, output_stride, num_classes, pretrained_backbone, aux_head)
+
+
+def without_aux_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with the auxiliary head's weights left out (inference never uses them)."""
+    return {key: value for key, value in state_dict.items() if not key.startswith(AUX_HEAD_PREFIX)}
 
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float,

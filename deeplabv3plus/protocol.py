@@ -39,7 +39,7 @@ class EvaluationProtocol:
         if self.flip:
             parts.append("flip")
         if tuple(self.scales) != (1.0,):
-            parts.append("scales " + " ".join(f"{scale:g}" for scale in self.scales))
+            parts.append("scales " + " ".join(str(float(scale)) for scale in self.scales))
         parts.append(self.amp_dtype or "float32")
         if self.ground_truth:
             parts.append(f"ground truth: {self.ground_truth}")

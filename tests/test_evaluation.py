@@ -178,3 +178,12 @@ def test_falls_back_to_generated_masks_with_a_notice(trained_run, learn_root, tm
     assert report["protocol"]["ground_truth"] == "generated from polygons"
     assert run(trained_run, root, tmp_path / "out", "--split", "val", "--ground-truth", "provided") == 2
     assert f"{removed}: 1 of 12 val masks are missing" in capsys.readouterr().err
+
+
+def test_evaluation_at_output_stride_8_of_a_model_trained_at_16(trained_run, learn_root, tmp_path, capsys):
+    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--eval-output-stride", "8", "--flip",
+               "--scales", "0.75", "1.0", "1.25") == 0
+    assert capsys.readouterr().out.startswith(
+        "protocol: val, 12 images, whole 64x128, OS8 (trained OS16), flip, scales 0.75 1.0 1.25, float32")
+    protocol = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["protocol"]
+    assert (protocol["train_output_stride"], protocol["test_output_stride"], protocol["scales"]) == (16, 8, [0.75, 1.0, 1.25])

@@ -162,3 +162,58 @@ def test_parameter_groups(models):
             is_norm = isinstance(module, nn.BatchNorm2d)
             assert (id(p) in no_decay) == (is_norm or name == "bias")
     assert all(p.ndim == 4 for p in by_name["backbone_decay"]["params"])
+
+
+def test_auxiliary_head_only_in_training():
+    torch.manual_seed(0)
+    model = build_model("resnet50", 16, aux_head=True)
+    plain = build_model("resnet50", 16)
+    aux_parameters = sum(p.numel() for p in model.aux_head.parameters())
+    assert aux_parameters == 1024 * 256 * 9 + 2 * 256 + 256 * 19 + 19  # 3x3 conv 1024->256, BN, 1x1 classifier
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters()) + aux_parameters
+    images = torch.randn(2, 3, 64, 96)
+    outputs = model.train()(images)
+    assert set(outputs) == {"out", "aux"} and outputs["aux"].shape == outputs["out"].shape == (2, 19, 64, 96)
+    with torch.no_grad():
+        assert model.eval()(images).shape == (2, 19, 64, 96)  # inference: the logits alone
+    assert plain.train()(images).shape == (2, 19, 64, 96)  # without the head: a tensor in training too
+
+
+def test_a_model_trained_with_the_auxiliary_head_loads_without_it(tmp_path):
+    from deeplabv3plus.checkpoint import save_checkpoint
+    from deeplabv3plus.inference import load_trained_model
+
+    torch.manual_seed(0)
+    trained = build_model("resnet50", 16, aux_head=True).eval()
+    save_checkpoint(tmp_path / "aux.pth", trained)
+    loaded = load_trained_model(tmp_path / "aux.pth")
+    assert loaded.aux_head is None
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), trained(images))
+
+
+def test_evaluation_at_another_output_stride_uses_the_same_weights(tmp_path):
+    """Trained at OS16, tested at OS8 (layer3 dilated too, ASPP rates doubled): same parameters, same output size,
+    and the same as rebuilding the model at OS8 and loading the OS16 state dict."""
+    from deeplabv3plus.checkpoint import save_checkpoint
+    from deeplabv3plus.inference import load_trained_model
+
+    torch.manual_seed(0)
+    trained = build_model("resnet50", 16).eval()
+    save_checkpoint(tmp_path / "os16.pth", trained)
+    at_os8 = load_trained_model(tmp_path / "os16.pth", eval_output_stride=8)
+    assert at_os8.config["output_stride"] == 8 and at_os8.aspp.rates == (12, 24, 36)
+    trained_state, os8_state = trained.state_dict(), at_os8.state_dict()
+    assert trained_state.keys() == os8_state.keys()
+    assert all(torch.equal(trained_state[key], os8_state[key]) for key in trained_state)
+    rebuilt = build_model("resnet50", 8).eval()
+    rebuilt.load_state_dict(trained_state)
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        os8_logits, os16_logits = at_os8(images), trained(images)
+        assert os8_logits.shape == os16_logits.shape == (1, 19, 64, 96)
+        assert torch.equal(os8_logits, rebuilt(images))
+        assert not torch.allclose(os8_logits, os16_logits)  # a real change of the receptive field
+        features = at_os8.backbone(images)["out"]
+    assert features.shape[-2:] == (8, 12)  # stride 8
