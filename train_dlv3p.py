@@ -12,16 +12,19 @@ a linear warm-up, ImageNet-pretrained backbone, SyncBN on multiple GPUs.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from cityscapes.dataset import CityscapesSegmentation
+from cityscapes.check import check_before_run
+from cityscapes.cache import CACHE_DIR
+from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, SeededSampler
+from cityscapes.files import write_json
 from cityscapes.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cityscapes.transforms import eval_transforms, train_transforms
 from deeplabv3plus import cli
@@ -32,13 +35,14 @@ from deeplabv3plus.engine import FitConfig, TrainState, fit, poly_lr_factor
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import build_model, parameter_groups
 from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
+from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 
 log = logging.getLogger("train_dlv3p")
 
 RUN_DEFAULTS = {
     "backbone": "resnet50", "output_stride": 8, "crop_size": [768, 768], "scale_range": [0.5, 2.0], "batch_size": 8,
     "lr": 0.01, "backbone_lr_multiplier": 1.0, "momentum": 0.9, "weight_decay": 5e-4, "power": 0.9,
-    "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0,
+    "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0, "aux_loss_weight": 0.4,
 }
 """The recipe's value of every flag that defines a run. The parser leaves them None, so that a resumed run
 takes them from its checkpoint and a flag that contradicts the checkpoint is refused by name."""
@@ -56,6 +60,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--scale-range", "--scale_range", type=cli.positive_float, nargs=2, default=None,
                       metavar=("MIN", "MAX"), help="random scale range of training images" + recipe("scale_range"))
     data.add_argument("--workers", type=cli.non_negative_int, default=4, help="data loading processes per training process")
+    data.add_argument("--jitter-on-device", action=argparse.BooleanOptionalAction, default=None,
+                      help="colour jitter and normalisation of each batch on the training device instead of in the "
+                           "loader workers (default: on for CUDA; the same random draws either way)")
+    data.add_argument("--cache", action="store_true",
+                      help="read training frames from the decoded cache (python -m cityscapes.cache) instead of PNGs")
     data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=None,
                       help="training batch size in total, split over the processes" + recipe("batch_size"))
     data.add_argument("--val-batch-size", "--val_batch_size", type=cli.positive_int, default=1,
@@ -65,6 +74,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone", choices=list(BACKBONES), default=None, help="ResNet depth" + recipe("backbone"))
     model.add_argument("--output-stride", "--output_stride", type=int, choices=sorted(DILATION_BY_OUTPUT_STRIDE),
                        default=None, help="backbone output stride" + recipe("output_stride"))
+    model.add_argument("--aux-loss-weight", "--aux_loss_weight", type=cli.non_negative_float, default=None,
+                       help="weight of the auxiliary FCN head's loss on layer3 (training only; 0: no auxiliary head)"
+                       + recipe("aux_loss_weight"))
     model.add_argument("--pretrained-backbone", "--pretrained_backbone", default="imagenet",
                        help="'imagenet' (torchvision download), 'none', or a path to a ResNet state dict")
 
@@ -156,8 +168,13 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext, checkpoi
 
 
 def build_dataloaders(args: argparse.Namespace, context: DistributedContext) -> tuple[DataLoader, DataLoader]:
-    """Training loader (random crops, shuffled, DistributedSampler under DDP) and validation loader (full images)."""
-    train_set = CityscapesSegmentation(args.data_root, "train", train_transforms(args.crop_size, tuple(args.scale_range)))
+    """Training loader (crop-first random crops, shuffled, DistributedSampler under DDP, a seed per sample) and
+    validation loader (full images). Persistent workers with a deeper prefetch queue; pinned memory on CUDA."""
+    cache_root = args.data_root / CACHE_DIR if args.cache else None
+    if args.jitter_on_device is None:
+        args.jitter_on_device = context.device.type == "cuda"
+    transforms = train_transforms(args.crop_size, tuple(args.scale_range), jitter_on_device=args.jitter_on_device)
+    train_set = CityscapesSegmentation(args.data_root, "train", transforms, cache_root=cache_root)
     val_set = CityscapesSegmentation(args.data_root, "val", eval_transforms())
     per_process = args.batch_size // context.world_size
     if len(train_set) < args.batch_size:
@@ -168,17 +185,44 @@ def build_dataloaders(args: argparse.Namespace, context: DistributedContext) -> 
                                            drop_last=True)
     else:
         train_sampler = RandomSampler(train_set)
-    pin = context.device.type == "cuda"
-    train_loader = DataLoader(train_set, per_process, sampler=train_sampler, num_workers=args.workers,
-                              pin_memory=pin, drop_last=True)
+    workers = {"num_workers": args.workers, "pin_memory": context.device.type == "cuda"}
+    if args.workers > 0:
+        workers.update(persistent_workers=True, prefetch_factor=4)
+    train_loader = DataLoader(train_set, per_process, sampler=SeededSampler(train_sampler), drop_last=True, **workers)
     val_loader = DataLoader(val_set, args.val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size),
-                            num_workers=args.workers, pin_memory=pin)
+                            **workers)
     return train_loader, val_loader
 
 
+def finish_batch_on_device(train_loader: DataLoader):
+    """The batch step of --jitter-on-device: colour jitter + normalisation of the uint8 crops, on their device."""
+    transforms = train_loader.dataset.transforms
+    return lambda images, meta: transforms.finish_on_device(images, meta["jitter"])
+
+
 def build_criterion(args: argparse.Namespace) -> nn.Module:
-    """Pixel-wise cross-entropy over labelled pixels (0 for a batch without any)."""
-    return SegmentationLoss(IGNORE_INDEX)
+    """Pixel-wise cross-entropy over labelled pixels (0 for a batch without any), plus the auxiliary head's."""
+    return SegmentationLoss(IGNORE_INDEX, aux_weight=args.aux_loss_weight)
+
+
+def clamp_warmup(args: argparse.Namespace, total_iterations: int) -> None:
+    """A warm-up as long as the run would never reach the peak LR: shorten it to a tenth of the run, with a warning."""
+    if args.warmup_iters >= total_iterations:
+        clamped = total_iterations // 10
+        log.warning("warning: --warmup-iters %d is not shorter than the run (%d iterations); using %d, a tenth of it",
+                    args.warmup_iters, total_iterations, clamped)
+        args.warmup_iters = clamped
+
+
+def validation_protocol(args: argparse.Namespace, val_set: CityscapesSegmentation) -> EvaluationProtocol:
+    """How validation during training scores: whole val images, the training's precision, generated masks."""
+    sizes = []
+    for path in val_set.images:
+        with Image.open(path) as image:  # the header only
+            sizes.append((image.height, image.width))
+    return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(sizes),
+                              train_output_stride=args.output_stride, test_output_stride=args.output_stride,
+                              amp_dtype=args.amp_dtype, ground_truth=GROUND_TRUTHS["generated"])
 
 
 def build_optimizer(model: nn.Module, args: argparse.Namespace, total_iterations: int):
@@ -213,11 +257,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         checkpoint = load_checkpoint(args.resume) if args.resume else None
         args = resolve_args(args, context, checkpoint)
+        check_before_run(args.data_root, ["train", "val"], needs_masks=["train", "val"])
         train_loader, val_loader = build_dataloaders(args, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
         torch.manual_seed(args.seed)
         pretrained = None if args.resume else args.pretrained_backbone
-        model = build_model(args.backbone, args.output_stride, NUM_CLASSES, pretrained).to(context.device)
+        clamp_warmup(args, total_iterations)
+        model = build_model(args.backbone, args.output_stride, NUM_CLASSES, pretrained,
+                            aux_head=args.aux_loss_weight > 0).to(context.device)
         if context.enabled and args.sync_bn and context.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if args.channels_last:
@@ -235,7 +282,8 @@ def main(args: argparse.Namespace) -> int:
     run_dir = args.save_dir / args.run_name
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "args.json").write_text(json.dumps(plain_args(args), indent=2) + "\n")
+        protocol = validation_protocol(args, val_loader.dataset)
+        write_json(run_dir / "args.json", {**plain_args(args), "val_protocol": protocol.as_dict()})
         log.info("run %s: %d iterations (%d per epoch), batch %d on %d process(es), device %s, from %s",
                  run_dir, total_iterations, len(train_loader), args.batch_size, context.world_size, context.device,
                  f"iteration {state.iteration}" if args.resume else "the start")
@@ -247,6 +295,7 @@ def main(args: argparse.Namespace) -> int:
                        class_names=CLASS_NAMES, val_every=args.val_every, seed=args.seed, rank=context.rank,
                        precision=resolve_precision(args.amp, args.amp_dtype, args.device),
                        channels_last=args.channels_last, log_every=args.log_every,
+                       batch_transform=finish_batch_on_device(train_loader) if args.jitter_on_device else None,
                        checkpoint_extra={"args": plain_args(args)})
     try:
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,

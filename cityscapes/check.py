@@ -148,7 +148,7 @@ def check_pixels(root: Path, split: str, report: SplitReport) -> None:
         stem = stem_of(image_path)
         try:
             image = read_png(image_path)
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):
             note("image", Problem(f"{image_path}: cannot be decoded (truncated or not a PNG)",
                                   f"re-extract leftImg8bit_trainvaltest.zip into {root}"))
             continue
@@ -170,7 +170,7 @@ def check_pixels(root: Path, split: str, report: SplitReport) -> None:
         if train_ids.exists():
             try:
                 mask = read_png(train_ids)
-            except FileNotFoundError:
+            except (FileNotFoundError, ValueError):
                 note("generated", Problem(f"{train_ids}: cannot be decoded", _regenerate(root, overwrite=True)))
             else:
                 if mask.shape != size:
@@ -183,7 +183,7 @@ def check_pixels(root: Path, split: str, report: SplitReport) -> None:
         if provided.exists():
             try:
                 label_ids = read_png(provided)
-            except FileNotFoundError:
+            except (FileNotFoundError, ValueError):
                 note("provided", Problem(f"{provided}: cannot be decoded", f"re-extract gtFine_trainvaltest.zip into {root}"))
             else:
                 if label_ids.shape != size or not np.isin(np.unique(label_ids), VALID_LABEL_IDS).all():

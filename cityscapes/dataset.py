@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 
 from cityscapes.files import read_png
 from cityscapes.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
 from cityscapes.paths import GENERATED_DIR, generated_mask_path, image_files, provided_mask_path, stem_of
 
-__all__ = ["GROUND_TRUTHS", "CityscapesSegmentation", "missing_provided_masks"]
+__all__ = ["GROUND_TRUTHS", "CityscapesSegmentation", "SeededSampler", "missing_provided_masks"]
 
 GROUND_TRUTHS = {
     "generated": "generated from polygons",
@@ -38,10 +39,17 @@ class CityscapesSegmentation(Dataset):
     polygons (``{mask_root}/{split}``, default ``{root}/generated_gt``), what training
     uses; ``"provided"`` reads the ``gtFine/*_gtFine_labelIds.png`` the data set
     ships, mapped to trainIds with the label table, what the benchmark scores against.
+
+    With ``cache_root`` (see ``cityscapes.cache``) frames are read from the decoded
+    cache as memory maps instead of PNGs; a transform with ``takes_arrays`` (the
+    crop-first training transform) then reads only the rows it crops.
+
+    An index may be ``(index, seed)`` (see :class:`SeededSampler`): the sample's
+    random augmentation then depends on that seed alone, whichever worker loads it.
     """
 
     def __init__(self, root: Path, split: str, transforms: Callable | None = None, mask_root: Path | None = None,
-                 ground_truth: str = "generated") -> None:
+                 ground_truth: str = "generated", cache_root: Path | None = None) -> None:
         if ground_truth not in GROUND_TRUTHS:
             raise ValueError(f"ground_truth must be one of {', '.join(GROUND_TRUTHS)}, got {ground_truth!r}")
         self.root = Path(root)
@@ -66,31 +74,77 @@ class CityscapesSegmentation(Dataset):
             missing = [path for path in self.masks if not path.exists()]
             if missing:
                 raise FileNotFoundError(f"{missing[0]}: {len(missing)} of {len(self.masks)} {split} masks are missing; {fix}")
+        self.cache = None
+        if cache_root is not None:
+            from cityscapes.cache import FrameCache
+
+            self.cache = FrameCache.open(self.root, split, self.images, self.masks, cache_root)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        """The untransformed image and mask of one frame."""
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The untransformed (H, W, 3) uint8 image and (H, W) uint8 trainId mask (memory maps from the cache)."""
+        if self.cache is not None:
+            return self.cache.load(stem_of(self.images[index]))
         image = read_png(self.images[index])
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{self.images[index]}: expected an RGB image, got shape {image.shape}")
-        if self.has_labels:
-            mask = read_png(self.masks[index])
-            if mask.shape != image.shape[:2]:
-                raise ValueError(f"{self.masks[index]}: mask is {mask.shape[0]}x{mask.shape[1]} but "
-                                 f"{self.images[index].name} is {image.shape[0]}x{image.shape[1]}; regenerate the masks "
-                                 "with python -m cityscapes.generate_gt --overwrite")
-            if self.ground_truth == "provided":
-                mask = LABEL_ID_TO_TRAIN_ID[mask]
-            mask = torch.from_numpy(mask)
-        else:
-            mask = torch.full(image.shape[:2], IGNORE_INDEX, dtype=torch.uint8)
-        return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)), tv_tensors.Mask(mask)
+        if not self.has_labels:
+            return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+        mask = read_png(self.masks[index])
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"{self.images[index]}: is {image.shape[0]}x{image.shape[1]} but its mask {self.masks[index]} "
+                             f"is {mask.shape[0]}x{mask.shape[1]}; the image does not match its annotation: re-extract "
+                             f"leftImg8bit_trainvaltest.zip (python -m cityscapes.check --data-root {self.root} finds "
+                             "every such file)")
+        return image, LABEL_ID_TO_TRAIN_ID[mask] if self.ground_truth == "provided" else mask
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        image, mask = self.load(index)
-        if self.transforms is not None:
-            image, mask = self.transforms(image, mask)
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """The untransformed image and mask of one frame, as (3, H, W) and (H, W) uint8 tv_tensors."""
+        image, mask = self.load_arrays(index)
+        return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
+                tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):  # the caller's random state is left alone
+            if seed is not None:
+                torch.manual_seed(seed)
+            extra = ()
+            if getattr(self.transforms, "takes_arrays", False):
+                image, mask, *extra = self.transforms(*self.load_arrays(index))
+            else:
+                image, mask = self.load(index)
+                if self.transforms is not None:
+                    image, mask = self.transforms(image, mask)
         meta = {"stem": stem_of(self.images[index]), "image_path": str(self.images[index])}
+        if extra:  # the colour jitter's parameters, applied to the batch on the device
+            meta["jitter"] = extra[0]
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long(), meta
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, seed)``: the indices of ``sampler``, each with a seed drawn in the main process.
+
+    Augmentation then depends only on the main process's random state at the
+    epoch start (which training reseeds per epoch), not on which worker loads a
+    sample, how many workers there are, or what persistent workers did before:
+    a resumed run repeats an uninterrupted one exactly.
+    """
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(self.sampler)
+        seeds = torch.randint(0, 2**62, (len(indices),)).tolist()
+        return iter(zip(indices, seeds))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Passed on to a DistributedSampler."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)

@@ -63,7 +63,10 @@ def read_png(path: Path) -> np.ndarray:
     """Read a PNG as (H, W) or (H, W, 3|4) RGB(A) array; a clear error if it cannot be read."""
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
-        raise FileNotFoundError(f"{path}: cannot read the image (missing, empty or not a PNG)")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        raise ValueError(f"{path}: cannot be decoded (truncated, empty or not a PNG); re-extract or regenerate it "
+                         "(python -m cityscapes.check finds every such file)")
     if array.ndim == 3:
         conversion = cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
         array = cv2.cvtColor(array, conversion)

@@ -1,16 +1,27 @@
-"""Joint image + mask transforms with torchvision.transforms.v2.
+"""Joint image + mask transforms.
 
-Masks travel as ``tv_tensors.Mask``: v2 then resizes them with nearest
-interpolation, pads them with the ignore index and leaves them out of colour
-and normalisation steps. (A plain tensor would pass through geometric
-transforms untouched and end up misaligned with its image.)
+Training uses a crop-first pipeline: the random scale and the crop window are
+drawn as torchvision's ``RandomScale`` + ``v2.RandomCrop(pad_if_needed=True)``
+would draw them, then only the source pixels under the window are resampled
+(OpenCV bilinear for the image, PyTorch's nearest indices for the mask), so a
+2048x1024 frame is never resized whole and, read from the decoded cache, never
+read whole. Flip, colour jitter and normalisation (torchvision.transforms.v2)
+then run on the crop. :func:`resize_then_crop_transforms` is the reference it
+is tested against: the same distribution, resized before cropping.
+
+Masks travel as ``tv_tensors.Mask`` through v2 steps, which then leave them out
+of colour and normalisation steps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -18,7 +29,8 @@ from torchvision.transforms.v2 import functional as F
 
 from cityscapes.labels import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RandomScale", "eval_transforms", "train_transforms"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CropFirstTrainTransform", "RandomScale", "ScaleCrop", "crop_first",
+           "draw_scale_crop", "eval_transforms", "resize_then_crop_transforms", "train_transforms"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,13 +45,17 @@ class RandomScale(v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = v2.query_size(flat_inputs)
-        low, high = self.scale_range
-        scale = low + (high - low) * torch.rand(()).item()
-        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+        return {"size": list(_scaled_size(height, width, self.scale_range))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.resize, inpt, size=params["size"], interpolation=v2.InterpolationMode.BILINEAR,
                                  antialias=True)
+
+
+def _scaled_size(height: int, width: int, scale_range: Sequence[float]) -> tuple[int, int]:
+    low, high = scale_range
+    scale = low + (high - low) * torch.rand(()).item()
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _to_normalised_float() -> list[v2.Transform]:
@@ -47,15 +63,159 @@ def _to_normalised_float() -> list[v2.Transform]:
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+def _photometric(flip_probability: float, color_jitter: float) -> list[v2.Transform]:
+    return [v2.RandomHorizontalFlip(flip_probability),
+            v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter),
+            *_to_normalised_float()]
+
+
+@dataclass(frozen=True)
+class ScaleCrop:
+    """One draw: the frame scaled to ``scaled`` (H, W), padded by ``pad`` (top, left) where smaller than the crop,
+    and the ``crop`` (H, W) window at ``origin`` (top, left) of the padded, scaled frame."""
+
+    scaled: tuple[int, int]
+    pad: tuple[int, int]
+    origin: tuple[int, int]
+    crop: tuple[int, int]
+
+
+def draw_scale_crop(height: int, width: int, crop: Sequence[int], scale_range: Sequence[float]) -> ScaleCrop:
+    """Draw scale and crop window with the same random calls, in the same order, as RandomScale + v2.RandomCrop."""
+    scaled = _scaled_size(height, width, scale_range)
+    pad = tuple(max(0, size - side) for size, side in zip(crop, scaled))  # v2 pads both sides by the shortfall
+    padded = tuple(side + 2 * extra for side, extra in zip(scaled, pad))
+    origin = tuple(int(torch.randint(0, full - size + 1, size=())) if full > size else 0
+                   for full, size in zip(padded, crop))
+    return ScaleCrop(scaled, pad, origin, tuple(crop))
+
+
+def _window_axis(origin: int, pad: int, crop: int, scaled: int) -> tuple[int, int, int]:
+    """Along one axis: (first output index inside the scaled frame, its scaled coordinate, count inside)."""
+    start = origin - pad  # scaled coordinate of output index 0
+    first = max(0, -start)
+    last = min(crop, scaled - start)
+    return first, start + first, max(0, last - first)
+
+
+def _nearest_indices(start: int, count: int, source: int, scaled: int) -> np.ndarray:
+    """Source indices of scaled indices start..start+count, as PyTorch's 'nearest' computes them (float32)."""
+    scale = np.float32(source) / np.float32(scaled)
+    indices = np.floor(np.arange(start, start + count, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(indices, source - 1)
+
+
+def crop_first(image: np.ndarray, mask: np.ndarray | None, params: ScaleCrop) -> tuple[np.ndarray, np.ndarray | None]:
+    """The crop of the scaled, padded frame, computing only the pixels under the window.
+
+    image: (H, W, 3) uint8 (an array or a memory map: only the rows under the
+    window are read); mask: (H, W) uint8 or None. Returns the (h, w, 3) image crop
+    (padding 0) and the (h, w) mask crop (padding IGNORE_INDEX).
+    """
+    height, width = image.shape[:2]
+    (crop_height, crop_width), (scaled_height, scaled_width) = params.crop, params.scaled
+    out_image = np.zeros((crop_height, crop_width, 3), np.uint8)
+    out_mask = None if mask is None else np.full((crop_height, crop_width), IGNORE_INDEX, np.uint8)
+    row, y0, rows = _window_axis(params.origin[0], params.pad[0], crop_height, scaled_height)
+    col, x0, cols = _window_axis(params.origin[1], params.pad[1], crop_width, scaled_width)
+    if rows == 0 or cols == 0:
+        return out_image, out_mask
+    scale_y, scale_x = height / scaled_height, width / scaled_width
+    # bilinear (align_corners=False) reads source rows around (y + 0.5) * scale - 0.5
+    top = max(0, math.floor((y0 + 0.5) * scale_y - 0.5) - 1)
+    bottom = min(height, math.floor((y0 + rows - 0.5) * scale_y - 0.5) + 3)
+    left = max(0, math.floor((x0 + 0.5) * scale_x - 0.5) - 1)
+    right = min(width, math.floor((x0 + cols - 0.5) * scale_x - 0.5) + 3)
+    source = np.ascontiguousarray(image[top:bottom, left:right])
+    inverse = np.array([[scale_x, 0.0, (x0 + 0.5) * scale_x - 0.5 - left],
+                        [0.0, scale_y, (y0 + 0.5) * scale_y - 0.5 - top]])
+    out_image[row:row + rows, col:col + cols] = cv2.warpAffine(
+        source, inverse, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    if mask is not None:
+        source_rows = _nearest_indices(y0, rows, height, scaled_height)
+        source_cols = _nearest_indices(x0, cols, width, scaled_width)
+        band = np.asarray(mask[source_rows[0]:source_rows[-1] + 1])  # only these rows are read
+        out_mask[row:row + rows, col:col + cols] = band[source_rows - source_rows[0]][:, source_cols]
+    return out_image, out_mask
+
+
+def _as_arrays(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) and (H, W) arrays from arrays, memory maps or (3, H, W) / (H, W) tensors."""
+    if isinstance(image, torch.Tensor):
+        image = image.permute(1, 2, 0).numpy()
+    if isinstance(mask, torch.Tensor):
+        mask = mask.numpy()
+    return image, mask
+
+
+class CropFirstTrainTransform:
+    """Random scale + crop (crop first), then flip, colour jitter and normalisation; see the module docstring.
+
+    Call with an (H, W, 3) uint8 image and (H, W) uint8 trainId mask (arrays,
+    memory maps or tensors); returns (3, h, w) float and (h, w) uint8 tensors.
+
+    With ``jitter_on_device`` the colour jitter is drawn here (the same draws) but
+    not applied: the call returns the (3, h, w) uint8 crop, the mask and the
+    jitter's parameters as a (8,) tensor, and :meth:`finish_on_device` jitters and
+    normalises a whole batch where it is trained (on the GPU, off the loader's CPU).
+    """
+
+    takes_arrays = True  # the dataset may pass memory maps, read lazily
+
+    def __init__(self, crop_size: Sequence[int] = (768, 768), scale_range: tuple[float, float] = (0.5, 2.0),
+                 flip_probability: float = 0.5, color_jitter: float = 0.25, jitter_on_device: bool = False) -> None:
+        self.crop_size = tuple(crop_size)
+        self.scale_range = tuple(scale_range)
+        self.flip = v2.RandomHorizontalFlip(flip_probability)
+        self.jitter = v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
+        self.normalise = v2.Compose(_to_normalised_float())
+        self.jitter_on_device = jitter_on_device
+
+    def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, ...]:
+        image, mask = _as_arrays(image, mask)
+        params = draw_scale_crop(image.shape[0], image.shape[1], self.crop_size, self.scale_range)
+        image, mask = crop_first(image, mask, params)
+        image, mask = self.flip(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
+                                tv_tensors.Mask(torch.from_numpy(mask)))
+        if self.jitter_on_device:
+            return image, mask, _encode_jitter(self.jitter.make_params([image]))
+        return self.normalise(self.jitter(image), mask)
+
+    def finish_on_device(self, images: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) uint8 crops on any device and their (N, 8) jitter parameters -> normalised float crops."""
+        jittered = [self.jitter.transform(image, _decode_jitter(row)) for image, row in zip(images, jitter.tolist())]
+        return self.normalise(tv_tensors.Image(torch.stack(jittered))).as_subclass(torch.Tensor)
+
+
+_JITTER_FACTORS = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
+
+
+def _encode_jitter(params: dict[str, Any]) -> torch.Tensor:
+    """ColorJitter parameters as a (8,) float64 tensor: the order of the 4 steps, then the factors (NaN: none)."""
+    factors = [math.nan if params[key] is None else params[key] for key in _JITTER_FACTORS]
+    return torch.tensor([*params["fn_idx"].tolist(), *factors], dtype=torch.float64)
+
+
+def _decode_jitter(row: Sequence[float]) -> dict[str, Any]:
+    factors = {key: None if math.isnan(value) else value for key, value in zip(_JITTER_FACTORS, row[4:])}
+    return {"fn_idx": [int(index) for index in row[:4]], **factors}
+
+
 def train_transforms(crop_size: Sequence[int] = (768, 768), scale_range: tuple[float, float] = (0.5, 2.0),
-                     flip_probability: float = 0.5, color_jitter: float = 0.25) -> v2.Compose:
+                     flip_probability: float = 0.5, color_jitter: float = 0.25,
+                     jitter_on_device: bool = False) -> CropFirstTrainTransform:
     """Random scale, random crop (padding with 0 / ignore), horizontal flip, colour jitter, normalisation."""
+    return CropFirstTrainTransform(crop_size, scale_range, flip_probability, color_jitter, jitter_on_device)
+
+
+def resize_then_crop_transforms(crop_size: Sequence[int] = (768, 768), scale_range: tuple[float, float] = (0.5, 2.0),
+                                flip_probability: float = 0.5, color_jitter: float = 0.25) -> v2.Compose:
+    """The reference pipeline: the whole frame resized (antialiased bilinear / nearest), then cropped, flipped,
+    jittered and normalised. Same random draws as :func:`train_transforms`; several times slower on full frames."""
     return v2.Compose([
         RandomScale(scale_range),
         v2.RandomCrop(tuple(crop_size), pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
-        v2.RandomHorizontalFlip(flip_probability),
-        v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter),
-        *_to_normalised_float(),
+        *_photometric(flip_probability, color_jitter),
     ])
 
 

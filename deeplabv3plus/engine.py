@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from deeplabv3plus.checkpoint import save_checkpoint
@@ -104,6 +104,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader, device: torch.device, *,
                     scaler: torch.amp.GradScaler | None = None, precision: Precision = Precision(),
                     channels_last: bool = False, max_iterations: int | None = None, log_every: int = 20,
+                    batch_transform: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
                     description: str = "train") -> EpochStats:
     """One pass over ``loader`` (at most ``max_iterations`` steps).
 
@@ -111,6 +112,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     FloatingPointError at the next check (every ``log_every`` steps and at the
     end of the pass), so an epoch that saw one never returns and no checkpoint
     holds its weights. The progress bar shows the loss of the checked steps.
+    ``batch_transform(images on the device, meta)`` finishes a batch on the device
+    (the colour jitter and normalisation of uint8 crops) before the model sees it.
     """
     model.train()
     steps = len(loader) if max_iterations is None else min(len(loader), max_iterations)
@@ -122,10 +125,12 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     start = ready = time.perf_counter()
     data_seconds = 0.0
     try:
-        for step, (images, masks, _) in enumerate(loader):
+        for step, (images, masks, meta) in enumerate(loader):
             if step >= steps:
                 break
             data_seconds += time.perf_counter() - ready
+            if batch_transform is not None:
+                images = batch_transform(images.to(device, non_blocking=True), meta)
             images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
             with autocast(device, precision.dtype):
                 outputs = model(images)
@@ -293,6 +298,7 @@ class FitConfig:
     precision: Precision = Precision()
     channels_last: bool = False
     log_every: int = 20
+    batch_transform: Callable[[torch.Tensor, dict], torch.Tensor] | None = None
     checkpoint_extra: dict = field(default_factory=dict)
 
 
@@ -318,13 +324,14 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
 
     for epoch in range(state.epoch, num_epochs):
         seed_for_epoch(config.seed, epoch, config.rank)
-        if isinstance(train_loader.sampler, DistributedSampler):
+        if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler, or a sampler wrapping one
             train_loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
         try:
             stats = train_one_epoch(
                 model, criterion, optimizer, scheduler, train_loader, device, scaler=scaler,
                 precision=config.precision, channels_last=config.channels_last, log_every=config.log_every,
+                batch_transform=config.batch_transform,
                 max_iterations=config.total_iterations - state.iteration, description=f"epoch {epoch + 1}/{num_epochs}")
         except FloatingPointError as error:
             raise FloatingPointError(

@@ -50,5 +50,6 @@ def test_size_mismatch_names_the_file(tiny_root, tmp_path):
     dataset = CityscapesSegmentation(root, "val")
     write_png(dataset.masks[1], np.zeros((32, 64), np.uint8))
     dataset[0]
-    with pytest.raises(ValueError, match=f"{dataset.masks[1].name}: mask is 32x64 but .* is 64x128"):
+    with pytest.raises(ValueError, match=f"{dataset.images[1].name}: is 64x128 but its mask .* is 32x64; the image does "
+                                         "not match its annotation: re-extract leftImg8bit_trainvaltest.zip"):
         dataset[1]

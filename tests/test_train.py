@@ -38,7 +38,9 @@ def test_two_iterations_write_history_and_both_checkpoints(tiny_root, tmp_path):
     assert json.loads((run / "args.json").read_text())["iters"] == 2
     for name in ("last.pth", "best.pth"):
         checkpoint = torch.load(run / name, weights_only=True)
-        assert checkpoint["model_config"] == {"backbone": "resnet50", "output_stride": 16, "num_classes": 19}
+        assert checkpoint["model_config"] == {"backbone": "resnet50", "output_stride": 16, "num_classes": 19,
+                                              "aux_head": True}  # the recipe's auxiliary head (weight 0.4)
+        assert any(key.startswith("aux_head.") for key in checkpoint["model"])
         assert {"optimizer", "scheduler", "scaler", "epoch", "iteration", "best_miou", "history", "args"} <= set(checkpoint)
         assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
     assert load_checkpoint(run / "last.pth")["iteration"] == 2
@@ -113,8 +115,8 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, mon
     before = last.read_bytes()
 
     class NanLoss(torch.nn.Module):
-        def forward(self, logits, target):
-            return logits.mean() * float("inf")
+        def forward(self, outputs, target):
+            return outputs["out"].mean() * float("inf")
 
     monkeypatch.setattr(train_dlv3p, "build_criterion", lambda args: NanLoss())
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3", "--resume", str(last))) == 1
@@ -230,3 +232,50 @@ def test_ddp_training_on_two_gloo_processes(learn_root, tmp_path):
     assert load_checkpoint(tmp_path / "ddp" / "last.pth")["iteration"] == 2
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["args.json", "best.pth", "history.csv",
                                                                      "last.pth", "per_class_iou.json"]
+
+
+def test_without_the_auxiliary_head(tiny_root, tmp_path):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--aux-loss-weight", "0")) == 0
+    checkpoint = load_checkpoint(tmp_path / "dlv3p_resnet50_os16" / "last.pth")
+    assert checkpoint["model_config"]["aux_head"] is False
+    assert not any(key.startswith("aux_head.") for key in checkpoint["model"])
+
+
+def test_square_crop_and_a_warm_up_longer_than_the_run(tiny_root, tmp_path, caplog):
+    args = train_dlv3p.get_args_parser().parse_args([
+        "--data-root", str(tiny_root), "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
+        "--crop-size", "48", "--workers", "0", "--device", "cpu", "--save-dir", str(tmp_path), "--iters", "10",
+        "--val-every", "100"])
+    with caplog.at_level("WARNING"):
+        assert train_dlv3p.main(args) == 0
+    saved = json.loads((tmp_path / "dlv3p_resnet50_os16" / "args.json").read_text())
+    assert saved["crop_size"] == [48, 48]
+    assert saved["warmup_iters"] == 1  # the default 1000 is longer than the run: a tenth of the 10 iterations
+    assert "--warmup-iters 1000 is not shorter than the run (10 iterations); using 1" in caplog.text
+    assert saved["val_protocol"]["description"] == "val, 3 images, whole 64x128, OS16, float32, ground truth: generated from polygons"
+
+
+def test_training_from_the_cache_equals_training_from_pngs(tiny_root, tmp_path):
+    from cityscapes.cache import build_cache
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    build_cache(root, ["train"], progress=False)
+    assert train_dlv3p.main(train_args(root, tmp_path / "png", "--iters", "2")) == 0
+    assert train_dlv3p.main(train_args(root, tmp_path / "cache", "--iters", "2", "--cache")) == 0
+    png = load_checkpoint(tmp_path / "png" / "dlv3p_resnet50_os16" / "last.pth")["model"]
+    cached = load_checkpoint(tmp_path / "cache" / "dlv3p_resnet50_os16" / "last.pth")["model"]
+    assert all(torch.equal(png[key], cached[key]) for key in png)
+
+
+def test_cache_flag_without_a_cache_names_the_command(tiny_root, tmp_path, capsys):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--cache")) == 2
+    assert f"not in the cache {tiny_root / 'cache'}; build it with python -m cityscapes.cache" in capsys.readouterr().err
+
+
+def test_jitter_on_the_device_trains_the_same_weights(tiny_root, tmp_path):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path / "loader", "--iters", "2", "--no-jitter-on-device")) == 0
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path / "device", "--iters", "2", "--jitter-on-device")) == 0
+    in_loader = load_checkpoint(tmp_path / "loader" / "dlv3p_resnet50_os16" / "last.pth")["model"]
+    on_device = load_checkpoint(tmp_path / "device" / "dlv3p_resnet50_os16" / "last.pth")["model"]
+    assert all(torch.allclose(in_loader[key].float(), on_device[key].float(), atol=1e-6) for key in in_loader)

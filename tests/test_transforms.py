@@ -1,7 +1,11 @@
+import numpy as np
+import pytest
 import torch
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from cityscapes.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScale, eval_transforms, train_transforms
+from cityscapes.transforms import (IMAGENET_MEAN, IMAGENET_STD, RandomScale, crop_first, draw_scale_crop, eval_transforms,
+                                   resize_then_crop_transforms, train_transforms)
 
 
 def image_and_mask_drawn_from_it(height=72, width=108, block=12):
@@ -76,3 +80,95 @@ def test_eval_transforms_only_normalise():
     assert torch.equal(out_mask, mask)
     expected = (image.float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     assert torch.allclose(out_image, expected, atol=1e-6)
+
+
+def smooth_frame(height=120, width=200, seed=0):
+    """A frame with low-frequency content (interpolation differences stay small) and a blocky label mask."""
+    generator = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = [127 + 100 * np.sin(xs / (9 + 4 * c) + ys / (13 + 3 * c) + generator.uniform(0, 6)) for c in range(3)]
+    image = np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
+    mask = generator.integers(0, 19, (height // 10, width // 10), dtype=np.uint8).repeat(10, 0).repeat(10, 1)
+    return image, mask
+
+
+def reference_crop(image, mask, crop, scale_range, seed):
+    torch.manual_seed(seed)
+    reference = v2.Compose([RandomScale(scale_range), v2.RandomCrop(crop, pad_if_needed=True,
+                            fill={tv_tensors.Image: 0, tv_tensors.Mask: 255})])
+    out_image, out_mask = reference(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
+                                    tv_tensors.Mask(torch.from_numpy(mask)))
+    return out_image.permute(1, 2, 0).numpy(), out_mask.numpy()
+
+
+@pytest.mark.parametrize("scale_range,crop", [((1.0, 2.0), (64, 96)), ((0.5, 1.0), (48, 64)), ((0.4, 0.6), (90, 150)),
+                                              ((1.0, 1.0), (120, 200))], ids=["up", "down", "padded", "identity"])
+def test_crop_first_equals_resize_then_crop_for_the_same_draw(scale_range, crop):
+    image, mask = smooth_frame()
+    for seed in range(15):
+        expected_image, expected_mask = reference_crop(image, mask, crop, scale_range, seed)
+        torch.manual_seed(seed)
+        params = draw_scale_crop(*image.shape[:2], crop, scale_range)
+        out_image, out_mask = crop_first(image, mask, params)
+        assert np.array_equal(out_mask, expected_mask), seed  # nearest: exact, padding 255 included
+        difference = np.abs(out_image.astype(int) - expected_image.astype(int))
+        padded = expected_mask == 255
+        assert (out_image[padded] == 0).all()
+        # bilinear either way (OpenCV's 1/32-pixel fixed point against torchvision's); torchvision also antialiases
+        # when shrinking, OpenCV (like mmsegmentation) does not: measured 0.24 / 1 growing, 0.37 / 4 shrinking
+        if scale_range == (1.0, 1.0):
+            assert np.array_equal(out_image, expected_image)
+        assert difference.mean() < (0.5 if scale_range[0] >= 1 else 0.75), (seed, difference.mean())
+        assert difference.max() <= (1 if scale_range[0] >= 1 else 6), (seed, difference.max())
+
+
+def test_the_training_transform_draws_like_the_reference_pipeline():
+    """Same seed, same random calls: flip and jitter land on the same crop (the mask shows it exactly)."""
+    image, mask = smooth_frame()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        _, ours = train_transforms((64, 96), (0.5, 2.0))(image, mask)
+        torch.manual_seed(seed)
+        _, reference = resize_then_crop_transforms((64, 96), (0.5, 2.0))(
+            tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)), tv_tensors.Mask(torch.from_numpy(mask)))
+        assert torch.equal(ours, reference), seed
+
+
+class RowRecorder:
+    """An array that records which rows are read, as a memory map would page them in."""
+
+    def __init__(self, array):
+        self.array, self.rows = array, set()
+        self.shape, self.ndim = array.shape, array.ndim
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        self.rows.update(range(*rows.indices(self.shape[0])))
+        return self.array[key]
+
+
+def test_only_the_rows_under_the_window_are_read():
+    image, mask = smooth_frame(400, 800)
+    recorded_image, recorded_mask = RowRecorder(image), RowRecorder(mask)
+    torch.manual_seed(3)
+    params = draw_scale_crop(400, 800, (64, 64), (1.0, 1.0))
+    crop_first(recorded_image, recorded_mask, params)
+    assert len(recorded_image.rows) <= 64 + 4 and len(recorded_mask.rows) == 64
+
+
+def test_jitter_on_the_device_equals_jitter_in_the_loader():
+    """The same draws; the device path jitters and normalises a batch of uint8 crops (here on the CPU)."""
+    image, mask = smooth_frame()
+    in_loader, on_device = train_transforms((64, 96), jitter_on_device=False), train_transforms((64, 96), jitter_on_device=True)
+    expected, crops, jitters = [], [], []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        expected.append(in_loader(image, mask))
+        torch.manual_seed(seed)
+        crop, crop_mask, jitter = on_device(image, mask)
+        assert crop.dtype == torch.uint8 and jitter.shape == (8,) and torch.equal(crop_mask, expected[-1][1])
+        crops.append(crop)
+        jitters.append(jitter)
+    finished = on_device.finish_on_device(torch.stack(crops), torch.stack(jitters))
+    assert finished.dtype == torch.float32 and finished.shape == (4, 3, 64, 96)
+    assert torch.allclose(finished, torch.stack([image for image, _ in expected]), atol=1e-6)
