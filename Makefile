@@ -13,10 +13,10 @@ CPU_AMP = $$($(PY) -c "from deeplabv3plus.precision import cpu_supports_bfloat16
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-export.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
@@ -24,7 +24,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	touch $@
 
 # The whole pipeline on the synthetic data set (about 8 minutes on a 2-core CPU, installation aside):
-# data -> masks -> comparison -> training -> val metrics -> test submission -> figures -> GIF.
+# data -> masks -> check -> comparison -> training -> val metrics -> test submission -> prediction on images and
+# a video -> ONNX export with parity -> figures -> GIF.
 demo: install
 	$(PY) -m cityscapes.synthetic --out $(DEMO_ROOT) --frames-per-split 24
 	$(PY) -m cityscapes.generate_gt --data-root $(DEMO_ROOT)
@@ -37,6 +38,11 @@ demo: install
 		--official-eval --save-color $(CPU_AMP) --workers 1 --device cpu
 	$(PY) test_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth --data-root $(DEMO_ROOT) --split test \
 		$(CPU_AMP) --workers 1 --device cpu
+	$(PY) -m deeplabv3plus.media $(DEMO_ROOT)/leftImg8bit/val outputs/demo_clip.mp4 --fps 4 --frames 12
+	$(PY) predict_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth '$(DEMO_ROOT)/leftImg8bit/test/berlin/*.png' \
+		outputs/demo_clip.mp4 --out outputs/predict/$(DEMO_RUN) --batch-size 4 $(CPU_AMP) --device cpu
+	$(PY) -m deeplabv3plus.export --model_weights_path saved/$(DEMO_RUN)/best.pth --height 256 --width 512 \
+		--data-root $(DEMO_ROOT) --num-images 4
 	$(PY) run_notebook.py visualize_training.ipynb --param save_dir=saved --param out_dir=outputs \
 		--param "runs=['$(DEMO_RUN)']" --output outputs/visualize_training.ipynb
 	$(PY) run_notebook.py save_predictions.ipynb --param checkpoint=saved/$(DEMO_RUN)/best.pth \

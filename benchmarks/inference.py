@@ -8,6 +8,7 @@ Prints a table, saves it as CSV and as a bar plot.
 
     python benchmarks/inference.py                                  # GPU, 1024x2048
     python benchmarks/inference.py --device cpu --height 256 --width 512 --backbones resnet50
+    python benchmarks/inference.py --modes whole slide --crop 769 769 --stride 513 513   # the memory slide saves
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cityscapes.files import write_csv
 from cityscapes.visualize import save_figure
+from deeplabv3plus.inference import sliding_window_logits
 from deeplabv3plus.model import build_model
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-COLUMNS = ["backbone", "output_stride", "precision", "height", "width", "batch", "params_m", "gflops",
+COLUMNS = ["backbone", "output_stride", "precision", "mode", "height", "width", "batch", "params_m", "gflops",
            "median_ms", "peak_memory_mib", "device"]
 
 
@@ -57,6 +59,10 @@ def measure(config: dict) -> dict:
     if config["channels_last"]:
         model, images = model.to(memory_format=torch.channels_last), images.to(memory_format=torch.channels_last)
     dtype = PRECISIONS[config["precision"]]
+    if config["mode"] == "slide":
+        forward = lambda batch: sliding_window_logits(model, batch, config["crop"], config["stride"])  # noqa: E731
+    else:
+        forward = model
     timings = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -65,13 +71,13 @@ def measure(config: dict) -> dict:
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                model(images)
+                forward(images)
                 end.record()
                 torch.cuda.synchronize(device)
                 elapsed = start.elapsed_time(end)
             else:
                 begin = time.perf_counter()
-                model(images)
+                forward(images)
                 elapsed = 1000 * (time.perf_counter() - begin)
             if index >= config["warmup"]:
                 timings.append(elapsed / config["batch"])
@@ -85,7 +91,7 @@ def plot(rows: list[dict]) -> Figure:
     """Bars of latency and peak memory per configuration (the seed's inference-time and memory pictures)."""
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     latency, memory = figure.subplots(1, 2)
-    labels = [f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']}" for r in rows]
+    labels = [f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']} {r['mode']}" for r in rows]
     for axis, key, title in ((latency, "median_ms", "median latency per image (ms)"),
                              (memory, "peak_memory_mib", "peak memory (MiB)")):
         bars = axis.bar(range(len(rows)), [r[key] for r in rows], color="tab:blue")
@@ -105,17 +111,19 @@ def main(args: argparse.Namespace) -> list[dict]:
         for output_stride in args.output_strides:
             gflops = count_gflops(backbone, output_stride, args.height, args.width)
             for precision in args.precisions:
-                config = {"backbone": backbone, "output_stride": output_stride, "precision": precision,
-                          "height": args.height, "width": args.width, "batch": args.batch, "device": args.device,
-                          "warmup": args.warmup, "runs": args.runs, "channels_last": args.channels_last,
-                          "threads": args.threads}
-                with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                    measured = pool.submit(measure, config).result()
-                row = {**{k: config[k] for k in ("backbone", "output_stride", "precision", "height", "width", "batch")},
-                       **measured, "gflops": gflops, "device": device_name}
-                rows.append(row)
-                print(f"{backbone:<10} OS{output_stride:<3}{precision:<6}{row['params_m']:>8.1f} M{gflops:>10.1f} GFLOPs"
-                      f"{row['median_ms']:>10.1f} ms{row['peak_memory_mib']:>10.0f} MiB", flush=True)
+                for mode in args.modes:
+                    config = {"backbone": backbone, "output_stride": output_stride, "precision": precision, "mode": mode,
+                              "height": args.height, "width": args.width, "batch": args.batch, "device": args.device,
+                              "warmup": args.warmup, "runs": args.runs, "channels_last": args.channels_last,
+                              "threads": args.threads, "crop": tuple(args.crop), "stride": tuple(args.stride)}
+                    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                        measured = pool.submit(measure, config).result()
+                    row = {**{k: config[k] for k in ("backbone", "output_stride", "precision", "mode", "height", "width",
+                                                     "batch")},
+                           **measured, "gflops": gflops, "device": device_name}
+                    rows.append(row)
+                    print(f"{backbone:<10} OS{output_stride:<3}{precision:<6}{mode:<6}{row['params_m']:>8.1f} M"
+                          f"{gflops:>10.1f} GFLOPs{row['median_ms']:>10.1f} ms{row['peak_memory_mib']:>10.0f} MiB", flush=True)
     write_csv(args.csv, rows, COLUMNS)
     save_figure(plot(rows), args.plot)
     print(f"{device_name}, {args.height}x{args.width}, batch {args.batch}: wrote {args.csv} and {args.plot}")
@@ -133,6 +141,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=1, help="images per forward pass")
     parser.add_argument("--warmup", type=int, default=3, help="untimed passes first")
     parser.add_argument("--runs", type=int, default=10, help="timed passes")
+    parser.add_argument("--modes", nargs="+", choices=["whole", "slide"], default=["whole"],
+                        help="whole image in one pass, or sliding windows (--crop, --stride); GFLOPs are whole-image")
+    parser.add_argument("--crop", type=int, nargs=2, default=[769, 769], metavar=("H", "W"), help="sliding window")
+    parser.add_argument("--stride", type=int, nargs=2, default=[513, 513], metavar=("H", "W"), help="window step")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")

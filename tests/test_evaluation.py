@@ -187,3 +187,14 @@ def test_evaluation_at_output_stride_8_of_a_model_trained_at_16(trained_run, lea
         "protocol: val, 12 images, whole 64x128, OS8 (trained OS16), flip, scales 0.75 1.0 1.25, float32")
     protocol = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["protocol"]
     assert (protocol["train_output_stride"], protocol["test_output_stride"], protocol["scales"]) == (16, 8, [0.75, 1.0, 1.25])
+
+
+def test_sliding_window_evaluation(trained_run, learn_root, tmp_path, capsys):
+    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
+               "--stride", "32", "32") == 0
+    assert capsys.readouterr().out.startswith("protocol: val, 12 images, slide 64x64 windows every 32x32 over 64x128, OS16")
+    protocol = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["protocol"]
+    assert (protocol["mode"], protocol["window"], protocol["stride"]) == ("slide", [64, 64], [32, 32])
+    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
+               "--stride", "80", "32") == 2
+    assert "argument --stride: [80, 32] leaves gaps between --crop [64, 64] windows" in capsys.readouterr().err
