@@ -33,7 +33,7 @@ from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, unwrap_mo
 from deeplabv3plus.distributed import DistributedContext, ShardSampler, init_distributed_mode
 from deeplabv3plus.engine import FitConfig, TrainState, fit, poly_lr_factor
 from deeplabv3plus.loss import SegmentationLoss
-from deeplabv3plus.model import build_model, parameter_groups
+from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, without_aux_head
 from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 
@@ -42,7 +42,7 @@ log = logging.getLogger("train_dlv3p")
 RUN_DEFAULTS = {
     "backbone": "resnet50", "output_stride": 8, "crop_size": [768, 768], "scale_range": [0.5, 2.0], "batch_size": 8,
     "lr": 0.01, "backbone_lr_multiplier": 1.0, "momentum": 0.9, "weight_decay": 5e-4, "power": 0.9,
-    "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0, "aux_loss_weight": 0.4,
+    "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0, "aux_loss_weight": 0.4, "arch": "deeplabv3plus",
 }
 """The recipe's value of every flag that defines a run. The parser leaves them None, so that a resumed run
 takes them from its checkpoint and a flag that contradicts the checkpoint is refused by name."""
@@ -71,12 +71,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="validation batch per process")
 
     model = parser.add_argument_group("Model")
+    model.add_argument("--arch", choices=list(ARCHITECTURES), default=None,
+                       help="deeplabv3plus: torchvision ResNet, dense ASPP and decoder; mmseg: mmsegmentation's "
+                            "deeplabv3plus_r*-d8 (ResNetV1c deep stem, depthwise-separable ASPP head)" + recipe("arch"))
     model.add_argument("--backbone", choices=list(BACKBONES), default=None, help="ResNet depth" + recipe("backbone"))
     model.add_argument("--output-stride", "--output_stride", type=int, choices=sorted(DILATION_BY_OUTPUT_STRIDE),
                        default=None, help="backbone output stride" + recipe("output_stride"))
     model.add_argument("--aux-loss-weight", "--aux_loss_weight", type=cli.non_negative_float, default=None,
                        help="weight of the auxiliary FCN head's loss on layer3 (training only; 0: no auxiliary head)"
                        + recipe("aux_loss_weight"))
+    model.add_argument("--init-weights", "--init_weights", type=Path, default=None,
+                       help="start from the weights of a checkpoint (ours or converted, e.g. mmsegmentation's) to fine-tune")
     model.add_argument("--pretrained-backbone", "--pretrained_backbone", default="imagenet",
                        help="'imagenet' (torchvision download), 'none', or a path to a ResNet state dict")
 
@@ -235,6 +240,21 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace, total_iterations
     return optimizer, scheduler, scaler
 
 
+def load_initial_weights(model: nn.Module, path: Path) -> None:
+    """Start from a checkpoint's weights (--init-weights); an auxiliary head it lacks starts from scratch."""
+    checkpoint = load_checkpoint(path)
+    config = {key: checkpoint["model_config"].get(key, default)
+              for key, default in (("backbone", None), ("stem", "7x7"), ("head", "dense"))}
+    wanted = {"backbone": model.config["backbone"], "stem": model.config["stem"], "head": model.config["head"]}
+    if config != wanted:
+        raise CheckpointError(f"{path}: holds a {config} model but the flags ask for {wanted}; pass the matching "
+                              "--arch / --backbone")
+    state = checkpoint["model"] if model.aux_head is not None else without_aux_head(checkpoint["model"])
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not key.startswith("aux_head.") for key in missing):
+        raise CheckpointError(f"{path}: the weights do not fit the model (missing {missing[:2]}, unexpected {unexpected[:2]})")
+
+
 def resume_state(checkpoint: dict, path: Path, model: nn.Module, optimizer, scheduler, scaler) -> TrainState:
     """Load a training checkpoint into model, optimizer, scheduler and scaler; the saved TrainState."""
     if "optimizer" not in checkpoint:
@@ -261,10 +281,13 @@ def main(args: argparse.Namespace) -> int:
         train_loader, val_loader = build_dataloaders(args, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
         torch.manual_seed(args.seed)
-        pretrained = None if args.resume else args.pretrained_backbone
+        pretrained = None if args.resume or args.init_weights else args.pretrained_backbone
         clamp_warmup(args, total_iterations)
         model = build_model(args.backbone, args.output_stride, NUM_CLASSES, pretrained,
-                            aux_head=args.aux_loss_weight > 0).to(context.device)
+                            aux_head=args.aux_loss_weight > 0, **ARCHITECTURES[args.arch])
+        if args.init_weights and not args.resume:
+            load_initial_weights(model, args.init_weights)
+        model = model.to(context.device)
         if context.enabled and args.sync_bn and context.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if args.channels_last:

@@ -1,4 +1,4 @@
-"""Atrous spatial pyramid pooling (Chen et al., DeepLabV3/V3+)."""
+"""Atrous spatial pyramid pooling (Chen et al., DeepLabV3/V3+): dense, or depthwise-separable as mmsegmentation's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ASPP", "ASPP_RATES_BY_OUTPUT_STRIDE"]
+from deeplabv3plus.layers import ConvBNReLU, SeparableConvBNReLU
+
+__all__ = ["ASPP", "ASPP_RATES_BY_OUTPUT_STRIDE", "SeparableASPP"]
 
 ASPP_RATES_BY_OUTPUT_STRIDE = {16: (6, 12, 18), 8: (12, 24, 36)}
 """Dilation rates of the three 3x3 branches: doubled when the output stride halves."""
@@ -54,3 +56,23 @@ class ASPP(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, C_in, h, w) -> (N, out_channels, h, w)."""
         return self.project(torch.cat([branch(features) for branch in self.branches], dim=1))
+
+
+class SeparableASPP(nn.Module):
+    """mmsegmentation's ``DepthwiseSeparableASPPHead`` up to its bottleneck: image pooling, a 1x1 branch and
+    depthwise-separable 3x3 atrous branches (BN after the depthwise and the pointwise conv), concatenated in that
+    order and fused by a dense 3x3 conv; 512 channels, no dropout (the head's dropout is before the classifier)."""
+
+    def __init__(self, in_channels: int, rates: tuple[int, int, int], out_channels: int = 512) -> None:
+        super().__init__()
+        self.rates = tuple(rates)
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, out_channels))
+        self.aspp_modules = nn.ModuleList([ConvBNReLU(in_channels, out_channels)]
+                                          + [SeparableConvBNReLU(in_channels, out_channels, rate) for rate in self.rates])
+        self.bottleneck = ConvBNReLU((len(self.rates) + 2) * out_channels, out_channels, 3)
+        self.out_channels = out_channels
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, h, w) -> (N, out_channels, h, w)."""
+        pooled = F.interpolate(self.image_pool(features), size=features.shape[-2:], mode="bilinear", align_corners=False)
+        return self.bottleneck(torch.cat([pooled] + [branch(features) for branch in self.aspp_modules], dim=1))

@@ -1,7 +1,10 @@
-"""ResNet-50/101/152 backbones (torchvision) with output stride 8 or 16.
+"""ResNet-50/101/152 backbones (torchvision) with output stride 8 or 16, and a 7x7 or deep (ResNetV1c) stem.
 
 The stride is set by ``replace_stride_with_dilation`` (the last stages use
-dilated convolutions instead of striding), never by patching layers afterwards.
+dilated convolutions instead of striding), never by patching layers afterwards;
+it dilates exactly as mmsegmentation's ``contract_dilation=True`` does. The deep
+stem is mmsegmentation's ResNetV1c: three 3x3 convs (3->32 stride 2, 32->32,
+32->64, each with BN and ReLU) in place of the 7x7 conv.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.error import URLError
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 from torchvision.models import ResNet101_Weights, ResNet152_Weights, ResNet50_Weights, resnet101, resnet152, resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 
-__all__ = ["BACKBONES", "DILATION_BY_OUTPUT_STRIDE", "ResNetBackbone", "load_backbone_state_dict"]
+__all__ = ["BACKBONES", "DILATION_BY_OUTPUT_STRIDE", "STEMS", "ResNetBackbone", "deep_stem", "load_backbone_state_dict"]
 
 BACKBONES = {
     "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
@@ -23,6 +28,17 @@ BACKBONES = {
 }
 DILATION_BY_OUTPUT_STRIDE = {16: [False, False, True], 8: [False, True, True]}
 """``replace_stride_with_dilation`` for layer2..layer4 at each output stride."""
+STEMS = ("7x7", "deep")
+"""torchvision's 7x7 convolution, or the ResNetV1c deep stem of mmsegmentation."""
+
+
+def deep_stem() -> nn.Sequential:
+    """conv 3->32 stride 2, BN, ReLU, conv 32->32, BN, ReLU, conv 32->64, BN, ReLU (mmsegmentation's ``stem``)."""
+    layers = []
+    for in_channels, out_channels, stride in ((3, 32, 2), (32, 32, 1), (32, 64, 1)):
+        layers += [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
@@ -52,14 +68,22 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def load_backbone_state_dict(resnet: nn.Module, name: str, pretrained: str | Path | None) -> None:
-    """Load ImageNet weights into a torchvision ResNet: ``"imagenet"``, a file path, or ``None`` (nothing)."""
+def load_backbone_state_dict(layers: nn.Module, name: str, pretrained: str | Path | None, stem: str = "7x7") -> None:
+    """Load ImageNet weights into the ResNet layers: ``"imagenet"``, a file path, or ``None`` (nothing).
+
+    The deep stem has no torchvision weights: its ImageNet weights are mmsegmentation's ResNetV1c ones, converted
+    to a file by ``python -m deeplabv3plus.convert --from mmseg-backbone``.
+    """
     if pretrained is None or str(pretrained).lower() == "none":
         return
+    if str(pretrained) == "imagenet" and stem == "deep":
+        raise ValueError(f"torchvision has no ImageNet weights for the deep-stem {name}; convert mmsegmentation's "
+                         f"{name}_v1c checkpoint with python -m deeplabv3plus.convert --from mmseg-backbone IN.pth OUT.pth "
+                         "and pass OUT.pth, or start from scratch with 'none'")
     source = "ImageNet download" if str(pretrained) == "imagenet" else str(pretrained)
     state = _imagenet_state_dict(name) if str(pretrained) == "imagenet" else _state_dict_from_file(Path(pretrained))
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # the classifier is not used
-    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    missing, unexpected = layers.load_state_dict(state, strict=False)
     missing = [key for key in missing if not key.startswith("fc.")]
     if missing or unexpected:
         raise ValueError(
@@ -74,20 +98,27 @@ class ResNetBackbone(nn.Module):
     ``low_level_channels``, ``aux_channels`` and ``out_channels`` tell the heads how to size themselves.
     """
 
-    def __init__(self, name: str = "resnet50", output_stride: int = 16, pretrained: str | Path | None = None) -> None:
+    def __init__(self, name: str = "resnet50", output_stride: int = 16, pretrained: str | Path | None = None,
+                 stem: str = "7x7") -> None:
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
         if output_stride not in DILATION_BY_OUTPUT_STRIDE:
             raise ValueError(f"output_stride must be one of {sorted(DILATION_BY_OUTPUT_STRIDE)}, got {output_stride}")
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
         resnet = BACKBONES[name][0](weights=None, replace_stride_with_dilation=DILATION_BY_OUTPUT_STRIDE[output_stride])
-        load_backbone_state_dict(resnet, name, pretrained)
+        layers: nn.Module = resnet
+        if stem == "deep":  # the stem, then torchvision's max pool and layers
+            layers = nn.Sequential(OrderedDict([("stem", deep_stem()), ("maxpool", resnet.maxpool)]
+                                               + [(f"layer{i}", getattr(resnet, f"layer{i}")) for i in range(1, 5)]))
+        load_backbone_state_dict(layers, name, pretrained, stem)
         self.name = name
         self.output_stride = output_stride
         self.low_level_channels = resnet.layer1[-1].conv3.out_channels
         self.aux_channels = resnet.layer3[-1].conv3.out_channels
         self.out_channels = resnet.layer4[-1].conv3.out_channels
-        self.body = IntermediateLayerGetter(resnet, return_layers={"layer1": "low_level", "layer3": "aux", "layer4": "out"})
+        self.body = IntermediateLayerGetter(layers, return_layers={"layer1": "low_level", "layer3": "aux", "layer4": "out"})
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) -> {"low_level": (N, 256, H/4, W/4), "aux": (N, 1024, h, w), "out": (N, 2048, H/os, W/os)}."""

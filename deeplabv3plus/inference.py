@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint
-from deeplabv3plus.model import DeepLabV3Plus, build_model, without_aux_head
+from deeplabv3plus.model import DeepLabV3Plus, model_from_config, without_aux_head
 from deeplabv3plus.precision import autocast
 
 __all__ = ["load_trained_model", "predict", "sliding_window_logits", "window_origins"]
@@ -34,7 +34,7 @@ def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone:
         if wanted is not None and wanted != config[key]:
             raise CheckpointError(f"{path}: was trained with {key}={config[key]} but {flag} is {wanted}; "
                                   "drop the flag or pass the matching checkpoint")
-    model = build_model(config["backbone"], eval_output_stride or config["output_stride"], config["num_classes"])
+    model = model_from_config(config, eval_output_stride)
     try:  # trained with the auxiliary head or not, inference runs without it
         model.load_state_dict(without_aux_head(checkpoint["model"]))
     except RuntimeError as error:

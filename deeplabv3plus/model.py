@@ -9,34 +9,50 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.fcn import FCNHead
 
-from deeplabv3plus.aspp import ASPP, ASPP_RATES_BY_OUTPUT_STRIDE
+from deeplabv3plus.aspp import ASPP, ASPP_RATES_BY_OUTPUT_STRIDE, SeparableASPP
 from deeplabv3plus.backbone import ResNetBackbone
-from deeplabv3plus.decoder import Decoder
+from deeplabv3plus.decoder import Decoder, SeparableDecoder
 
-__all__ = ["DeepLabV3Plus", "build_model", "parameter_groups", "without_aux_head"]
+__all__ = ["ARCHITECTURES", "DeepLabV3Plus", "build_model", "model_from_config", "parameter_groups", "without_aux_head"]
 
 
 AUX_HEAD_PREFIX = "aux_head."
+HEADS = ("dense", "separable")
+ARCHITECTURES = {
+    "deeplabv3plus": {"stem": "7x7", "head": "dense"},
+    "mmseg": {"stem": "deep", "head": "separable"},
+}
+"""Presets of --arch: this project's model (torchvision ResNet, dense ASPP and decoder), and mmsegmentation's
+``deeplabv3plus_r{50,101}-d8`` (ResNetV1c deep stem, depthwise-separable ASPP head of 512 channels)."""
 
 
 class DeepLabV3Plus(nn.Module):
     """ResNet backbone + ASPP + decoder; ``forward(images) -> logits (N, num_classes, H, W)``.
 
-    With ``aux_head`` an FCN head on layer3 (torchvision's ``FCNHead``: 3x3 conv to
+    ``stem`` ("7x7" or "deep") and ``head`` ("dense" or "separable") choose the
+    variant (see ``ARCHITECTURES``). With ``aux_head`` an FCN head on layer3 (torchvision's ``FCNHead``: 3x3 conv to
     256 channels, BN, ReLU, dropout 0.1, 1x1 classifier) adds a second output in
     training mode only: ``{"out": logits, "aux": aux_logits}``, both at the input
     size. In eval mode the model returns the logits alone, with or without it.
     """
 
     def __init__(self, backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
-                 pretrained_backbone: str | Path | None = None, aux_head: bool = False) -> None:
+                 pretrained_backbone: str | Path | None = None, aux_head: bool = False, stem: str = "7x7",
+                 head: str = "dense") -> None:
         super().__init__()
-        self.backbone = ResNetBackbone(backbone, output_stride, pretrained_backbone)
-        self.aspp = ASPP(self.backbone.out_channels, ASPP_RATES_BY_OUTPUT_STRIDE[output_stride])
-        self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, num_classes)
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        self.backbone = ResNetBackbone(backbone, output_stride, pretrained_backbone, stem)
+        rates = ASPP_RATES_BY_OUTPUT_STRIDE[output_stride]
+        if head == "separable":
+            self.aspp = SeparableASPP(self.backbone.out_channels, rates)
+            self.decoder = SeparableDecoder(self.backbone.low_level_channels, self.aspp.out_channels, num_classes)
+        else:
+            self.aspp = ASPP(self.backbone.out_channels, rates)
+            self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, num_classes)
         self.aux_head = FCNHead(self.backbone.aux_channels, num_classes) if aux_head else None
         self.config = {"backbone": backbone, "output_stride": output_stride, "num_classes": num_classes,
-                       "aux_head": aux_head}
+                       "aux_head": aux_head, "stem": stem, "head": head}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """(N, 3, H, W) normalised images -> (N, num_classes, H, W) float logits, for any H and W."""
@@ -51,14 +67,23 @@ class DeepLabV3Plus(nn.Module):
 
 
 def build_model(backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
-                pretrained_backbone: str | Path | None = None, aux_head: bool = False) -> DeepLabV3Plus:
+                pretrained_backbone: str | Path | None = None, aux_head: bool = False, stem: str = "7x7",
+                head: str = "dense") -> DeepLabV3Plus:
     """A DeepLabV3+ model.
 
     ``pretrained_backbone``: ``"imagenet"`` (torchvision's weights, downloaded to its
     cache), a path to a local ResNet state dict, or ``None`` to start from scratch.
     ``aux_head``: add the auxiliary FCN head on layer3 used by the training recipe.
+    ``stem`` / ``head``: the variant (``ARCHITECTURES["mmseg"]`` is mmsegmentation's).
     """
-    return DeepLabV3Plus(backbone, output_stride, num_classes, pretrained_backbone, aux_head)
+    return DeepLabV3Plus(backbone, output_stride, num_classes, pretrained_backbone, aux_head, stem, head)
+
+
+def model_from_config(config: dict, output_stride: int | None = None, aux_head: bool = False) -> DeepLabV3Plus:
+    """The model a checkpoint's ``model_config`` describes (checkpoints without a stem/head are the default variant),
+    optionally at another output stride; without the auxiliary head unless asked."""
+    return build_model(config["backbone"], output_stride or config["output_stride"], config["num_classes"],
+                       aux_head=aux_head, stem=config.get("stem", "7x7"), head=config.get("head", "dense"))
 
 
 def without_aux_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

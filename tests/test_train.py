@@ -39,7 +39,8 @@ def test_two_iterations_write_history_and_both_checkpoints(tiny_root, tmp_path):
     for name in ("last.pth", "best.pth"):
         checkpoint = torch.load(run / name, weights_only=True)
         assert checkpoint["model_config"] == {"backbone": "resnet50", "output_stride": 16, "num_classes": 19,
-                                              "aux_head": True}  # the recipe's auxiliary head (weight 0.4)
+                                              "aux_head": True,  # the recipe's auxiliary head (weight 0.4)
+                                              "stem": "7x7", "head": "dense"}
         assert any(key.startswith("aux_head.") for key in checkpoint["model"])
         assert {"optimizer", "scheduler", "scaler", "epoch", "iteration", "best_miou", "history", "args"} <= set(checkpoint)
         assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
