@@ -33,7 +33,7 @@ demo: install
 	$(PY) -m cityscapes.generate_gt compare --data-root $(DEMO_ROOT) --split val --out outputs
 	$(PY) train_dlv3p.py --data-root $(DEMO_ROOT) --run-name $(DEMO_RUN) --backbone resnet50 --output-stride 16 \
 		--pretrained-backbone none --iters $(DEMO_ITERS) --batch-size 4 --crop-size 192 192 --scale-range 0.75 1.5 \
-		--lr 0.02 --warmup-iters 10 --val-every 10 $(CPU_AMP) --channels-last --workers 1 --device cpu
+		--lr 0.02 --warmup-iters 10 --val-every 10 $(CPU_AMP) --channels-last --workers 1 --device cpu --overwrite
 	$(PY) test_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth --data-root $(DEMO_ROOT) --split val \
 		--official-eval --save-color $(CPU_AMP) --workers 1 --device cpu
 	$(PY) test_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth --data-root $(DEMO_ROOT) --split test \

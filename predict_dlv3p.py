@@ -37,7 +37,8 @@ SHARE_COLUMNS = ["name", *CLASS_NAMES]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.Parser(prog="predict_dlv3p.py", description=__doc__.splitlines()[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively), glob patterns, videos")
     model = parser.add_argument_group("Model")
     model.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True,
@@ -170,7 +171,12 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = args.out or Path("outputs") / "predict" / args.model_weights_path.resolve().parent.name
+    try:
+        out = cli.output_folder(args.out or Path("outputs") / "predict" / args.model_weights_path.resolve().parent.name,
+                                "--out")
+    except cli.FlagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     predictor = Predictor(model, args, device)
     errors = [f"{argument}: matches no file" for argument in unmatched]
     errors += predict_images([entry for entry in inputs if not entry.is_video], predictor, args, out)

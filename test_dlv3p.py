@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,7 +47,8 @@ log = logging.getLogger("test_dlv3p")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.Parser(prog="test_dlv3p.py", description=__doc__.splitlines()[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model = parser.add_argument_group("Model")
     model.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True,
                        help="checkpoint written by train_dlv3p.py (saved/{run}/best.pth)")
@@ -171,6 +173,37 @@ def run_official_eval(prediction_files: list[Path], ground_truth_files: list[Pat
     return evaluate_official(prediction_files, ground_truth_files, export_file=out_dir / "official_eval.json")
 
 
+def put_in_place(work_dir: Path, final_dir: Path) -> None:
+    """Replace the split's previous output with the complete new one (two renames; the old folder is deleted last)."""
+    previous = final_dir.with_name(f".{final_dir.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final_dir.exists():
+        final_dir.rename(previous)
+    work_dir.rename(final_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_results(args: argparse.Namespace, result: EvaluationResult, dataset: CityscapesSegmentation,
+                  protocol: EvaluationProtocol, work_dir: Path, model_name: str) -> dict | None:
+    """The zip of the split's labelIds PNGs and, on a labelled split, metrics.json and class_iou.csv (in work_dir)."""
+    # the files of this split's images (written by every rank), never leftovers of an earlier run
+    stems = sorted(stem_of(path) for path in dataset.images)
+    prediction_files = [prediction_path(work_dir, stem) for stem in stems]
+    make_submission_zip(prediction_files, work_dir / f"{model_name}_{args.split}_labelIds.zip")
+    if not dataset.has_labels:
+        return None
+    report = score_report(result, protocol)
+    if args.official_eval:
+        official = run_official_eval(prediction_files, ground_truth_label_ids(args, dataset.ground_truth, stems), work_dir)
+        report["official_mean_iou"] = official["averageScoreClasses"]
+        report["official_category_mean_iou"] = official["averageScoreCategories"]
+    write_json(work_dir / "metrics.json", report)
+    write_csv(work_dir / "class_iou.csv", ({"class": name, "iou": report["class_iou"][name],
+                                            "dice": report["class_dice"][name]} for name in CLASS_NAMES),
+              ["class", "iou", "dice"])
+    return report
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     context = init_distributed_mode(args.device)
@@ -179,6 +212,10 @@ def main(args: argparse.Namespace) -> int:
             raise cli.FlagError(f"argument --stride: {args.stride} leaves gaps between --crop {args.crop} windows; "
                                 "use a stride no larger than the window")
         precision = resolve_precision(args.amp, args.amp_dtype, context.device)
+        if precision.dtype == torch.float16 and context.device.type == "cpu":
+            log.warning("warning: float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16")
+        model_name = args.model_name or args.model_weights_path.resolve().parent.name
+        final_dir = cli.output_folder(args.out, "--out") / model_name / args.split
         checkpoint = load_checkpoint(args.model_weights_path)
         model = load_trained_model(args.model_weights_path, context.device, args.backbone, args.output_stride,
                                    args.eval_output_stride, checkpoint=checkpoint)
@@ -190,51 +227,59 @@ def main(args: argparse.Namespace) -> int:
         dataset = CityscapesSegmentation(args.data_root, args.split, eval_transforms(), ground_truth=ground_truth)
         protocol = build_protocol(args, dataset, checkpoint, precision.name)
     except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {cli.one_line(error)}", file=sys.stderr)
         return 2
-    model_name = args.model_name or args.model_weights_path.resolve().parent.name
-    out_dir = args.out / model_name / args.split
+    # Everything is written aside and put in place when complete: an interrupted run leaves the previous output alone.
+    work_dir = final_dir.with_name(f".{args.split}.partial")
+    if context.is_main:
+        shutil.rmtree(work_dir, ignore_errors=True)  # left by a killed run
+        work_dir.mkdir(parents=True)
+    if context.enabled:
+        torch.distributed.barrier()
     log.info("protocol: %s", protocol.describe())
     loader = DataLoader(dataset, args.batch_size, sampler=ShardSampler(len(dataset), context.rank, context.world_size),
                         num_workers=args.workers, pin_memory=context.device.type == "cuda")
-    writer = PredictionWriter(out_dir, save_color=args.save_color)
     slide = {"mode": args.mode, "crop": args.crop, "stride": args.stride} if args.mode == "slide" else {}
     try:
-        result = evaluate(model, loader, context.device, len(CLASS_NAMES), ignore_index=IGNORE_INDEX, flip=args.flip,
-                          scales=args.scales, amp_dtype=precision.dtype, channels_last=args.channels_last,
-                          on_prediction=writer, description=args.split, **slide)
+        writer = PredictionWriter(work_dir, save_color=args.save_color)
+        try:
+            result = evaluate(model, loader, context.device, len(CLASS_NAMES), ignore_index=IGNORE_INDEX,
+                              flip=args.flip, scales=args.scales, amp_dtype=precision.dtype,
+                              channels_last=args.channels_last, on_prediction=writer, description=args.split, **slide)
+        finally:
+            writer.close()
+        if context.enabled:
+            torch.distributed.barrier()
+        report = write_results(args, result, dataset, protocol, work_dir, model_name) if context.is_main else None
+        if context.is_main:
+            put_in_place(work_dir, final_dir)
+    except (KeyboardInterrupt, OSError, ValueError) as error:
+        if context.is_main:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        kept = f"{final_dir} keeps its previous output" if final_dir.exists() else "nothing was written"
+        if isinstance(error, KeyboardInterrupt):
+            print(f"interrupted: {kept}", file=sys.stderr)
+            return 130
+        if isinstance(error, OSError):
+            print(f"error: cannot write {error.filename or work_dir}: {error.strerror}; {kept}", file=sys.stderr)
+            return 1
+        print(f"error: {cli.one_line(error)}; {kept}", file=sys.stderr)
+        return 2
     finally:
-        writer.close()
-    if context.enabled:
-        torch.distributed.barrier()
+        if context.enabled:
+            torch.distributed.destroy_process_group()
     if not context.is_main:
-        torch.distributed.destroy_process_group()
         return 0
-    # the files of this split's images (written by every rank), never leftovers of an earlier run
-    stems = [stem_of(path) for path in dataset.images]
-    prediction_files = sorted(prediction_path(out_dir, stem) for stem in stems)
-    zip_path = make_submission_zip(prediction_files, out_dir / f"{model_name}_{args.split}_labelIds.zip")
-    log.info("%d labelIds PNGs in %s; %s", len(prediction_files), out_dir / "labelIds",
+    zip_path = final_dir / f"{model_name}_{args.split}_labelIds.zip"
+    log.info("%d labelIds PNGs in %s; %s", len(dataset), final_dir / "labelIds",
              f"upload {zip_path}" if args.split == "test" else f"zipped to {zip_path} (val: not for the server)")
-    if dataset.has_labels:
-        report = score_report(result, protocol)
-        if args.official_eval:
-            official = run_official_eval(prediction_files, ground_truth_label_ids(args, ground_truth, sorted(stems)),
-                                         out_dir)
-            report["official_mean_iou"] = official["averageScoreClasses"]
-            report["official_category_mean_iou"] = official["averageScoreCategories"]
+    if report is not None:
         print(format_report(report))
         if args.official_eval:
             print(f"cityscapesscripts evalPixelLevelSemanticLabeling: mIoU {100 * report['official_mean_iou']:.2f}, "
                   f"category mIoU {100 * report['official_category_mean_iou']:.2f}")
-        write_json(out_dir / "metrics.json", report)
-        write_csv(out_dir / "class_iou.csv",
-                  ({"class": name, "iou": report["class_iou"][name], "dice": report["class_dice"][name]}
-                   for name in CLASS_NAMES), ["class", "iou", "dice"])
     print(f"{result.images} images: {1000 * result.seconds_per_image:.1f} ms per image, peak memory "
           f"{result.peak_memory_mb:.0f} MiB ({'GPU allocated' if context.device.type == 'cuda' else 'process RSS'})")
-    if context.enabled:
-        torch.distributed.destroy_process_group()
     return 0
 
 

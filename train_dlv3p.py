@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from cityscapes.check import check_before_run
 from cityscapes.cache import CACHE_DIR
 from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, SeededSampler
-from cityscapes.files import write_json
+from cityscapes.files import remove_stale_temporaries, write_json
 from cityscapes.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cityscapes.transforms import eval_transforms, train_transforms
 from deeplabv3plus import cli
@@ -50,7 +50,8 @@ DEFAULT_ITERATIONS = 80_000
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.Parser(prog="train_dlv3p.py", description=__doc__.splitlines()[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     recipe = lambda key: f" (default: {RUN_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     data = parser.add_argument_group("Data")
     data.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
@@ -116,6 +117,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--run-name", "--run_name", default=None,
                          help="run folder name (default dlv3p_{backbone}_os{stride}, or the resumed run's)")
     runtime.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from (saved/{run}/last.pth)")
+    runtime.add_argument("--overwrite", action="store_true",
+                         help="replace the run already in the run folder (without it, such a run is never touched)")
     runtime.add_argument("--val-every", "--val_every", type=cli.positive_int, default=10,
                          help="validate every N epochs (and at the end)")
     runtime.add_argument("--log-every", "--log_every", type=cli.positive_int, default=20,
@@ -266,6 +269,21 @@ def resume_state(checkpoint: dict, path: Path, model: nn.Module, optimizer, sche
     return TrainState.from_checkpoint(checkpoint)
 
 
+RUN_FILES = ("last.pth", "best.pth", "history.csv", "per_class_iou.json", "args.json")
+
+
+def claim_run_folder(args: argparse.Namespace) -> Path:
+    """The run folder, checked before any work: a folder that holds another run is continued with --resume,
+    replaced only with --overwrite, and otherwise refused (FlagError naming the three ways on)."""
+    run_dir = cli.output_folder(args.save_dir, "--save-dir") / args.run_name
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    resuming_here = args.resume is not None and args.resume.resolve().parent == run_dir.resolve()
+    if held and not resuming_here and not args.overwrite:
+        raise cli.FlagError(f"{run_dir}: already holds a run ({', '.join(held)}); continue it with --resume "
+                            f"{run_dir / 'last.pth'}, start another with --run-name NAME, or replace it with --overwrite")
+    return run_dir
+
+
 def plain_args(args: argparse.Namespace) -> dict:
     """The arguments as JSON-able plain values."""
     return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
@@ -277,6 +295,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         checkpoint = load_checkpoint(args.resume) if args.resume else None
         args = resolve_args(args, context, checkpoint)
+        run_dir = claim_run_folder(args)
         check_before_run(args.data_root, ["train", "val"], needs_masks=["train", "val"])
         train_loader, val_loader = build_dataloaders(args, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
@@ -295,16 +314,19 @@ def main(args: argparse.Namespace) -> int:
         optimizer, scheduler, scaler = build_optimizer(model, args, total_iterations)
         state = resume_state(checkpoint, args.resume, model, optimizer, scheduler, scaler) if args.resume else TrainState()
     except (FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {cli.one_line(error)}", file=sys.stderr)
         return 2
     # Fixed crops: let cuDNN pick the fastest kernels, unless a reproducible run is asked for.
     torch.backends.cudnn.benchmark = context.device.type == "cuda" and not args.deterministic
     if args.deterministic:
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
-    run_dir = args.save_dir / args.run_name
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # left by a run killed while writing a checkpoint
+        if args.overwrite and not args.resume:
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
         protocol = validation_protocol(args, val_loader.dataset)
         write_json(run_dir / "args.json", {**plain_args(args), "val_protocol": protocol.as_dict()})
         log.info("run %s: %d iterations (%d per epoch), batch %d on %d process(es), device %s, from %s",
@@ -320,19 +342,36 @@ def main(args: argparse.Namespace) -> int:
                        channels_last=args.channels_last, log_every=args.log_every,
                        batch_transform=finish_batch_on_device(train_loader) if args.jitter_on_device else None,
                        checkpoint_extra={"args": plain_args(args)})
+    resume = f"python train_dlv3p.py --resume {run_dir / 'last.pth'}"
     try:
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,
                     context.device, config, state)
     except FloatingPointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk or a permission while writing: the previous files stay as they were
+        print(f"error: cannot write {error.filename or run_dir}: {error.strerror}; free space (or fix permissions), "
+              f"then continue with {resume}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # a damaged or mismatched file, found when the loader reached it
+        print(f"error: {cli.one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        saved = (f"{run_dir / 'last.pth'} holds iteration {load_checkpoint(run_dir / 'last.pth')['iteration']}"
+                 if (run_dir / "last.pth").exists() else "no checkpoint was written yet")
+        print(f"interrupted: {saved}; continue with {resume}", file=sys.stderr)
+        return 130
     finally:
         if context.enabled:
             torch.distributed.destroy_process_group()
     if context.is_main and state.history:
         last = state.history[-1]
-        log.info("done: best val mIoU %.4f; last: mIoU %.4f, mean Dice %.4f, pixel accuracy %.4f -> %s",
-                 state.best_miou, last["miou"], last["mean_dice"], last["pixel_accuracy"], run_dir)
+        if state.best_miou < 0:
+            log.warning("warning: the val split has no labelled pixels (every mask is 255), so no mIoU was computed and "
+                        "no best.pth written; %s holds the trained model", run_dir / "last.pth")
+        else:
+            log.info("done: best val mIoU %.4f; last: mIoU %.4f, mean Dice %.4f, pixel accuracy %.4f -> %s",
+                     state.best_miou, last["miou"], last["mean_dice"], last["pixel_accuracy"], run_dir)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from torchvision import tv_tensors
 
 from cityscapes.files import read_png
 from cityscapes.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
-from cityscapes.paths import GENERATED_DIR, generated_mask_path, image_files, provided_mask_path, stem_of
+from cityscapes.paths import (GENERATED_DIR, generated_mask_path, image_files, polygons_path, provided_mask_path,
+                              stem_of)
 
 __all__ = ["GROUND_TRUTHS", "CityscapesSegmentation", "SeededSampler", "missing_provided_masks"]
 
@@ -91,6 +93,7 @@ class CityscapesSegmentation(Dataset):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{self.images[index]}: expected an RGB image, got shape {image.shape}")
         if not self.has_labels:
+            self._check_size_against_annotation(index, image.shape[:2])
             return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
         mask = read_png(self.masks[index])
         if mask.shape != image.shape[:2]:
@@ -99,6 +102,21 @@ class CityscapesSegmentation(Dataset):
                              f"leftImg8bit_trainvaltest.zip (python -m cityscapes.check --data-root {self.root} finds "
                              "every such file)")
         return image, LABEL_ID_TO_TRAIN_ID[mask] if self.ground_truth == "provided" else mask
+
+    def _check_size_against_annotation(self, index: int, size: tuple[int, int]) -> None:
+        """An unlabelled (test) image must have its annotation's size, or its submission PNG would too."""
+        annotation = polygons_path(self.root, self.split, stem_of(self.images[index]))
+        if not annotation.exists():
+            return
+        try:
+            data = json.loads(annotation.read_text())
+            annotated = (int(data["imgHeight"]), int(data["imgWidth"]))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{annotation}: not a readable polygons JSON; re-extract gtFine_trainvaltest.zip") from None
+        if annotated != tuple(size):
+            raise ValueError(f"{self.images[index]}: is {size[0]}x{size[1]} but its annotation says {annotated[0]}x"
+                             f"{annotated[1]}; the image does not match its annotation: re-extract "
+                             "leftImg8bit_trainvaltest.zip")
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         """The untransformed image and mask of one frame, as (3, H, W) and (H, W) uint8 tv_tensors."""

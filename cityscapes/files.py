@@ -13,7 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["is_up_to_date", "read_png", "write_bytes_atomic", "write_csv", "write_json", "write_png"]
+__all__ = ["TEMPORARY_SUFFIX", "is_up_to_date", "read_png", "remove_stale_temporaries", "write_bytes_atomic", "write_csv",
+           "write_json", "write_png"]
+
+TEMPORARY_SUFFIX = ".tmp"
+"""Temporary files are ``.{name}.{random}.tmp`` beside their target until renamed."""
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
@@ -24,11 +28,14 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
         os.replace(temporary, path)
+    except OSError as error:  # a full disk or a permission: name the file the caller wanted, not the temporary one
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -95,3 +102,21 @@ def is_up_to_date(output: Path, source: Path) -> bool:
         return False
     source = Path(source)
     return stat.st_size > 0 and (not source.exists() or stat.st_mtime >= source.stat().st_mtime)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (``.{name}.*.tmp``); the paths removed."""
+    stale = sorted(Path(folder).glob(f".*{TEMPORARY_SUFFIX}")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def png_is_complete(path: Path) -> bool:
+    """Whether a PNG file ends with its IEND chunk (a truncated or interrupted file does not); reads 12 bytes."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(-12, os.SEEK_END)
+            return stream.read(12) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    except OSError:
+        return False

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cityscapes.files import is_up_to_date, write_csv, write_png
+from cityscapes.files import is_up_to_date, png_is_complete, write_csv, write_png
 from cityscapes.labels import LABEL_ID_TO_COLOR, LABEL_ID_TO_TRAIN_ID, resolve_label
 from cityscapes.paths import (GENERATED_DIR, MASK_KINDS, POLYGONS_SUFFIX, SPLITS, generated_mask_path, image_files,
                               image_path, polygon_files, stem_of)
@@ -160,7 +160,7 @@ def convert_annotation(json_path: Path, data_root: Path, out_root: Path, split: 
     """Write the three masks of one annotation; never raises for bad input, reports it."""
     stem = stem_of(json_path)
     outputs = {kind: generated_mask_path(out_root, split, stem, kind) for kind in MASK_KINDS}
-    if not overwrite and all(is_up_to_date(path, json_path) for path in outputs.values()):
+    if not overwrite and all(is_up_to_date(path, json_path) and png_is_complete(path) for path in outputs.values()):
         return ConversionResult(json_path, "skipped")
     try:
         annotation = load_annotation(json_path)

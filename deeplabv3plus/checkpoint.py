@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import torch
@@ -48,16 +49,36 @@ def save_checkpoint(path: Path, model: nn.Module, **state: object) -> Path:
     return Path(path)
 
 
+def verify_integrity(path: Path) -> None:
+    """CheckpointError unless ``path`` is a PyTorch zip file whose every member matches its CRC-32.
+
+    torch.save writes a zip that records a CRC-32 per member; torch.load does not
+    check them, so a file with flipped bytes would load and score lower in silence.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        raise CheckpointError(f"{path}: not a checkpoint (not a PyTorch file, or truncated); pass the .pth written by "
+                              "train_dlv3p.py or deeplabv3plus.convert") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged ({damaged} fails its CRC-32 check); use another copy (best.pth / "
+                              "last.pth of the run) or train again")
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; CheckpointError naming the file on any problem."""
+    """Load a checkpoint with ``weights_only=True`` after checking its integrity; CheckpointError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; pass the .pth written by train_dlv3p.py "
                               "(saved/{run}/best.pth or last.pth)")
+    verify_integrity(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {error})") from error
+    except Exception as error:  # torch raises many types for foreign files
+        raise CheckpointError(f"{path}: not a checkpoint of this project ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a DeepLabV3+ checkpoint of this project (no {' / '.join(REQUIRED_KEYS)})")
     return checkpoint

@@ -7,14 +7,17 @@ must be a positive integer, got 0``) and exit status 2, before any work starts.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import torch
 
 __all__ = ["FlagError", "Parser", "bounded_int", "crop_size", "device", "non_negative_float", "non_negative_int",
-           "positive_float", "positive_int", "scale_range"]
+           "one_line", "output_folder", "positive_float", "positive_int", "scale_range"]
 
 MAX_CROP_SIDE = 4096
 """Largest training or inference window side: twice Cityscapes' width; a larger one only fills memory."""
@@ -28,6 +31,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with errors on one line (``{prog}: error: ...``, no usage block) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        message = re.sub(r"argument (--[\w-]+)(/--\w+)+:", r"argument \1:", message)  # name a flag once, not its alias
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
@@ -98,3 +102,26 @@ def device(text: str) -> str:
 def default_device() -> str:
     """``cuda`` where a GPU is present, else ``cpu``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def output_folder(path: Path, flag: str) -> Path:
+    """A folder outputs can be written to, created if needed; FlagError naming the flag otherwise (before any work)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FlagError(f"argument {flag}: {path} is a file, not a folder; name a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise FlagError(f"argument {flag}: cannot write in {path} ({error.strerror}); choose a writable folder") from None
+    return path
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an error in one line: a loader worker's re-raised error carries the worker's traceback, of
+    which the last line is the original message."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    prefix = f"{type(error).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last

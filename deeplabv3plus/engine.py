@@ -339,6 +339,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                 f"{config.run_dir / 'last.pth'} keeps the last good state. Lower --lr, or leave out --amp"
             ) from None
         state.add_epoch(stats, time.perf_counter() - start)
+        improved = False
         if state.epoch % config.val_every == 0 or state.epoch == num_epochs:
             start = time.perf_counter()
             result = evaluate(eval_model, val_loader, device, config.num_classes, amp_dtype=config.precision.dtype,
@@ -348,10 +349,14 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                      "per iteration %.3f s data + %.3f s compute; peak memory %.0f MiB",
                      row["epoch"], row["iteration"], row["train_loss"], row["val_loss"], row["miou"], row["mean_dice"],
                      row["pixel_accuracy"], row["data_time"], row["compute_time"], row["peak_memory_mib"])
+            if int(result.confusion.matrix.sum()) == 0:
+                log.warning("warning: the val split has no labelled pixels (every mask is 255): no mIoU to compare")
             if main:
                 write_history(config.run_dir, state.history, config.class_names)
-            if row["miou"] > state.best_miou:
+            improved = row["miou"] > state.best_miou  # False for NaN: a split without labels never counts as best
+            if improved:
                 state.best_miou = row["miou"]
-                checkpoint("best.pth")
-        checkpoint("last.pth")
+        checkpoint("last.pth")  # first: a full disk must still leave a last.pth to resume from
+        if improved:
+            checkpoint("best.pth")
     return state

@@ -1,3 +1,6 @@
+import struct
+import zipfile
+
 import pytest
 import torch
 from torch import nn
@@ -56,8 +59,28 @@ def test_bad_checkpoints_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="missing.pth: checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pth")
     (tmp_path / "broken.pth").write_bytes(b"\x80\x02 truncated")
-    with pytest.raises(CheckpointError, match="broken.pth: cannot read the checkpoint"):
+    with pytest.raises(CheckpointError, match="broken.pth: not a checkpoint \\(not a PyTorch file, or truncated\\)"):
         load_checkpoint(tmp_path / "broken.pth")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pth")
     with pytest.raises(CheckpointError, match="foreign.pth: not a DeepLabV3\\+ checkpoint"):
         load_checkpoint(tmp_path / "foreign.pth")
+
+
+def test_damaged_checkpoints_are_found_by_their_checksums(tmp_path):
+    """A few flipped bytes inside the weights: torch.load would take them; the CRC-32 of the zip member does not."""
+    path = save_checkpoint(tmp_path / "last.pth", Tiny(), epoch=1)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if info.filename.endswith("data/0"))
+    name_length, extra_length = struct.unpack("<HH", data[member.header_offset + 26:member.header_offset + 30])
+    start = member.header_offset + 30 + name_length + extra_length  # the member's stored bytes (local header)
+    data[start:start + 4] = bytes(255 - value for value in data[start:start + 4])
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(bytes(data))
+    torch.load(damaged, weights_only=True)  # torch itself loads it silently
+    with pytest.raises(CheckpointError, match="damaged.pth: damaged .*data/0 fails its CRC-32 check"):
+        load_checkpoint(damaged)
+    (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(CheckpointError, match="random.pth: not a checkpoint") as error:
+        load_checkpoint(tmp_path / "random.pth")
+    assert "weights_only" not in str(error.value)  # not torch's advice to load it unsafely

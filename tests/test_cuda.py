@@ -18,6 +18,7 @@ import test_dlv3p
 import train_dlv3p
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import read_history
+from helpers import interrupt_training_at_epoch
 
 pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parent.parent
@@ -52,21 +53,9 @@ def test_training_on_the_gpu(learn_root, tmp_path, extra):
 
 
 def test_resume_on_the_gpu(learn_root, tmp_path, monkeypatch):
-    from deeplabv3plus import engine
-
-    real = engine.train_one_epoch
-    calls = []
-
-    def dies_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "train_one_epoch", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(learn_root, tmp_path, "gpu", "--iters", "6", "--amp")
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    undo = interrupt_training_at_epoch(monkeypatch, 2)
+    assert train(learn_root, tmp_path, "gpu", "--iters", "6", "--amp") == 130
+    undo()
     last = tmp_path / "gpu" / "last.pth"
     assert load_checkpoint(last)["iteration"] == 3
     args = train_dlv3p.get_args_parser().parse_args(["--data-root", str(learn_root), "--workers", "2", "--device",

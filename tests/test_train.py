@@ -5,16 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import shutil
+
 import numpy as np
 import pytest
-import shutil
 import torch
 
 import train_dlv3p
 from cityscapes.files import read_png, write_png
-from deeplabv3plus import engine
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import HISTORY_COLUMNS, read_history
+from helpers import interrupt_training_at_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,9 +68,8 @@ def test_mixed_precision_and_channels_last(tiny_root, tmp_path):
 def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     assert train_dlv3p.main(train_args(tiny_root, tmp_path / "straight", "--iters", "3")) == 0
 
-    undo = interrupted_at_epoch(monkeypatch, 3)  # the machine goes down mid-run
-    with pytest.raises(KeyboardInterrupt):
-        train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3"))
+    undo = interrupt_training_at_epoch(monkeypatch, 3)  # the machine goes down mid-run
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3")) == 130  # interrupted: last.pth keeps the last complete epoch
     undo()
     last = tmp_path / "resumed" / "dlv3p_resnet50_os16" / "last.pth"
     assert load_checkpoint(last)["iteration"] == 2
@@ -92,25 +92,9 @@ def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     assert len(read_history(last.parent)) == 3
 
 
-def interrupted_at_epoch(monkeypatch, epoch):
-    """Make the given epoch (1-based) die as a killed machine would; returns a function that undoes it."""
-    real_train_one_epoch = engine.train_one_epoch
-    calls = []
-
-    def dies(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == epoch:
-            raise KeyboardInterrupt
-        return real_train_one_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "train_one_epoch", dies)
-    return lambda: monkeypatch.setattr(engine, "train_one_epoch", real_train_one_epoch)
-
-
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch, capsys):
-    undo = interrupted_at_epoch(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3"))
+    undo = interrupt_training_at_epoch(monkeypatch, 2)
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3")) == 130  # interrupted: last.pth keeps the last complete epoch
     undo()
     last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
     before = last.read_bytes()
