@@ -269,6 +269,13 @@ def resume_state(checkpoint: dict, path: Path, model: nn.Module, optimizer, sche
     return TrainState.from_checkpoint(checkpoint)
 
 
+def configure_kernels(device: torch.device, deterministic: bool) -> None:
+    """Fixed training crops: cuDNN autotuning on CUDA, unless a reproducible run is asked for."""
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
 RUN_FILES = ("last.pth", "best.pth", "history.csv", "per_class_iou.json", "args.json")
 
 
@@ -316,11 +323,7 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {cli.one_line(error)}", file=sys.stderr)
         return 2
-    # Fixed crops: let cuDNN pick the fastest kernels, unless a reproducible run is asked for.
-    torch.backends.cudnn.benchmark = context.device.type == "cuda" and not args.deterministic
-    if args.deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    configure_kernels(context.device, args.deterministic)
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a run killed while writing a checkpoint

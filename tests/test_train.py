@@ -264,3 +264,23 @@ def test_jitter_on_the_device_trains_the_same_weights(tiny_root, tmp_path):
     in_loader = load_checkpoint(tmp_path / "loader" / "dlv3p_resnet50_os16" / "last.pth")["model"]
     on_device = load_checkpoint(tmp_path / "device" / "dlv3p_resnet50_os16" / "last.pth")["model"]
     assert all(torch.allclose(in_loader[key].float(), on_device[key].float(), atol=1e-6) for key in in_loader)
+
+
+def test_cudnn_autotuning_on_cuda_unless_deterministic():
+    try:
+        train_dlv3p.configure_kernels(torch.device("cuda"), deterministic=False)  # flags only: no GPU needed
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+        train_dlv3p.configure_kernels(torch.device("cuda"), deterministic=True)
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled()
+        train_dlv3p.configure_kernels(torch.device("cpu"), deterministic=False)
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        train_dlv3p.configure_kernels(torch.device("cpu"), deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_float16_on_the_cpu_is_warned_about(tiny_root, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--amp", "--amp-dtype", "float16")) == 0
+    assert "float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16" in caplog.text
