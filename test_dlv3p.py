@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from cityscapes.check import check_before_run
@@ -109,14 +108,10 @@ def choose_ground_truth(args: argparse.Namespace) -> str:
 def build_protocol(args: argparse.Namespace, dataset: CityscapesSegmentation, checkpoint: dict,
                    amp_name: str | None) -> EvaluationProtocol:
     """The protocol of this run, from the flags, the data and the checkpoint."""
-    sizes = []
-    for path in dataset.images:
-        with Image.open(path) as image:  # the header only
-            sizes.append((image.height, image.width))
     train_stride = checkpoint["model_config"]["output_stride"]
     slide = args.mode == "slide"
     return EvaluationProtocol(
-        split=args.split, images=len(dataset), image_size=image_size_of(sizes), mode=args.mode,
+        split=args.split, images=len(dataset), image_size=image_size_of(dataset.image_sizes()), mode=args.mode,
         window=tuple(args.crop) if slide else None, stride=tuple(args.stride) if slide else None, flip=args.flip,
         scales=tuple(args.scales), train_output_stride=train_stride,
         test_output_stride=args.eval_output_stride or train_stride, amp_dtype=amp_name,

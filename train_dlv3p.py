@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
@@ -135,7 +134,11 @@ def resolve_run_flags(args: argparse.Namespace, checkpoint: dict | None, path: P
     contradicts the run being resumed (its optimizer and schedule could not honour it)."""
     saved = dict(checkpoint.get("args", {})) if checkpoint is not None else {}
     if checkpoint is not None:
-        saved.update({key: checkpoint["model_config"][key] for key in ("backbone", "output_stride")})
+        config = checkpoint["model_config"]
+        saved.update({key: config[key] for key in ("backbone", "output_stride")})
+        # checkpoints written before the auxiliary head and the --arch presets existed
+        saved.setdefault("aux_loss_weight", RUN_DEFAULTS["aux_loss_weight"] if config.get("aux_head") else 0.0)
+        saved.setdefault("arch", "mmseg" if config.get("stem") == "deep" else "deeplabv3plus")
     for key, default in {**RUN_DEFAULTS, "iters": None, "epochs": None}.items():
         given = getattr(args, key)
         if key == "crop_size" and given is not None:
@@ -224,11 +227,7 @@ def clamp_warmup(args: argparse.Namespace, total_iterations: int) -> None:
 
 def validation_protocol(args: argparse.Namespace, val_set: CityscapesSegmentation) -> EvaluationProtocol:
     """How validation during training scores: whole val images, the training's precision, generated masks."""
-    sizes = []
-    for path in val_set.images:
-        with Image.open(path) as image:  # the header only
-            sizes.append((image.height, image.width))
-    return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(sizes),
+    return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
                               train_output_stride=args.output_stride, test_output_stride=args.output_stride,
                               amp_dtype=args.amp_dtype, ground_truth=GROUND_TRUTHS["generated"])
 

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from cityscapes.files import is_up_to_date, read_png
-from cityscapes.labels import LABEL_ID_TO_TRAIN_ID, LABELS, NUM_CLASSES, IGNORE_INDEX
+from cityscapes.labels import LABELS, NUM_CLASSES, IGNORE_INDEX
 from cityscapes.paths import (GENERATED_DIR, MASK_KINDS, SPLITS, generated_mask_path, image_files, polygon_files,
                               polygons_path, provided_mask_path, stem_of)
 
@@ -123,14 +122,6 @@ def scan_split(root: Path, split: str, needs_masks: bool, strict: bool = True) -
         report.problems.append(Problem(f"{what} ({len(stale)} of {len(annotations)} {split} frames lack up-to-date "
                                        "generated masks)", _regenerate(root)))
     return report
-
-
-def _size(path: Path) -> tuple[int, int] | None:
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, ValueError):
-        return None
 
 
 def check_pixels(root: Path, split: str, report: SplitReport) -> None:

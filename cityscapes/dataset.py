@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 
@@ -84,6 +85,14 @@ class CityscapesSegmentation(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of every image, from the PNG headers (no pixel is decoded)."""
+        sizes = []
+        for path in self.images:
+            with Image.open(path) as image:
+                sizes.append((image.height, image.width))
+        return sizes
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The untransformed (H, W, 3) uint8 image and (H, W) uint8 trainId mask (memory maps from the cache)."""

@@ -28,7 +28,6 @@ import time
 import warnings
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

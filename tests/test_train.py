@@ -8,7 +8,6 @@ from pathlib import Path
 import shutil
 
 import numpy as np
-import pytest
 import torch
 
 import train_dlv3p
