@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,14 @@ from cityscapes.generate_gt import generate
 from cityscapes.synthetic import write_dataset
 
 TINY_HEIGHT, TINY_WIDTH = 64, 128
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path):
+    """pytest's tmp_path, deleted when the test ends: each training run writes two ~330 MB checkpoints (ResNet-50
+    weights and momentum), and the suite would otherwise hold about 19 GB of them until the session ends."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
