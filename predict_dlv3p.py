@@ -179,13 +179,20 @@ def main(args: argparse.Namespace) -> int:
         return 2
     predictor = Predictor(model, args, device)
     errors = [f"{argument}: matches no file" for argument in unmatched]
-    errors += predict_images([entry for entry in inputs if not entry.is_video], predictor, args, out)
     videos = []
-    for entry in (entry for entry in inputs if entry.is_video):
-        try:
-            videos.append(predict_video(entry, predictor, args, out))
-        except ValueError as error:
-            errors.append(str(error))
+    try:
+        errors += predict_images([entry for entry in inputs if not entry.is_video], predictor, args, out)
+        for entry in (entry for entry in inputs if entry.is_video):
+            try:
+                videos.append(predict_video(entry, predictor, args, out))
+            except ValueError as error:
+                errors.append(str(error))
+    except KeyboardInterrupt:  # every file already written is complete; a video being written is dropped
+        print(f"interrupted: the files written to {out} so far are complete; run again for the rest", file=sys.stderr)
+        return 130
+    except OSError as error:
+        print(f"error: cannot write {error.filename or out}: {error.strerror}", file=sys.stderr)
+        return 1
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     images = sum(not entry.is_video for entry in inputs)

@@ -141,3 +141,20 @@ def test_export_without_onnx_says_what_to_install(trained_run, monkeypatch, caps
     args = export.get_args_parser().parse_args(["--model_weights_path", str(trained_run / "best.pth")])
     assert export.main(args) == 2
     assert "onnxruntime not installed; run pip install -r requirements-export.txt" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_video_leaves_no_partial_file(trained_run, video, tmp_path, capsys, monkeypatch):
+    calls = []
+    real = predict_dlv3p.Predictor.__call__
+
+    def interrupted_on_the_second_batch(self, frames):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, frames)
+
+    monkeypatch.setattr(predict_dlv3p.Predictor, "__call__", interrupted_on_the_second_batch)
+    assert run(trained_run, video, "--out", tmp_path, "--batch-size", "2") == 130
+    err = capsys.readouterr().err
+    assert "interrupted: the files written to" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the MP4 nor its temporary file
