@@ -52,6 +52,14 @@ def learn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic_with_masks(tmp_path_factory, "learn", frames=12, seed=1)
 
 
+@pytest.fixture
+def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
+    """A writable copy of the tiny data set, for tests that damage or change it."""
+    copy = tmp_path / "data"
+    shutil.copytree(tiny_root, copy)
+    return copy
+
+
 TRAINED_ITERATIONS = 90
 
 

@@ -1,7 +1,6 @@
 """Every mistake of a user's first week ends in one line naming the file or flag and the fix, exit status 2 (bad
 input) or 1 (a failure while running), no traceback, and nothing the user had is changed."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +40,8 @@ def assert_one_line(err, *fragments):
         assert fragment in lines[0], (fragment, lines[0])
 
 
-@pytest.fixture
-def root(tiny_root, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(tiny_root, copy)
-    return copy
-
-
-def train_argv(root, save_dir, *extra):
-    return ["--data-root", root, "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
+def train_argv(tiny_copy, save_dir, *extra):
+    return ["--data-root", tiny_copy, "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
             "--crop-size", "32", "64", "--workers", "0", "--device", "cpu", "--save-dir", save_dir, "--warmup-iters", "1",
             "--val-every", "1", "--iters", "1", *extra]
 
@@ -77,16 +69,16 @@ TRAIN_FLAGS = [  # (flags, what the one line must say)
 
 
 @pytest.mark.parametrize("flags,message", TRAIN_FLAGS, ids=[" ".join(flags) for flags, _ in TRAIN_FLAGS])
-def test_train_flags_are_checked_before_any_work(root, tmp_path, capsys, flags, message):
-    code, err = outcome(train_dlv3p, train_argv(root, tmp_path / "saved", *flags), capsys)
+def test_train_flags_are_checked_before_any_work(tiny_copy, tmp_path, capsys, flags, message):
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "saved", *flags), capsys)
     assert code == 2
     assert_one_line(err, message)
     assert not (tmp_path / "saved" / "dlv3p_resnet50_os16").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
-def test_cuda_without_a_gpu(root, trained_run, tmp_path, capsys):
-    code, err = outcome(train_dlv3p, train_argv(root, tmp_path, "--device", "cuda"), capsys)
+def test_cuda_without_a_gpu(tiny_copy, trained_run, tmp_path, capsys):
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--device", "cuda"), capsys)
     assert code == 2
     assert_one_line(err, "argument --device: cuda: no CUDA GPU is available here; use --device cpu")
     code, err = outcome(test_dlv3p, ["--model_weights_path", trained_run / "best.pth", "--device", "cuda"], capsys)
@@ -94,16 +86,16 @@ def test_cuda_without_a_gpu(root, trained_run, tmp_path, capsys):
     assert_one_line(err, "no CUDA GPU is available here")
 
 
-def test_output_folders_that_cannot_be_written(root, trained_run, tmp_path, capsys):
+def test_output_folders_that_cannot_be_written(tiny_copy, trained_run, tmp_path, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    code, err = outcome(train_dlv3p, train_argv(root, a_file), capsys)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, a_file), capsys)
     assert code == 2
     assert_one_line(err, f"argument --save-dir: {a_file} is a file, not a folder")
-    code, err = outcome(train_dlv3p, train_argv(root, "/proc/no_such_folder"), capsys)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, "/proc/no_such_folder"), capsys)
     assert code == 2
     assert_one_line(err, "argument --save-dir: cannot write in /proc/no_such_folder")
-    code, err = outcome(test_dlv3p, ["--model_weights_path", trained_run / "best.pth", "--data-root", root, "--out",
+    code, err = outcome(test_dlv3p, ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out",
                                      a_file, "--device", "cpu", "--workers", "0"], capsys)
     assert code == 2
     assert_one_line(err, f"argument --out: {a_file} is a file, not a folder")
@@ -119,15 +111,15 @@ TEST_FLAGS = [
 
 
 @pytest.mark.parametrize("flags,message", TEST_FLAGS, ids=[" ".join(flags) for flags, _ in TEST_FLAGS])
-def test_test_flags(trained_run, root, tmp_path, capsys, flags, message):
-    code, err = outcome(test_dlv3p, ["--model_weights_path", trained_run / "best.pth", "--data-root", root, "--out",
+def test_test_flags(trained_run, tiny_copy, tmp_path, capsys, flags, message):
+    code, err = outcome(test_dlv3p, ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out",
                                      tmp_path / "out", "--device", "cpu", "--workers", "0", *flags], capsys)
     assert code == 2
     assert_one_line(err, message)
     assert not (tmp_path / "out" / "tiny").exists()
 
 
-def test_checkpoints_that_are_not_checkpoints(trained_run, root, tmp_path, capsys):
+def test_checkpoints_that_are_not_checkpoints(trained_run, tiny_copy, tmp_path, capsys):
     random_bytes = tmp_path / "random.pth"
     random_bytes.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     damaged = tmp_path / "run" / "best.pth"
@@ -137,35 +129,35 @@ def test_checkpoints_that_are_not_checkpoints(trained_run, root, tmp_path, capsy
     damaged.write_bytes(bytes(data))
     for path, message in ((random_bytes, "random.pth: not a checkpoint"), (damaged, "best.pth: damaged"),
                           (tmp_path / "missing.pth", "missing.pth: checkpoint not found")):
-        code, err = outcome(test_dlv3p, ["--model_weights_path", path, "--data-root", root, "--out", tmp_path / "out",
+        code, err = outcome(test_dlv3p, ["--model_weights_path", path, "--data-root", tiny_copy, "--out", tmp_path / "out",
                                          "--device", "cpu"], capsys)
         assert code == 2
         assert_one_line(err, message)
         assert "weights_only" not in err
-        code, err = outcome(train_dlv3p, train_argv(root, tmp_path / "saved", "--resume", path), capsys)
+        code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "saved", "--resume", path), capsys)
         assert code == 2
         assert_one_line(err, message)
 
 
-def test_a_second_run_never_overwrites_the_first(root, tmp_path, capsys):
-    assert outcome(train_dlv3p, train_argv(root, tmp_path), capsys)[0] == 0
+def test_a_second_run_never_overwrites_the_first(tiny_copy, tmp_path, capsys):
+    assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path), capsys)[0] == 0
     run = tmp_path / "dlv3p_resnet50_os16"
     before = snapshot(run)
-    code, err = outcome(train_dlv3p, train_argv(root, tmp_path, "--lr", "0.02"), capsys)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--lr", "0.02"), capsys)
     assert code == 2
     assert_one_line(err, f"{run}: already holds a run", f"--resume {run / 'last.pth'}", "--run-name NAME", "--overwrite")
     assert snapshot(run) == before
-    assert outcome(train_dlv3p, train_argv(root, tmp_path, "--run-name", "second"), capsys)[0] == 0
+    assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--run-name", "second"), capsys)[0] == 0
     assert snapshot(run) == before
-    assert outcome(train_dlv3p, train_argv(root, tmp_path, "--overwrite", "--lr", "0.02"), capsys)[0] == 0
+    assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--overwrite", "--lr", "0.02"), capsys)[0] == 0
     assert load_checkpoint(run / "last.pth")["args"]["lr"] == 0.02
 
 
-def test_a_killed_checkpoint_write_leaves_no_temporary_file(root, tmp_path, capsys, monkeypatch):
+def test_a_killed_checkpoint_write_leaves_no_temporary_file(tiny_copy, tmp_path, capsys, monkeypatch):
     from deeplabv3plus import engine
 
     undo = interrupt_training_at_epoch(monkeypatch, 2)
-    assert outcome(train_dlv3p, train_argv(root, tmp_path, "--iters", "2"), capsys)[0] == 130
+    assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--iters", "2"), capsys)[0] == 130
     undo()
     run = tmp_path / "dlv3p_resnet50_os16"
     (run / ".best.pth.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a write the kill cut short
@@ -177,7 +169,7 @@ def test_a_killed_checkpoint_write_leaves_no_temporary_file(root, tmp_path, caps
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(engine, "save_checkpoint", disk_full)
-    code, err = outcome(train_dlv3p, train_argv(root, tmp_path, "--resume", run / "last.pth", "--iters", "2"), capsys)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--resume", run / "last.pth", "--iters", "2"), capsys)
     assert code == 1, err
     assert_one_line(err, f"cannot write {run / 'best.pth'}: No space left on device",
                     f"continue with python train_dlv3p.py --resume {run / 'last.pth'}")
@@ -185,37 +177,37 @@ def test_a_killed_checkpoint_write_leaves_no_temporary_file(root, tmp_path, caps
     assert load_checkpoint(run / "last.pth")["iteration"] == 2  # written before best.pth: the run can resume
 
 
-def test_ctrl_c_during_training_says_how_to_continue(root, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_during_training_says_how_to_continue(tiny_copy, tmp_path, capsys, monkeypatch):
     interrupt_training_at_epoch(monkeypatch, 2)
-    code, err = outcome(train_dlv3p, train_argv(root, tmp_path, "--iters", "3"), capsys)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--iters", "3"), capsys)
     run = tmp_path / "dlv3p_resnet50_os16"
     assert code == 130
     assert_one_line(err.replace("interrupted", "error: interrupted"), f"{run / 'last.pth'} holds iteration 1",
                     f"continue with python train_dlv3p.py --resume {run / 'last.pth'}")
 
 
-def test_damaged_images_found_by_the_loader(root, tmp_path, capsys):
-    image = image_files(root, "train")[1]
+def test_damaged_images_found_by_the_loader(tiny_copy, tmp_path, capsys):
+    image = image_files(tiny_copy, "train")[1]
     image.write_bytes(image.read_bytes()[:300])  # truncated
     for workers in ("0", "1"):  # in the main process, and re-raised from a loader worker
-        code, err = outcome(train_dlv3p, train_argv(root, tmp_path / workers, "--batch-size", "3", "--workers", workers),
+        code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / workers, "--batch-size", "3", "--workers", workers),
                             capsys)
         assert code == 2
         assert_one_line(err, f"{image}: cannot be decoded (truncated, empty or not a PNG)", "python -m cityscapes.check")
 
 
-def test_an_image_that_does_not_match_its_annotation(root, trained_run, tmp_path, capsys):
-    train_image = image_files(root, "train")[0]
+def test_an_image_that_does_not_match_its_annotation(tiny_copy, trained_run, tmp_path, capsys):
+    train_image = image_files(tiny_copy, "train")[0]
     write_png(train_image, np.zeros((32, 64, 3), np.uint8))
-    code, err = outcome(train_dlv3p, train_argv(root, tmp_path / "saved", "--iters", "3"), capsys)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "saved", "--iters", "3"), capsys)
     assert code == 2
     assert_one_line(err, f"{train_image}: is 32x64 but its mask", "the image does not match its annotation: re-extract")
     # on the test split the same image would give a wrong-size PNG inside the submission zip
-    argv = ["--model_weights_path", trained_run / "best.pth", "--data-root", root, "--out", tmp_path / "out", "--split",
+    argv = ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out", tmp_path / "out", "--split",
             "test", "--device", "cpu", "--workers", "0"]
     assert outcome(test_dlv3p, argv, capsys)[0] == 0
     before = snapshot(tmp_path / "out")
-    test_image = image_files(root, "test")[2]
+    test_image = image_files(tiny_copy, "test")[2]
     write_png(test_image, np.zeros((32, 64, 3), np.uint8))
     code, err = outcome(test_dlv3p, argv, capsys)
     assert code == 2
@@ -223,28 +215,28 @@ def test_an_image_that_does_not_match_its_annotation(root, trained_run, tmp_path
     assert snapshot(tmp_path / "out") == before
 
 
-def test_an_image_without_its_polygon_file(root, tmp_path, capsys):
-    annotation = polygon_files(root, "train")[2]
+def test_an_image_without_its_polygon_file(tiny_copy, tmp_path, capsys):
+    annotation = polygon_files(tiny_copy, "train")[2]
     annotation.unlink()
-    code, err = outcome(train_dlv3p, train_argv(root, tmp_path), capsys)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path), capsys)
     assert code == 2
     assert_one_line(err, f"no {annotation.name}", "re-extract gtFine_trainvaltest.zip")
 
 
-def test_validation_without_labelled_pixels(root, tmp_path, capsys, caplog):
-    for path in (root / "generated_gt" / "val").glob("*/*_labelTrainIds.png"):
+def test_validation_without_labelled_pixels(tiny_copy, tmp_path, capsys, caplog):
+    for path in (tiny_copy / "generated_gt" / "val").glob("*/*_labelTrainIds.png"):
         write_png(path, np.full((64, 128), 255, np.uint8))
     with caplog.at_level("WARNING"):
-        code, err = outcome(train_dlv3p, train_argv(root, tmp_path), capsys)
+        code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path), capsys)
     assert code == 0
     assert "the val split has no labelled pixels" in caplog.text and "holds the trained model" in caplog.text
     assert load_checkpoint(tmp_path / "dlv3p_resnet50_os16" / "last.pth")["iteration"] == 1
 
 
-def test_an_interrupted_evaluation_keeps_the_previous_output(trained_run, root, tmp_path, capsys, monkeypatch):
+def test_an_interrupted_evaluation_keeps_the_previous_output(trained_run, tiny_copy, tmp_path, capsys, monkeypatch):
     from cityscapes.submission import PredictionWriter
 
-    argv = ["--model_weights_path", trained_run / "best.pth", "--data-root", root, "--out", tmp_path, "--device", "cpu",
+    argv = ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out", tmp_path, "--device", "cpu",
             "--workers", "0", "--split", "val"]
     assert outcome(test_dlv3p, argv, capsys)[0] == 0
     before = snapshot(tmp_path)
