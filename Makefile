@@ -8,7 +8,7 @@ DEMO_ITERS ?= 240
 # bf16 autocast only where the CPU runs it natively (1.7x faster here); fp32 elsewhere
 CPU_AMP = $$($(PY) -c "from deeplabv3plus.precision import cpu_supports_bfloat16 as s; print('--amp' if s() else '')")
 
-.PHONY: demo test test-gpu install install-dev clean-demo
+.PHONY: demo test test-gpu test-fake-gpu install install-dev clean-demo
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -55,6 +55,10 @@ test: install-dev
 # The GPU tier alone (tests marked cuda; they skip without a GPU, so make test stays CPU-only).
 test-gpu: install-dev
 	$(PY) -m pytest -m cuda
+
+# The GPU tier on the fake CUDA device of tests/fake_cuda.py (no GPU needed; tests that need the hardware skip).
+test-fake-gpu: install-dev
+	$(PY) -m pytest -m cuda --fake-cuda
 
 clean-demo:
 	rm -rf $(DEMO_ROOT) saved/$(DEMO_RUN) outputs/$(DEMO_RUN)

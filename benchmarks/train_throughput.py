@@ -34,6 +34,7 @@ from cityscapes.visualize import save_figure
 from deeplabv3plus.engine import train_one_epoch
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import build_model
+from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import resolve_precision
 
 PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
@@ -72,7 +73,7 @@ def measure(config: dict) -> dict:
         model = model.to(memory_format=torch.channels_last)
     train_model = torch.compile(model) if compile_model else model
     precision = resolve_precision(config["precision"] != "fp32", PRECISIONS[config["precision"]], device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = build_sgd(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=0.0, device=device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: 1.0)
     scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
     options = {"scaler": scaler, "precision": precision, "channels_last": channels_last, "log_every": 10**9}

@@ -29,7 +29,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cityscapes.labels import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CropFirstTrainTransform", "RandomScale", "ScaleCrop", "crop_first",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CropFirstTrainTransform", "DeviceNormalise", "RandomScale", "ScaleCrop", "crop_first",
            "draw_scale_crop", "eval_transforms", "resize_then_crop_transforms", "train_transforms"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -170,6 +170,7 @@ class CropFirstTrainTransform:
         self.jitter = v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
         self.normalise = v2.Compose(_to_normalised_float())
         self.jitter_on_device = jitter_on_device
+        self.normalise_on_device = DeviceNormalise(IMAGENET_MEAN, IMAGENET_STD)
 
     def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, ...]:
         image, mask = _as_arrays(image, mask)
@@ -184,7 +185,24 @@ class CropFirstTrainTransform:
     def finish_on_device(self, images: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
         """(N, 3, h, w) uint8 crops on any device and their (N, 8) jitter parameters -> normalised float crops."""
         jittered = [self.jitter.transform(image, _decode_jitter(row)) for image, row in zip(images, jitter.tolist())]
-        return self.normalise(tv_tensors.Image(torch.stack(jittered))).as_subclass(torch.Tensor)
+        return self.normalise_on_device(torch.stack(jittered))
+
+
+class DeviceNormalise:
+    """uint8 images -> float32 in [0, 1] -> ``(x - mean) / std``, as v2.ToDtype(scale=True) + v2.Normalize compute it
+    (the same values), with mean and std copied to each device once rather than at every call (torchvision builds
+    them anew per call: a blocking host-to-device copy per batch on a GPU)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., 3, H, W) uint8 on any device -> float32 on the same device."""
+        if images.device not in self._on_device:
+            self._on_device[images.device] = (self.mean.to(images.device), self.std.to(images.device))
+        mean, std = self._on_device[images.device]
+        return images.to(torch.float32).mul_(1.0 / 255).sub(mean).div_(std)
 
 
 _JITTER_FACTORS = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")

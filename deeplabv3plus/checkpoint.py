@@ -18,7 +18,7 @@ from torch import nn
 
 from cityscapes.files import write_bytes_atomic
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "unwrap_model", "weights_digest"]
+__all__ = ["CheckpointError", "load_checkpoint", "on_the_host", "save_checkpoint", "unwrap_model", "weights_digest"]
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config")
@@ -39,10 +39,25 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def on_the_host(value: object) -> object:
+    """``value`` (nested dicts, lists, tuples) with every tensor copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: on_the_host(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_the_host(item) for item in value)
+    return value
+
+
 def save_checkpoint(path: Path, model: nn.Module, **state: object) -> Path:
-    """Save the unwrapped model, its ``config`` and ``state`` (plain values and state dicts) atomically."""
+    """Save the unwrapped model, its ``config`` and ``state`` (plain values and state dicts) atomically.
+
+    Every tensor is saved from the CPU, so a checkpoint trained on a GPU loads anywhere, with or without
+    ``map_location``."""
     plain = unwrap_model(model)
-    payload = {"format_version": FORMAT_VERSION, "model_config": dict(plain.config), "model": plain.state_dict(), **state}
+    payload = on_the_host({"format_version": FORMAT_VERSION, "model_config": dict(plain.config),
+                           "model": plain.state_dict(), **state})
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_bytes_atomic(Path(path), buffer.getvalue())

@@ -1,6 +1,6 @@
 """Segmentation metrics from one confusion matrix accumulated over a whole split.
 
-The matrix is accumulated on the device with ``torch.bincount`` (rows: ground
+The matrix is accumulated on the device without a host sync (rows: ground
 truth, columns: prediction), pixels labelled with the ignore index are left out,
 and under DDP the per-process matrices are summed once at the end. Scores are
 pure functions of the matrix: a class absent from both ground truth and
@@ -26,13 +26,26 @@ class ConfusionMatrix:
 
     @torch.no_grad()
     def update(self, target: torch.Tensor, prediction: torch.Tensor) -> None:
-        """Count (N, H, W) ground-truth trainIds against (N, H, W) predicted class indices."""
+        """Count (N, H, W) ground-truth trainIds against (N, H, W) predicted class indices.
+
+        Never waits for the device: ignored pixels go to an extra bin that is
+        dropped, pixels are counted with ``index_add_`` (``bincount`` must read
+        the largest index on the host), and the label check is asynchronous on
+        a GPU (a ValueError at once on the CPU).
+        """
         n = self.num_classes
         valid = target != self.ignore_index
-        if bool((target[valid] >= n).any() | (target[valid] < 0).any()):
-            raise ValueError(f"target holds labels outside 0..{n - 1} other than the ignore index {self.ignore_index}")
-        indices = target[valid].to(torch.int64) * n + prediction[valid].to(torch.int64)
-        self.matrix += torch.bincount(indices, minlength=n * n).reshape(n, n)
+        in_range = ((target >= 0) & (target < n)) | ~valid
+        message = f"target holds labels outside 0..{n - 1} other than the ignore index {self.ignore_index}"
+        if target.device.type == "cpu":
+            if not bool(in_range.all()):
+                raise ValueError(message)
+        else:
+            torch._assert_async(in_range.all(), message)
+        indices = torch.where(valid, target.to(torch.int64) * n + prediction.to(torch.int64), n * n).clamp_(0, n * n)
+        counts = torch.zeros(n * n + 1, dtype=torch.int64, device=indices.device)
+        counts.index_add_(0, indices.flatten(), torch.ones_like(indices).flatten())
+        self.matrix += counts[: n * n].reshape(n, n).to(self.matrix.device)
 
     def reduce_from_all_processes(self) -> None:
         """Sum the matrices of all processes (no-op outside DDP)."""

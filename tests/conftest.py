@@ -22,14 +22,32 @@ def tmp_path(tmp_path: Path):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fake-cuda", action="store_true",
+                     help="run the tests marked cuda on the fake CUDA device of tests/fake_cuda.py (no GPU needed)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``cuda`` skip cleanly where no GPU is present (make test-gpu runs them on one)."""
+    """Tests marked ``cuda`` skip cleanly where no GPU is present (make test-gpu runs them on one), unless
+    --fake-cuda runs them on the fake device; those that need the hardware itself still skip then."""
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu)")
+    fake = config.getoption("--fake-cuda")
     for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+        if item.get_closest_marker("cuda") is None:
+            continue
+        if not fake:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu)"))
+        elif item.get_closest_marker("gpu_hardware") is not None:
+            item.add_marker(pytest.mark.skip(reason="needs the GPU itself (inductor, NCCL or a subprocess)"))
+
+
+@pytest.fixture(autouse=True)
+def _cuda_tests_on_the_fake_device(request: pytest.FixtureRequest) -> None:
+    """With --fake-cuda and no GPU, a test marked cuda runs inside the fake CUDA harness."""
+    if (request.node.get_closest_marker("cuda") is not None and request.config.getoption("--fake-cuda")
+            and not torch.cuda.is_available()):
+        request.getfixturevalue("fake_cuda")
 
 
 def synthetic_with_masks(tmp_path_factory: pytest.TempPathFactory, name: str, frames: int, seed: int) -> Path:
@@ -77,3 +95,12 @@ def trained_run(learn_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     ])
     assert train_dlv3p.main(args) == 0
     return save_dir / "tiny"
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch):
+    """The CUDA code path on the CPU (tests/fake_cuda.py): tensors say cuda:0, synchronisations are recorded."""
+    from fake_cuda import fake_cuda as harness
+
+    with harness(monkeypatch) as fake:
+        yield fake
