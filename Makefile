@@ -13,10 +13,10 @@ CPU_AMP = $$($(PY) -c "from deeplabv3plus.precision import cpu_supports_bfloat16
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-$(VENV)/.installed: requirements.txt requirements-export.txt
+$(VENV)/.installed: requirements.txt requirements-export.txt requirements-tensorboard.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt -r requirements-tensorboard.txt
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

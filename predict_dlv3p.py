@@ -28,7 +28,7 @@ from cityscapes.submission import train_ids_to_label_ids
 from cityscapes.transforms import eval_transforms
 from cityscapes.visualize import colorize_train_ids, overlay, side_by_side
 from deeplabv3plus import cli
-from deeplabv3plus.inference import load_trained_model, predict
+from deeplabv3plus.inference import check_inference_options, load_trained_model, predict
 from deeplabv3plus.media import InputFile, VideoWriter, find_inputs, read_image, read_video
 from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
 
@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     inference.add_argument("--stride", type=cli.crop_side, nargs=2, default=[513, 513], metavar=("H", "W"),
                            help="sliding window step (--mode slide)")
     inference.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
-    inference.add_argument("--scales", type=cli.positive_float, nargs="+", default=[1.0], help="multi-scale inference")
+    inference.add_argument("--scales", type=cli.inference_scale, nargs="+", default=[1.0], help="multi-scale inference")
     inference.add_argument("--amp", action="store_true", help="mixed precision")
     inference.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None, help="autocast dtype with --amp")
     inference.add_argument("--channels-last", action="store_true", help="channels_last memory format")
@@ -162,6 +162,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if not 0 <= args.alpha <= 1:
             raise cli.FlagError(f"argument --alpha: must be from 0 to 1, got {args.alpha}")
+        check_inference_options(args.mode, args.crop, args.stride)
         inputs, unmatched = find_inputs(args.inputs)
         if not inputs:
             raise FileNotFoundError(f"{' '.join(args.inputs)}: no image or video found; name files, folders or globs")

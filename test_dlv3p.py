@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from cityscapes.check import check_before_run
 from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, missing_provided_masks
-from cityscapes.files import write_csv, write_json
+from cityscapes.files import missing_folders, remove_empty_folders, write_csv, write_json
 from cityscapes.labels import CATEGORY_NAMES, CLASS_NAMES, IGNORE_INDEX, TRAIN_ID_TO_CATEGORY_ID
 from cityscapes.paths import GENERATED_DIR, SPLITS, generated_mask_path, provided_mask_path, stem_of
 from cityscapes.submission import PredictionWriter, make_submission_zip, prediction_path
@@ -37,7 +37,9 @@ from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import load_checkpoint, weights_digest
 from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
 from deeplabv3plus.engine import EvaluationResult, evaluate
-from deeplabv3plus.inference import load_trained_model
+from cityscapes.visualize import save_figure
+from deeplabv3plus.figures import plot_confusion_matrix
+from deeplabv3plus.inference import check_inference_options, load_trained_model
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
 from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
@@ -80,7 +82,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     inference.add_argument("--stride", type=cli.crop_side, nargs=2, default=[513, 513], metavar=("H", "W"),
                            help="sliding window step (--mode slide)")
     inference.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
-    inference.add_argument("--scales", type=cli.positive_float, nargs="+", default=[1.0],
+    inference.add_argument("--scales", type=cli.inference_scale, nargs="+", default=[1.0],
                            help="multi-scale test (e.g. 0.75 1.0 1.25)")
     inference.add_argument("--amp", action="store_true", help="mixed precision inference")
     inference.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
@@ -180,7 +182,8 @@ def put_in_place(work_dir: Path, final_dir: Path) -> None:
 
 def write_results(args: argparse.Namespace, result: EvaluationResult, dataset: CityscapesSegmentation,
                   protocol: EvaluationProtocol, work_dir: Path, model_name: str) -> dict | None:
-    """The zip of the split's labelIds PNGs and, on a labelled split, metrics.json and class_iou.csv (in work_dir)."""
+    """The zip of the split's labelIds PNGs and, on a labelled split, metrics.json, class_iou.csv and
+    confusion_matrix.png (in work_dir)."""
     # the files of this split's images (written by every rank), never leftovers of an earlier run
     stems = sorted(stem_of(path) for path in dataset.images)
     prediction_files = [prediction_path(work_dir, stem) for stem in stems]
@@ -193,6 +196,9 @@ def write_results(args: argparse.Namespace, result: EvaluationResult, dataset: C
         report["official_mean_iou"] = official["averageScoreClasses"]
         report["official_category_mean_iou"] = official["averageScoreCategories"]
     write_json(work_dir / "metrics.json", report)
+    save_figure(plot_confusion_matrix(result.confusion.matrix.cpu().tolist(), CLASS_NAMES,
+                                      f"{model_name}, {args.split}: confusion matrix (rows: recall, %; red: the "
+                                      "largest confusions)"), work_dir / "confusion_matrix.png")
     write_csv(work_dir / "class_iou.csv", ({"class": name, "iou": report["class_iou"][name],
                                             "dice": report["class_dice"][name]} for name in CLASS_NAMES),
               ["class", "iou", "dice"])
@@ -203,9 +209,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     context = init_distributed_mode(args.device)
     try:
-        if args.mode == "slide" and any(stride > crop for stride, crop in zip(args.stride, args.crop)):
-            raise cli.FlagError(f"argument --stride: {args.stride} leaves gaps between --crop {args.crop} windows; "
-                                "use a stride no larger than the window")
+        check_inference_options(args.mode, args.crop, args.stride)
         precision = resolve_precision(args.amp, args.amp_dtype, context.device)
         if precision.dtype == torch.float16 and context.device.type == "cpu":
             log.warning("warning: float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16")
@@ -221,11 +225,13 @@ def main(args: argparse.Namespace) -> int:
                          needs_masks=[args.split] if ground_truth == "generated" and args.split != "test" else [])
         dataset = CityscapesSegmentation(args.data_root, args.split, eval_transforms(), ground_truth=ground_truth)
         protocol = build_protocol(args, dataset, checkpoint, precision.name)
+        check_inference_options(args.mode, args.crop, args.stride, args.scales, min(dataset.image_sizes(), key=min))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {cli.one_line(error)}", file=sys.stderr)
         return 2
     # Everything is written aside and put in place when complete: an interrupted run leaves the previous output alone.
     work_dir = final_dir.with_name(f".{args.split}.partial")
+    made = missing_folders(work_dir.parent)  # removed again if nothing is put in place
     if context.is_main:
         shutil.rmtree(work_dir, ignore_errors=True)  # left by a killed run
         work_dir.mkdir(parents=True)
@@ -251,6 +257,7 @@ def main(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, OSError, ValueError) as error:
         if context.is_main:
             shutil.rmtree(work_dir, ignore_errors=True)
+            remove_empty_folders(made)
         kept = f"{final_dir} keeps its previous output" if final_dir.exists() else "nothing was written"
         if isinstance(error, KeyboardInterrupt):
             print(f"interrupted: {kept}", file=sys.stderr)

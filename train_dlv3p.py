@@ -12,7 +12,9 @@ a linear warm-up, ImageNet-pretrained backbone, SyncBN on multiple GPUs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from cityscapes.check import check_before_run
 from cityscapes.cache import CACHE_DIR
 from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, SeededSampler
-from cityscapes.files import remove_stale_temporaries, write_json
+from cityscapes.files import missing_folders, remove_empty_folders, remove_stale_temporaries, write_json
 from cityscapes.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cityscapes.transforms import eval_transforms, train_transforms
 from deeplabv3plus import cli
@@ -36,26 +38,21 @@ from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, wi
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
+from deeplabv3plus.figures import prediction_frames
+from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
+from deeplabv3plus.run import (DEFAULT_ITERATIONS, KEPT_DEFAULTS, LENGTH_KEYS, RUN_DEFAULTS, resolve_run_settings,
+                               resume_record)
 
 log = logging.getLogger("train_dlv3p")
-
-RUN_DEFAULTS = {
-    "backbone": "resnet50", "output_stride": 8, "crop_size": [768, 768], "scale_range": [0.5, 2.0], "batch_size": 8,
-    "lr": 0.01, "backbone_lr_multiplier": 1.0, "momentum": 0.9, "weight_decay": 5e-4, "power": 0.9,
-    "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0, "aux_loss_weight": 0.4, "arch": "deeplabv3plus",
-}
-"""The recipe's value of every flag that defines a run. The parser leaves them None, so that a resumed run
-takes them from its checkpoint and a flag that contradicts the checkpoint is refused by name."""
-DEFAULT_ITERATIONS = 80_000
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.Parser(prog="train_dlv3p.py", description=__doc__.splitlines()[0],
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     recipe = lambda key: f" (default: {RUN_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
+    kept = lambda key: f" (default: {KEPT_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     data = parser.add_argument_group("Data")
-    data.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
-                      help="folder holding leftImg8bit/, gtFine/ and generated_gt/")
+    data.add_argument("--data-root", "--data_root", type=Path, default=None,
+                      help="folder holding leftImg8bit/, gtFine/ and generated_gt/" + kept("data_root"))
     data.add_argument("--crop-size", "--crop_size", type=cli.crop_side, nargs="+", default=None, metavar="SIZE",
                       help="training crop: one size (square) or height width" + recipe("crop_size"))
     data.add_argument("--scale-range", "--scale_range", type=cli.positive_float, nargs=2, default=None,
@@ -83,13 +80,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                        + recipe("aux_loss_weight"))
     model.add_argument("--init-weights", "--init_weights", type=Path, default=None,
                        help="start from the weights of a checkpoint (ours or converted, e.g. mmsegmentation's) to fine-tune")
-    model.add_argument("--pretrained-backbone", "--pretrained_backbone", default="imagenet",
-                       help="'imagenet' (torchvision download), 'none', or a path to a ResNet state dict")
+    model.add_argument("--pretrained-backbone", "--pretrained_backbone", default=None,
+                       help="'imagenet' (torchvision download), 'none', or a path to a ResNet state dict"
+                       + kept("pretrained_backbone"))
 
     optimization = parser.add_argument_group("Optimization")
     length = optimization.add_mutually_exclusive_group()
     length.add_argument("--iters", type=cli.positive_int, default=None,
-                        help=f"training iterations (default {DEFAULT_ITERATIONS}, or the resumed run's)")
+                        help=f"training iterations (default {DEFAULT_ITERATIONS}, or the resumed run's; more on "
+                             "--resume makes the run longer, the poly LR computed for the new length)")
     length.add_argument("--epochs", type=cli.positive_int, default=None, help="training epochs instead of --iters")
     optimization.add_argument("--lr", type=cli.positive_float, default=None, help="peak learning rate of the head" + recipe("lr"))
     optimization.add_argument("--backbone-lr-multiplier", type=cli.non_negative_float, default=None,
@@ -119,8 +118,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from (saved/{run}/last.pth)")
     runtime.add_argument("--overwrite", action="store_true",
                          help="replace the run already in the run folder (without it, such a run is never touched)")
-    runtime.add_argument("--val-every", "--val_every", type=cli.positive_int, default=10,
-                         help="validate every N epochs (and at the end)")
+    validation = runtime.add_mutually_exclusive_group()
+    validation.add_argument("--val-every", "--val_every", type=cli.positive_int, default=None,
+                            help="validate every N epochs (and at the end)" + kept("val_every"))
+    validation.add_argument("--val-interval", "--val_interval", type=cli.positive_int, default=None,
+                            help="validate every N iterations instead (at the end of the epoch that reaches each "
+                                 "multiple of N), e.g. 8000 as mmsegmentation's 80k schedule")
+    runtime.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                         help="write TensorBoard logs to {run}/tb (default: on when the tensorboard package is "
+                              "installed: pip install -r requirements-tensorboard.txt)")
+    runtime.add_argument("--preview-frames", type=cli.non_negative_int, default=4,
+                         help="val frames shown as image | prediction | ground truth in TensorBoard at each validation")
     runtime.add_argument("--log-every", "--log_every", type=cli.positive_int, default=20,
                          help="look at the loss (progress bar, non-finite check) every N iterations")
 
@@ -130,37 +138,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_run_flags(args: argparse.Namespace, checkpoint: dict | None, path: Path | None) -> None:
-    """Fill the run-defining flags: from the resumed checkpoint, else the recipe; FlagError when a flag
-    contradicts the run being resumed (its optimizer and schedule could not honour it)."""
-    saved = dict(checkpoint.get("args", {})) if checkpoint is not None else {}
-    if checkpoint is not None:
-        config = checkpoint["model_config"]
-        saved.update({key: config[key] for key in ("backbone", "output_stride")})
-        # checkpoints written before the auxiliary head and the --arch presets existed
-        saved.setdefault("aux_loss_weight", RUN_DEFAULTS["aux_loss_weight"] if config.get("aux_head") else 0.0)
-        saved.setdefault("arch", "mmseg" if config.get("stem") == "deep" else "deeplabv3plus")
-    for key, default in {**RUN_DEFAULTS, "iters": None, "epochs": None}.items():
-        given = getattr(args, key)
-        if key == "crop_size" and given is not None:
-            given = list(cli.crop_size(given))
-        if checkpoint is not None and key in saved:
-            if given is not None and given != saved[key] and not (key in ("iters", "epochs") and saved[key] is None):
-                flag = "--" + key.replace("_", "-")
-                raise cli.FlagError(f"argument {flag}: {given} differs from {saved[key]} of the run in {path}; a resumed "
-                                    "run keeps its settings: drop the flag, or start a new run with --run-name")
-            if given is None:
-                given = saved[key]
-        setattr(args, key, default if given is None else given)
-    if checkpoint is not None and args.iters is not None and args.epochs is not None:  # one of them was given anew
-        raise cli.FlagError(f"argument --iters/--epochs: the run in {path} has its length already; drop the flag")
-    if args.iters is None and args.epochs is None:
-        args.iters = DEFAULT_ITERATIONS
-
-
-def resolve_args(args: argparse.Namespace, context: DistributedContext, checkpoint: dict | None = None) -> argparse.Namespace:
-    """Check flags against each other and fill derived defaults; FlagError names the flag and the fix."""
-    resolve_run_flags(args, checkpoint, args.resume)
+def resolve_args(args: argparse.Namespace, context: DistributedContext,
+                 checkpoint: dict | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Check flags against each other and fill the run's settings (see deeplabv3plus.run) and derived defaults;
+    FlagError names the flag and the fix. Also returns what a resume changed, in words."""
+    keys = [*RUN_DEFAULTS, *KEPT_DEFAULTS, *LENGTH_KEYS]
+    settings, changes = resolve_run_settings({key: getattr(args, key) for key in keys}, checkpoint, args.resume)
+    vars(args).update(settings)
+    args.data_root = Path(args.data_root).resolve()  # recorded absolute: --resume alone works from any folder
+    args.init_weights = None if args.init_weights is None else Path(args.init_weights)
     args.scale_range = list(cli.scale_range(args.scale_range))
     if args.batch_size % context.world_size:
         raise cli.FlagError(f"argument --batch-size: {args.batch_size} must divide evenly over {context.world_size} processes")
@@ -176,7 +162,7 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext, checkpoi
         args.save_dir = args.resume.parent.parent if args.resume else Path("saved")
     if args.run_name is None:
         args.run_name = args.resume.parent.name if args.resume else f"dlv3p_{args.backbone}_os{args.output_stride}"
-    return args
+    return args, changes
 
 
 def build_dataloaders(args: argparse.Namespace, context: DistributedContext) -> tuple[DataLoader, DataLoader]:
@@ -200,7 +186,9 @@ def build_dataloaders(args: argparse.Namespace, context: DistributedContext) -> 
     workers = {"num_workers": args.workers, "pin_memory": context.device.type == "cuda"}
     if args.workers > 0:
         workers.update(persistent_workers=True, prefetch_factor=4)
-    train_loader = DataLoader(train_set, per_process, sampler=SeededSampler(train_sampler), drop_last=True, **workers)
+    # the loader's own generator: its workers' base seed is not drawn from the global random state either
+    train_loader = DataLoader(train_set, per_process, sampler=SeededSampler(train_sampler, args.seed, context.rank),
+                              drop_last=True, generator=torch.Generator().manual_seed(args.seed), **workers)
     val_loader = DataLoader(val_set, args.val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size),
                             **workers)
     return train_loader, val_loader
@@ -292,9 +280,87 @@ def claim_run_folder(args: argparse.Namespace) -> Path:
     return run_dir
 
 
+def open_training_log(args: argparse.Namespace, run_dir: Path, iteration: int) -> TrainingLog | None:
+    """TensorBoard logs in {run}/tb, unless off or not installed. A run resumed at ``iteration`` appends, and what
+    a killed run logged past that iteration is dropped (it is trained again)."""
+    if args.tensorboard is False:
+        return None
+    if not tensorboard_available():
+        log.info("TensorBoard logging is off (pip install -r requirements-tensorboard.txt turns it on)")
+        return None
+    training_log = TrainingLog(run_dir / TB_DIR, purge_step=iteration + 1 if iteration else None)
+    log.info("TensorBoard logs in %s; view them with: tensorboard --logdir %s", run_dir / TB_DIR, run_dir.parent)
+    return training_log
+
+
+def show_validation(training_log: TrainingLog, val_set: CityscapesSegmentation, args: argparse.Namespace,
+                    device: torch.device):
+    """After each validation: its scores, and image | prediction | ground truth of the first val frames."""
+    indices = range(min(args.preview_frames, len(val_set)))
+    amp_dtype = resolve_precision(args.amp, args.amp_dtype, device).dtype
+
+    def show(model: nn.Module, row: dict) -> None:
+        training_log.validation(row["iteration"], row, CLASS_NAMES)
+        if indices:
+            training_log.images(row["iteration"], prediction_frames(model, val_set, indices, device, amp_dtype))
+        training_log.flush()
+
+    return show
+
+
+def report_failure(error: BaseException, run_dir: Path) -> int:
+    """One line for a run that stopped, and its exit status: 1 a failure while running (NaN loss, full disk), 2 bad
+    data found on the way, 130 Ctrl-C. ``--resume`` is advised only where a last.pth exists."""
+    last = run_dir / "last.pth"
+    then = (f"continue with python train_dlv3p.py --resume {last}" if last.exists()
+            else "no checkpoint was written yet: run the same command again")
+    if isinstance(error, KeyboardInterrupt):
+        saved = f"{last} holds iteration {load_checkpoint(last)['iteration']}; " if last.exists() else ""
+        print(f"interrupted: {saved}{then}", file=sys.stderr)
+        return 130
+    if isinstance(error, FloatingPointError):
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if isinstance(error, OSError):  # a full disk or a permission while writing: the previous files stay as they were
+        print(f"error: cannot write {error.filename or run_dir}: {error.strerror}; free space (or fix permissions), "
+              f"then {then.removeprefix('no checkpoint was written yet: ')}", file=sys.stderr)
+        return 1
+    print(f"error: {cli.one_line(error)}", file=sys.stderr)  # a damaged or mismatched file, or data without labels
+    return 2
+
+
+def discard_unstarted_run(run_dir: Path, made: list[Path]) -> None:
+    """A new run that stopped before its first checkpoint leaves nothing: its args.json, TensorBoard logs and the
+    folders it made."""
+    if (run_dir / "last.pth").exists():
+        return
+    (run_dir / "args.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TB_DIR, ignore_errors=True)
+    remove_empty_folders(made)
+
+
 def plain_args(args: argparse.Namespace) -> dict:
     """The arguments as JSON-able plain values."""
     return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
+
+
+def given_flags(args: argparse.Namespace) -> dict:
+    """The flags of this invocation that differ from the parser's defaults (what a resume record says was given)."""
+    parser = get_args_parser()
+    return {key: value for key, value in plain_args(args).items() if value != parser.get_default(key)
+            and not (isinstance(value, str) and value == str(parser.get_default(key)))}
+
+
+def run_record(args: argparse.Namespace, run_dir: Path, protocol: EvaluationProtocol, resume: dict | None) -> dict:
+    """args.json: the settings the run uses; a resume keeps the first start's record, updated with the kept and
+    length settings, and appends ``resume`` to its ``resumes``."""
+    current = {**plain_args(args), "val_protocol": protocol.as_dict()}
+    path = run_dir / "args.json"
+    if resume is None or not path.exists():
+        return {**current, "resumes": [] if resume is None else [resume]}
+    previous = json.loads(path.read_text())
+    updated = {key: current[key] for key in (*KEPT_DEFAULTS, *LENGTH_KEYS, "val_protocol")}
+    return {**previous, **updated, "resumes": [*previous.get("resumes", []), resume]}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -302,7 +368,11 @@ def main(args: argparse.Namespace) -> int:
     context = init_distributed_mode(args.device)
     try:
         checkpoint = load_checkpoint(args.resume) if args.resume else None
-        args = resolve_args(args, context, checkpoint)
+        given = given_flags(args)
+        args, changes = resolve_args(args, context, checkpoint)
+        if args.tensorboard and not tensorboard_available():
+            raise cli.FlagError("argument --tensorboard: the tensorboard package is not installed; pip install -r "
+                                "requirements-tensorboard.txt, or drop the flag")
         run_dir = claim_run_folder(args)
         check_before_run(args.data_root, ["train", "val"], needs_masks=["train", "val"])
         train_loader, val_loader = build_dataloaders(args, context)
@@ -325,6 +395,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {cli.one_line(error)}", file=sys.stderr)
         return 2
     configure_kernels(context.device, args.deterministic)
+    made = missing_folders(run_dir)  # removed again if the run stops before its first checkpoint
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a run killed while writing a checkpoint
@@ -332,7 +403,10 @@ def main(args: argparse.Namespace) -> int:
             for name in RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)
         protocol = validation_protocol(args, val_loader.dataset)
-        write_json(run_dir / "args.json", {**plain_args(args), "val_protocol": protocol.as_dict()})
+        resume = resume_record(given, state.iteration, changes) if args.resume else None
+        write_json(run_dir / "args.json", run_record(args, run_dir, protocol, resume))
+        for change in changes:
+            log.info("resumed with a change: %s", change)
         log.info("run %s: %d iterations (%d per epoch), batch %d on %d process(es), device %s, from %s",
                  run_dir, total_iterations, len(train_loader), args.batch_size, context.world_size, context.device,
                  f"iteration {state.iteration}" if args.resume else "the start")
@@ -340,32 +414,30 @@ def main(args: argparse.Namespace) -> int:
     train_model = (nn.parallel.DistributedDataParallel(eval_model, device_ids=[context.device.index]
                                                        if context.device.type == "cuda" else None)
                    if context.enabled else eval_model)
+    training_log = open_training_log(args, run_dir, state.iteration) if context.is_main else None
     config = FitConfig(total_iterations=total_iterations, run_dir=run_dir, num_classes=NUM_CLASSES,
-                       class_names=CLASS_NAMES, val_every=args.val_every, seed=args.seed, rank=context.rank,
+                       class_names=CLASS_NAMES, val_every=args.val_every, val_interval=args.val_interval,
+                       seed=args.seed, rank=context.rank,
                        precision=resolve_precision(args.amp, args.amp_dtype, args.device),
-                       channels_last=args.channels_last, log_every=args.log_every,
+                       channels_last=args.channels_last, log_every=args.log_every, ignore_index=IGNORE_INDEX,
                        batch_transform=finish_batch_on_device(train_loader) if args.jitter_on_device else None,
-                       checkpoint_extra={"args": plain_args(args)})
-    resume = f"python train_dlv3p.py --resume {run_dir / 'last.pth'}"
+                       checkpoint_extra={"args": plain_args(args)},
+                       on_log=None if training_log is None else training_log.training,
+                       on_validation=None if training_log is None else
+                       show_validation(training_log, val_loader.dataset, args, context.device))
     try:
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,
                     context.device, config, state)
-    except FloatingPointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:  # a full disk or a permission while writing: the previous files stay as they were
-        print(f"error: cannot write {error.filename or run_dir}: {error.strerror}; free space (or fix permissions), "
-              f"then continue with {resume}", file=sys.stderr)
-        return 1
-    except ValueError as error:  # a damaged or mismatched file, found when the loader reached it
-        print(f"error: {cli.one_line(error)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        saved = (f"{run_dir / 'last.pth'} holds iteration {load_checkpoint(run_dir / 'last.pth')['iteration']}"
-                 if (run_dir / "last.pth").exists() else "no checkpoint was written yet")
-        print(f"interrupted: {saved}; continue with {resume}", file=sys.stderr)
-        return 130
+    except (FloatingPointError, OSError, ValueError, KeyboardInterrupt) as error:
+        if training_log is not None:
+            training_log.close()
+            training_log = None
+        if context.is_main and not args.resume:
+            discard_unstarted_run(run_dir, made)
+        return report_failure(error, run_dir)
     finally:
+        if training_log is not None:
+            training_log.close()
         if context.enabled:
             torch.distributed.destroy_process_group()
     if context.is_main and state.history:

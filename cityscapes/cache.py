@@ -22,9 +22,9 @@ if __package__ in (None, ""):  # run as a file: python cityscapes/cache.py
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
+import contextlib
 import io
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +32,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cityscapes.files import read_png, write_bytes_atomic, write_json
+from cityscapes.flags import Parser, positive_int
+from cityscapes.files import OutputError, check_output_folder, free_bytes, read_png, write_bytes_atomic, write_json
 from cityscapes.paths import GENERATED_DIR, city_of, generated_mask_path, image_files, stem_of
 
 __all__ = ["CACHE_DIR", "CacheError", "FrameCache", "build_cache", "cache_command"]
@@ -139,19 +140,25 @@ def build_cache(data_root: Path, splits: Sequence[str], cache_root: Path | None 
     def save_manifest() -> None:
         write_json(cache_root / MANIFEST, {"version": 1, "frames": dict(sorted(frames.items()))})
 
-    for split, stem, image_path, mask_path, record in tqdm(jobs, desc="cache", unit="frame", disable=not progress):
-        frames.pop(f"{split}/{stem}", None)  # not valid until both arrays are in place
-        image, mask = read_png(image_path), read_png(mask_path)
-        if image.shape[:2] != mask.shape:
-            raise ValueError(f"{image_path}: is {image.shape[0]}x{image.shape[1]} but its mask {mask_path} is "
-                             f"{mask.shape[0]}x{mask.shape[1]}; run python -m cityscapes.check --data-root {data_root}")
-        image_out, mask_out = entry_paths(cache_root, split, stem)
-        write_bytes_atomic(image_out, _npy_bytes(image))
-        write_bytes_atomic(mask_out, _npy_bytes(mask))
-        frames[f"{split}/{stem}"] = record
-        counts["written"] += 1
-        if counts["written"] % save_every == 0:
-            save_manifest()
+    try:
+        for split, stem, image_path, mask_path, record in tqdm(jobs, desc="cache", unit="frame", disable=not progress):
+            frames.pop(f"{split}/{stem}", None)  # not valid until both arrays are in place
+            image, mask = read_png(image_path), read_png(mask_path)
+            if image.shape[:2] != mask.shape:
+                raise ValueError(f"{image_path}: is {image.shape[0]}x{image.shape[1]} but its mask {mask_path} is "
+                                 f"{mask.shape[0]}x{mask.shape[1]}; run python -m cityscapes.check --data-root "
+                                 f"{data_root}")
+            image_out, mask_out = entry_paths(cache_root, split, stem)
+            write_bytes_atomic(image_out, _npy_bytes(image))
+            write_bytes_atomic(mask_out, _npy_bytes(mask))
+            frames[f"{split}/{stem}"] = record
+            counts["written"] += 1
+            if counts["written"] % save_every == 0:
+                save_manifest()
+    except BaseException:
+        with contextlib.suppress(OSError):  # on a full disk the manifest saved last stays, and stays true
+            save_manifest()  # the frames completed so far count: a rerun starts after them
+        raise
     save_manifest()
     return counts
 
@@ -167,26 +174,39 @@ def required_bytes(data_root: Path, splits: Sequence[str]) -> int:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write the decoded image/mask cache that train_dlv3p.py --cache reads.")
+    parser = Parser(prog="python -m cityscapes.cache", description="Write the decoded image/mask cache that train_dlv3p.py --cache reads.")
     parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root (default: data)")
     parser.add_argument("--splits", nargs="+", choices=["train", "val"], default=["train"], help="splits to cache")
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: {data-root}/cache)")
     return parser
 
 
+def cached_bytes(cache_root: Path) -> int:
+    """Disk the cache's arrays take already (a rebuild replaces them, so they count as free)."""
+    return sum(path.stat().st_size for path in cache_root.rglob("*.npy")) if cache_root.is_dir() else 0
+
+
 def main(args: argparse.Namespace) -> int:
     cache_root = args.cache_dir or args.data_root / CACHE_DIR
     try:
+        check_output_folder(cache_root, "--cache-dir")
         needed = required_bytes(args.data_root, args.splits)
         if needed == 0:
             raise FileNotFoundError(f"{args.data_root / 'leftImg8bit'}: no images in {', '.join(args.splits)}")
-        cache_root.mkdir(parents=True, exist_ok=True)
-        free = os.statvfs(cache_root).f_bavail * os.statvfs(cache_root).f_frsize
-        print(f"the cache of {', '.join(args.splits)} takes {needed / 1e9:.2f} GB in {cache_root} ({free / 1e9:.1f} GB free)")
+        free = free_bytes(cache_root) + cached_bytes(cache_root)
+        print(f"the cache of {', '.join(args.splits)} takes {needed / 1e9:.2f} GB in {cache_root} ({free / 1e9:.2f} GB "
+              "free or cached)")
+        if needed > free:
+            raise OutputError(f"{cache_root}: the cache needs {needed / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; "
+                              "free space, or choose a roomier --cache-dir")
         counts = build_cache(args.data_root, args.splits, cache_root)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the disk filled up meanwhile: every entry in the manifest is complete
+        print(f"error: cannot write {error.filename or cache_root}: {error.strerror}; free space and run again (the "
+              "frames cached so far are kept)", file=sys.stderr)
+        return 1
     print(f"{counts['written']} frames written, {counts['up_to_date']} up to date -> {cache_root}")
     return 0
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cityscapes.flags import Parser, positive_int
 from cityscapes.files import is_up_to_date, read_png
 from cityscapes.labels import LABELS, NUM_CLASSES, IGNORE_INDEX
 from cityscapes.paths import (GENERATED_DIR, MASK_KINDS, SPLITS, generated_mask_path, image_files, polygon_files,
@@ -64,13 +65,15 @@ class SplitReport:
     problems: list[Problem] = field(default_factory=list)
     generated_bytes: int = 0  # disk the generated masks take (or would take)
     cache_bytes: int = 0  # disk the decoded cache would take
+    labelled_share: float | None = None  # of the generated trainId masks' pixels, those not ignored (full check)
 
     def counts_line(self) -> str:
         official = OFFICIAL_COUNTS[self.split]
         looks_full = self.images >= official // 10  # a real extraction, not the demo set
         reference = f" (full set: {official})" if looks_full else ""
+        labelled = "" if self.labelled_share is None else f", labelled pixels {100 * self.labelled_share:.1f}%"
         return (f"{self.split:<5} images {self.images}{reference}, polygon files {self.polygons}, shipped labelIds "
-                f"{self.provided}, generated masks {self.generated}")
+                f"{self.provided}, generated masks {self.generated}{labelled}")
 
 
 def _regenerate(root: Path, overwrite: bool = False) -> str:
@@ -124,8 +127,10 @@ def scan_split(root: Path, split: str, needs_masks: bool, strict: bool = True) -
     return report
 
 
-def check_pixels(root: Path, split: str, report: SplitReport) -> None:
-    """The slow part: every file opened; sizes compared; label values checked; disk space estimated."""
+def check_pixels(root: Path, split: str, report: SplitReport, labelled: bool = True) -> None:
+    """The slow part: every file opened; sizes compared; label values checked; disk space estimated. With
+    ``labelled`` (train, val), a trainId mask without any labelled pixel is a problem, and the share of labelled
+    pixels is reported."""
     root = Path(root)
     first: dict[str, Problem] = {}
     counts: dict[str, int] = {}
@@ -134,7 +139,7 @@ def check_pixels(root: Path, split: str, report: SplitReport) -> None:
         counts[kind] = counts.get(kind, 0) + 1
         first.setdefault(kind, problem)
 
-    pixels = 0
+    pixels, mask_pixels, labelled_pixels = 0, 0, 0
     for image_path in image_files(root, split):
         stem = stem_of(image_path)
         try:
@@ -170,6 +175,14 @@ def check_pixels(root: Path, split: str, report: SplitReport) -> None:
                 elif ((mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)).any():
                     note("generated_values", Problem(f"{train_ids}: holds values that are not trainIds",
                                                      _regenerate(root, overwrite=True)))
+                elif labelled:
+                    count = int(np.count_nonzero(mask != IGNORE_INDEX))
+                    mask_pixels, labelled_pixels = mask_pixels + mask.size, labelled_pixels + count
+                    if count == 0:
+                        note("unlabelled", Problem(f"{train_ids}: has no labelled pixel (every value is {IGNORE_INDEX}, "
+                                                   "ignored), so training learns nothing from it",
+                                                   f"check that {annotation} holds evaluated classes, then "
+                                                   + _regenerate(root, overwrite=True)))
         provided = provided_mask_path(root, split, stem)
         if provided.exists():
             try:
@@ -184,6 +197,8 @@ def check_pixels(root: Path, split: str, report: SplitReport) -> None:
         extra = f" (and {counts[kind] - 1} more in {split})" if counts[kind] > 1 else ""
         report.problems.append(Problem(problem.message + extra, problem.fix))
     report.cache_bytes = pixels * CACHE_BYTES_PER_PIXEL
+    if mask_pixels:
+        report.labelled_share = labelled_pixels / mask_pixels
     if report.generated == 0 and report.images:
         report.generated_bytes = int(pixels * 0.05)  # about 100 KB per 1024x2048 frame for the three PNGs
 
@@ -210,7 +225,7 @@ def check_data(root: Path, splits: Sequence[str] = SPLITS, pixels: bool = True,
                                   f"extract gtFine_trainvaltest.zip into {root} (or pass --data-root)"))
         report.problems[:0] = absent
         if pixels:
-            check_pixels(root, split, report)
+            check_pixels(root, split, report, labelled=split in needs_masks)
         reports.append(report)
     return reports
 
@@ -228,7 +243,7 @@ def _megabytes(count: int) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Check a Cityscapes data root before training or evaluation.")
+    parser = Parser(prog="python -m cityscapes.check", description="Check a Cityscapes data root before training or evaluation.")
     parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
                         help="data set root holding leftImg8bit/ and gtFine/ (default: data)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to check")

@@ -152,26 +152,33 @@ class CityscapesSegmentation(Dataset):
 
 
 class SeededSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, seed)``: the indices of ``sampler``, each with a seed drawn in the main process.
+    """Yields ``(index, seed)``: the indices of ``sampler``, each with a seed for its augmentation.
 
-    Augmentation then depends only on the main process's random state at the
-    epoch start (which training reseeds per epoch), not on which worker loads a
-    sample, how many workers there are, or what persistent workers did before:
-    a resumed run repeats an uninterrupted one exactly.
+    Order and seeds come from a generator of the sampler's own, seeded from
+    (``seed``, epoch, ``rank``) at every epoch: they do not depend on the global
+    random state, on which worker loads a sample, how many workers there are,
+    or whether the loader's persistent workers drew their base seed this epoch
+    or an earlier one, so a resumed run repeats an uninterrupted one exactly.
+    A ``RandomSampler`` inside shuffles with that generator; a
+    ``DistributedSampler`` shuffles by its own (seed, epoch).
     """
 
-    def __init__(self, sampler: Sampler[int]) -> None:
-        self.sampler = sampler
+    def __init__(self, sampler: Sampler[int], seed: int = 0, rank: int = 0) -> None:
+        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank)
+        if hasattr(self.sampler, "generator"):
+            self.sampler.generator = generator
         indices = list(self.sampler)
-        seeds = torch.randint(0, 2**62, (len(indices),)).tolist()
+        seeds = torch.randint(0, 2**62, (len(indices),), generator=generator).tolist()
         return iter(zip(indices, seeds))
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def set_epoch(self, epoch: int) -> None:
-        """Passed on to a DistributedSampler."""
+        """The epoch about to start (also passed on to a DistributedSampler)."""
+        self.epoch = epoch
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)

@@ -32,7 +32,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cityscapes.files import is_up_to_date, png_is_complete, write_csv, write_png
+from cityscapes.flags import Parser, positive_int
+from cityscapes.files import check_output_folder, is_up_to_date, png_is_complete, write_csv, write_png
 from cityscapes.labels import LABEL_ID_TO_COLOR, LABEL_ID_TO_TRAIN_ID, resolve_label
 from cityscapes.paths import (GENERATED_DIR, MASK_KINDS, POLYGONS_SUFFIX, SPLITS, generated_mask_path, image_files,
                               image_path, polygon_files, stem_of)
@@ -227,7 +228,7 @@ def generate(data_root: Path, splits: Sequence[str] = SPLITS, out_root: Path | N
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Generate labelIds / labelTrainIds / color masks from gtFine polygons, "
+    parser = Parser(prog="python -m cityscapes.generate_gt", description="Generate labelIds / labelTrainIds / color masks from gtFine polygons, "
                                      "or compare generated masks with the provided ones.")
     commands = parser.add_subparsers(dest="command")
     generate_parser = commands.add_parser("generate", help="write masks (the default command)")
@@ -237,7 +238,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                  help="splits to convert (default: those of train/val/test that have annotations)")
     generate_parser.add_argument("--out", type=Path, default=None,
                                  help="output root (default: {data-root}/generated_gt); never inside gtFine/")
-    generate_parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
+    generate_parser.add_argument("--workers", type=positive_int, default=os.cpu_count(), help="processes (default: all cores)")
     generate_parser.add_argument("--overwrite", action="store_true",
                                  help="rewrite every mask (without it, only missing, empty or outdated ones are written)")
     compare_parser = commands.add_parser("compare", help="compare generated labelIds with the provided ones")
@@ -277,6 +278,7 @@ def _report_unannotated(data_root: Path, splits: Sequence[str]) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     """Write the masks; exit status 1 with a count when any file failed."""
     splits = args.splits or list(SPLITS)
+    check_output_folder(args.out or args.data_root / GENERATED_DIR, "--out")  # before any work
     _report_unannotated(args.data_root, splits)
     results = generate(args.data_root, splits, args.out, args.workers, args.overwrite,
                        skip_absent_splits=args.splits is None)
@@ -295,9 +297,9 @@ def run_compare(args: argparse.Namespace) -> int:
     from cityscapes.compare_gt import compare_split
     from cityscapes.visualize import plot_mask_agreement, save_figure
 
+    out = check_output_folder(Path(args.out), "--out")  # before any work
     comparison = compare_split(args.data_root, args.split, args.generated)
     print(comparison.format_table())
-    out = Path(args.out)
     name = f"generated_vs_provided_{args.split}"
     write_csv(out / f"{name}_images.csv", comparison.per_image, ["image", "pixels", "agreeing_pixels", "agreement"])
     write_csv(out / f"{name}_classes.csv", comparison.per_class(),
@@ -313,6 +315,10 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk or a permission while writing: the files written so far are complete
+        print(f"error: cannot write {error.filename or args.out}: {error.strerror}; free space (or fix permissions), "
+              "then run again: masks already written are kept", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

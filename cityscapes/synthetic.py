@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cityscapes.flags import Parser, positive_int
 from cityscapes.files import write_json, write_png
 from cityscapes.labels import LABEL_ID_TO_COLOR, resolve_label
 from cityscapes.paths import SPLITS, frame_stem, image_path, polygons_path, provided_mask_path
@@ -41,6 +42,9 @@ MARKER_FILE = "SYNTHETIC_CITYSCAPES"
 ANNOTATED_FRAME = 19  # Cityscapes annotates the 20th frame of each 30-frame snippet
 TEST_SPLIT_LABELS = ("ego vehicle", "rectification border", "out of roi")
 LICENSE_PLATE_APPEARANCE = (235, 235, 225)
+PHOTO_GRAIN, PHOTO_GRAIN_BLUR, PHOTO_NOISE = 10.0, 3.0, 1.5
+"""--photo-like: correlated grain (std before the blur, blur sigma in pixels) and sensor noise (std), in grey levels:
+chosen so that a 1024x2048 frame is about as large and as slow to decode as a real Cityscapes frame."""
 
 # Texture of each class in the camera image: (stripe period in px at width 512, angle in degrees).
 TEXTURES = {
@@ -186,11 +190,15 @@ def _texture(label_name: str, height: int, width: int) -> np.ndarray:
     return 18.0 * np.sin(2 * math.pi * (xs * math.cos(theta) + ys * math.sin(theta)) / period)
 
 
-def render_image(objects: list[dict], height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+def render_image(objects: list[dict], height: int, width: int, rng: np.random.Generator,
+                 photo_like: bool = False) -> np.ndarray:
     """The camera image of a scene: (H, W, 3) uint8 RGB.
 
     Every class gets its palette colour, its texture and noise; license plates are
     painted (they are part of the car in the masks); deleted objects are not.
+    ``photo_like``: instead of strong pixel noise, the shading, spatially correlated
+    grain and mild sensor noise of a photograph, so that a 1024x2048 frame is about
+    as large and as slow to decode as a real Cityscapes one (see the README).
     """
     appearance = np.zeros((height, width), np.int32)  # index into `painted`, 0 = background
     painted: list[tuple[str, tuple[int, int, int]]] = [("unlabeled", (20, 20, 20))]
@@ -210,7 +218,12 @@ def render_image(objects: list[dict], height: int, width: int, rng: np.random.Ge
         region = appearance == index
         image[region] = np.asarray(colour, np.float32) + _texture(name, height, width)[region, None]
     image *= rng.uniform(0.85, 1.15)  # frame-wide illumination
-    image += rng.normal(0.0, 8.0, image.shape).astype(np.float32)
+    if photo_like:
+        image *= np.linspace(1.1, 0.85, height, dtype=np.float32)[:, None, None]  # sky brighter than the road
+        grain = cv2.GaussianBlur(rng.normal(0.0, PHOTO_GRAIN, image.shape).astype(np.float32), (0, 0), PHOTO_GRAIN_BLUR)
+        image += grain + rng.normal(0.0, PHOTO_NOISE, image.shape).astype(np.float32)
+    else:
+        image += rng.normal(0.0, 8.0, image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -223,10 +236,11 @@ def _check_output_root(out: Path) -> None:
 
 
 def write_dataset(out: Path, frames_per_split: int = 6, height: int = 256, width: int = 512, seed: int = 0,
-                  splits: tuple[str, ...] = SPLITS) -> list[str]:
+                  splits: tuple[str, ...] = SPLITS, photo_like: bool = False) -> list[str]:
     """Write the data set under ``out``; returns the frame stems written, per split in order.
 
-    Deterministic for a seed: the same arguments give byte-identical files.
+    Deterministic for a seed: the same arguments give byte-identical files. ``photo_like``: camera images that
+    cost what real ones cost to decode (for benchmarks; see :func:`render_image`).
     """
     out = Path(out)
     _check_output_root(out)
@@ -240,7 +254,8 @@ def write_dataset(out: Path, frames_per_split: int = 6, height: int = 256, width
             stem = frame_stem(cities[index % len(cities)], index // len(cities), ANNOTATED_FRAME)
             scene = make_scene(rng, height, width)
             annotated = scene if split != "test" else [obj for obj in scene if obj["label"] in TEST_SPLIT_LABELS]
-            write_png(image_path(out, split, stem), render_image(scene, height, width, rng))
+            write_png(image_path(out, split, stem), render_image(scene, height, width, rng, photo_like),
+                      photograph=photo_like)
             write_json(polygons_path(out, split, stem), {"imgHeight": height, "imgWidth": width, "objects": annotated})
             label_ids, instance_ids = render_provided_masks(annotated, height, width)
             write_png(provided_mask_path(out, split, stem, "labelIds"), label_ids)
@@ -252,12 +267,15 @@ def write_dataset(out: Path, frames_per_split: int = 6, height: int = 256, width
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write a synthetic data set in the Cityscapes layout.")
+    parser = Parser(prog="python -m cityscapes.synthetic", description="Write a synthetic data set in the Cityscapes layout.")
     parser.add_argument("--out", type=Path, default=Path("data/demo"), help="data set root to write (default: data/demo)")
-    parser.add_argument("--frames-per-split", "--frames_per_split", type=int, default=6, help="frames in each of train/val/test")
-    parser.add_argument("--height", type=int, default=256, help="image height in pixels (Cityscapes: 1024)")
-    parser.add_argument("--width", type=int, default=512, help="image width in pixels (Cityscapes: 2048)")
+    parser.add_argument("--frames-per-split", "--frames_per_split", type=positive_int, default=6, help="frames in each of train/val/test")
+    parser.add_argument("--height", type=positive_int, default=256, help="image height in pixels (Cityscapes: 1024)")
+    parser.add_argument("--width", type=positive_int, default=512, help="image width in pixels (Cityscapes: 2048)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files")
+    parser.add_argument("--photo-like", action="store_true",
+                        help="camera images with a photograph's grain and compression, as large and as slow to "
+                             "decode as real Cityscapes frames (for benchmarks)")
     return parser
 
 
@@ -265,7 +283,8 @@ def main(args: argparse.Namespace) -> int:
     if args.frames_per_split < 1 or args.height < 16 or args.width < 16:
         raise SystemExit("error: --frames-per-split must be >= 1 and --height/--width >= 16")
     try:
-        stems = write_dataset(args.out, args.frames_per_split, args.height, args.width, args.seed)
+        stems = write_dataset(args.out, args.frames_per_split, args.height, args.width, args.seed,
+                              photo_like=args.photo_like)
     except FileExistsError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"wrote {len(stems)} synthetic frames ({args.height}x{args.width}) to {args.out}")

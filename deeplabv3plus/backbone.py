@@ -58,8 +58,10 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path}: backbone weights file not found; pass an existing file, 'imagenet' or none")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: not a loadable PyTorch state dict ({error})") from error
+    except Exception as error:  # noqa: BLE001  torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: not a loadable PyTorch state dict ({type(error).__name__}); expected a ResNet state "
+                         "dict saved with torch.save (e.g. torchvision's resnet50 weights file), or 'imagenet' / "
+                         "'none'") from None
     for key in ("state_dict", "model"):  # common wrappers of training checkpoints
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -7,17 +7,18 @@ must be a positive integer, got 0``) and exit status 2, before any work starts.
 from __future__ import annotations
 
 import argparse
-import re
-import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
-__all__ = ["FlagError", "Parser", "bounded_int", "crop_size", "device", "non_negative_float", "non_negative_int",
-           "one_line", "output_folder", "positive_float", "positive_int", "scale_range"]
+from cityscapes.files import OutputError, check_output_file, check_output_folder
+from cityscapes.flags import (Parser, bounded_int, inference_scale, non_negative_float, non_negative_int,
+                              positive_float, positive_int)
+
+__all__ = ["FlagError", "Parser", "bounded_int", "crop_size", "device", "inference_scale", "non_negative_float",
+           "non_negative_int", "one_line", "output_file", "output_folder", "positive_float", "positive_int",
+           "scale_range"]
 
 MAX_CROP_SIDE = 4096
 """Largest training or inference window side: twice Cityscapes' width; a larger one only fills memory."""
@@ -25,40 +26,6 @@ MAX_CROP_SIDE = 4096
 
 class FlagError(ValueError):
     """A flag whose value contradicts another flag or a file; the message names the flag and the fix."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with errors on one line (``{prog}: error: ...``, no usage block) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        message = re.sub(r"argument (--[\w-]+)(/--\w+)+:", r"argument \1:", message)  # name a flag once, not its alias
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _number(kind: type, rule: Callable[[float], bool], description: str) -> Callable[[str], object]:
-    def parse(text: str) -> object:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}") from None
-        if not rule(value):
-            raise argparse.ArgumentTypeError(f"must be {description}, got {text}")
-        return value
-
-    parse.__name__ = description  # argparse names the type in some messages
-    return parse
-
-
-positive_int = _number(int, lambda value: value > 0, "a positive integer")
-non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0")
-positive_float = _number(float, lambda value: value > 0 and value != float("inf"), "a positive number")
-non_negative_float = _number(float, lambda value: 0 <= value < float("inf"), "a number >= 0")
-
-
-def bounded_int(low: int, high: int) -> Callable[[str], int]:
-    """An integer in ``low..high``."""
-    return _number(int, lambda value: low <= value <= high, f"an integer from {low} to {high}")
 
 
 def crop_side(text: str) -> int:
@@ -105,17 +72,20 @@ def default_device() -> str:
 
 
 def output_folder(path: Path, flag: str) -> Path:
-    """A folder outputs can be written to, created if needed; FlagError naming the flag otherwise (before any work)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FlagError(f"argument {flag}: {path} is a file, not a folder; name a folder")
+    """A folder outputs can be written to (or made in), checked before any work and not created here, so a run that
+    fails at start-up leaves no empty folder; FlagError naming the flag otherwise."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise FlagError(f"argument {flag}: cannot write in {path} ({error.strerror}); choose a writable folder") from None
-    return path
+        return check_output_folder(path, flag)
+    except OutputError as error:
+        raise FlagError(str(error)) from None
+
+
+def output_file(path: Path, flag: str, overwrite: bool = False) -> Path:
+    """A file an output may be written to: see :func:`cityscapes.files.check_output_file`; FlagError otherwise."""
+    try:
+        return check_output_file(path, flag, overwrite)
+    except OutputError as error:
+        raise FlagError(str(error)) from None
 
 
 def one_line(error: BaseException) -> str:

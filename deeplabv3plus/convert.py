@@ -28,6 +28,7 @@ import argparse
 import io
 import pickle
 import re
+import zipfile
 
 import torch
 
@@ -70,7 +71,9 @@ def _load(path: Path, trust_pickle: bool) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as error:  # noqa: BLE001  torch raises many types for foreign or damaged files
-        if isinstance(error, pickle.UnpicklingError) and not trust_pickle and "weights_only" in str(error):
+        # only a torch.save zip whose pickle holds more than tensors needs trust; random bytes are no checkpoint at all
+        if (isinstance(error, pickle.UnpicklingError) and not trust_pickle and "weights_only" in str(error)
+                and zipfile.is_zipfile(path)):
             raise ConversionError(f"{path}: holds Python objects besides tensors; if you trust the file (for instance "
                                   "downloaded from the mmsegmentation model zoo), pass --trust-pickle") from None
         raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(error).__name__})") from None
@@ -142,6 +145,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", type=Path, help="the checkpoint to write")
     parser.add_argument("--output-stride", type=int, choices=[8, 16], default=8,
                         help="stride the model runs at (mmsegmentation's -d8 models: 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="load a checkpoint holding Python objects besides tensors (only for files you trust)")
     return parser
@@ -151,6 +155,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.output.resolve() == args.input.resolve():
             raise ConversionError(f"{args.output}: the output would replace the input; name another file")
+        cli.output_file(args.output, "output", args.overwrite)
         if args.source == "mmseg":
             config = convert_mmseg(args.input, args.output, args.output_stride, args.trust_pickle)
             print(f"wrote {args.output}: mmsegmentation DeepLabV3+ {config['backbone']}, OS{config['output_stride']}, "
@@ -160,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
             depth = convert_mmseg_backbone(args.input, args.output, args.trust_pickle)
             print(f"wrote {args.output}: ImageNet ResNetV1c {depth}; train with --arch mmseg --backbone {depth} "
                   f"--pretrained-backbone {args.output}")
-    except ConversionError as error:
+    except (ConversionError, cli.FlagError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

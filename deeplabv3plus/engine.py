@@ -34,7 +34,7 @@ from deeplabv3plus.inference import predict
 from deeplabv3plus.metrics import ConfusionMatrix
 from deeplabv3plus.precision import Precision, autocast
 
-__all__ = ["EpochStats", "EvaluationResult", "TrainState", "evaluate", "fit", "poly_lr_factor", "train_one_epoch"]
+__all__ = ["EpochStats", "EvaluationResult", "NoLabelledPixels", "TrainState", "evaluate", "fit", "poly_lr_factor", "train_one_epoch"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ def peak_memory_mb(device: torch.device) -> float:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class NoLabelledPixels(ValueError):
+    """A training epoch whose masks had no labelled pixel: the model cannot learn from such data."""
 
 
 @dataclass
@@ -105,6 +109,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     scaler: torch.amp.GradScaler | None = None, precision: Precision = Precision(),
                     channels_last: bool = False, max_iterations: int | None = None, log_every: int = 20,
                     batch_transform: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
+                    ignore_index: int = 255, on_log: Callable[[int, dict], None] | None = None,
                     description: str = "train") -> EpochStats:
     """One pass over ``loader`` (at most ``max_iterations`` steps).
 
@@ -114,16 +119,25 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     holds its weights. The progress bar shows the loss of the checked steps.
     ``batch_transform(images on the device, meta)`` finishes a batch on the device
     (the colour jitter and normalisation of uint8 crops) before the model sees it.
+    A pass whose masks hold no pixel other than ``ignore_index`` (on any process)
+    raises NoLabelledPixels at its end: a batch without labels gives a zero loss,
+    an epoch without any is data the model cannot learn from.
+    ``on_log(steps done, values)`` gets, at each check, the loss (and the terms a
+    criterion keeps in ``parts``), the LR, seconds per iteration waiting for data
+    and computing since the previous check, and the peak memory: read at the sync
+    the check makes anyway.
     """
     model.train()
     steps = len(loader) if max_iterations is None else min(len(loader), max_iterations)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    labelled = torch.zeros((), dtype=torch.int64, device=device)
     watch = _NonFiniteLossWatch(device)
     bar = tqdm(total=steps, desc=description, leave=False, disable=not is_main_process(), dynamic_ncols=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = ready = time.perf_counter()
     data_seconds = 0.0
+    logged = (0, start, 0.0)  # steps, time and data seconds at the previous check
     try:
         for step, (images, masks, meta) in enumerate(loader):
             if step >= steps:
@@ -136,6 +150,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 outputs = model(images)
             loss = criterion(outputs, masks)
             watch.observe(loss, step)
+            labelled += (masks != ignore_index).sum()
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None and scaler.is_enabled():
                 scaler.scale(loss).backward()
@@ -148,14 +163,28 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             loss_sum += loss.detach()
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 watch.check()
+                parts = getattr(criterion, "parts", {})
+                read = torch.stack([loss.detach().float(), *(value.float() for value in parts.values())]).tolist()
                 bar.update(step + 1 - bar.n)
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f"{read[0]:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                if on_log is not None:
+                    now, count = time.perf_counter(), step + 1 - logged[0]
+                    waited = data_seconds - logged[2]
+                    on_log(step + 1, {"loss": read[0], **{f"loss_{key}": value for key, value in zip(parts, read[1:])},
+                                      "lr": optimizer.param_groups[0]["lr"], "data_time": waited / count,
+                                      "compute_time": (now - logged[1] - waited) / count,
+                                      "peak_memory_mib": peak_memory_mb(device)})
+                    logged = (step + 1, now, data_seconds)
             ready = time.perf_counter()
     finally:
         bar.close()
     _synchronize(device)
     total_seconds = time.perf_counter() - start
-    mean_loss = all_reduce_sum(loss_sum / max(1, steps)).item() / get_world_size()
+    loss_total, labelled_total = all_reduce_sum(torch.stack([loss_sum / max(1, steps), labelled.double()])).tolist()
+    if steps and labelled_total == 0:
+        raise NoLabelledPixels(f"no labelled pixel in this pass's {steps} training batches: every mask pixel is "
+                               f"{ignore_index} (ignored), so the model learns nothing")
+    mean_loss = loss_total / get_world_size()
     per_step = max(1, steps)
     return EpochStats(mean_loss, steps, data_seconds / per_step, (total_seconds - data_seconds) / per_step,
                       peak_memory_mb(device))
@@ -258,7 +287,9 @@ class TrainState:
         self.steps += stats.steps
         self.data_seconds += stats.data_seconds * stats.steps
         self.compute_seconds += stats.compute_seconds * stats.steps
-        self.peak_memory_mb = max(self.peak_memory_mb, stats.peak_memory_mb)
+        # NaN (unknown) stays NaN: max() would drop it for the 0.0 a period starts with
+        self.peak_memory_mb = (math.nan if math.isnan(stats.peak_memory_mb) or math.isnan(self.peak_memory_mb)
+                               else max(self.peak_memory_mb, stats.peak_memory_mb))
 
     def close_row(self, lr: float, result: EvaluationResult, seconds: float) -> dict:
         """Append the history row of a validation and start the next period's sums."""
@@ -271,6 +302,7 @@ class TrainState:
             "mean_class_accuracy": scores["mean_class_accuracy"], "seconds": self.seconds + seconds,
             "data_time": self.data_seconds / steps, "compute_time": self.compute_seconds / steps,
             "peak_memory_mib": self.peak_memory_mb, "iou": scores["iou"],
+            "confusion_matrix": result.confusion.matrix.cpu().tolist(),
         }
         self.history.append(row)
         self.loss_sum, self.loss_epochs, self.seconds = 0.0, 0, 0.0
@@ -298,7 +330,11 @@ class FitConfig:
     precision: Precision = Precision()
     channels_last: bool = False
     log_every: int = 20
+    ignore_index: int = 255
+    val_interval: int | None = None  # iterations: validate at the end of each epoch that passes a multiple of it
     batch_transform: Callable[[torch.Tensor, dict], torch.Tensor] | None = None
+    on_log: Callable[[int, dict], None] | None = None  # (iteration, values) at each --log-every check
+    on_validation: Callable[[nn.Module, dict], None] | None = None  # (model, history row) after each validation
     checkpoint_extra: dict = field(default_factory=dict)
 
 
@@ -331,18 +367,29 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             stats = train_one_epoch(
                 model, criterion, optimizer, scheduler, train_loader, device, scaler=scaler,
                 precision=config.precision, channels_last=config.channels_last, log_every=config.log_every,
-                batch_transform=config.batch_transform,
+                batch_transform=config.batch_transform, ignore_index=config.ignore_index,
+                on_log=None if config.on_log is None else
+                (lambda steps, values, done=state.iteration: config.on_log(done + steps, values)),
                 max_iterations=config.total_iterations - state.iteration, description=f"epoch {epoch + 1}/{num_epochs}")
+        except NoLabelledPixels as error:
+            raise NoLabelledPixels(f"{error} (epoch {epoch + 1}); check the train masks: python -m cityscapes.check "
+                                   "reports masks without a labelled pixel") from None
         except FloatingPointError as error:
             raise FloatingPointError(
                 f"{error} (epoch {epoch + 1}, iteration {state.iteration}); training stopped and "
                 f"{config.run_dir / 'last.pth'} keeps the last good state. Lower --lr, or leave out --amp"
             ) from None
+        before = state.iteration
         state.add_epoch(stats, time.perf_counter() - start)
         improved = False
-        if state.epoch % config.val_every == 0 or state.epoch == num_epochs:
+        if config.val_interval:
+            due = state.iteration // config.val_interval > before // config.val_interval
+        else:
+            due = state.epoch % config.val_every == 0
+        if due or state.epoch == num_epochs:
             start = time.perf_counter()
-            result = evaluate(eval_model, val_loader, device, config.num_classes, amp_dtype=config.precision.dtype,
+            result = evaluate(eval_model, val_loader, device, config.num_classes, ignore_index=config.ignore_index,
+                              amp_dtype=config.precision.dtype,
                               channels_last=config.channels_last, description="val")
             row = state.close_row(optimizer.param_groups[-1]["lr"], result, time.perf_counter() - start)
             log.info("epoch %d iteration %d: train loss %.4f, val loss %.4f, mIoU %.4f, mDice %.4f, pixel acc %.4f; "
@@ -353,6 +400,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                 log.warning("warning: the val split has no labelled pixels (every mask is 255): no mIoU to compare")
             if main:
                 write_history(config.run_dir, state.history, config.class_names)
+                if config.on_validation is not None:
+                    config.on_validation(eval_model, row)
             improved = row["miou"] > state.best_miou  # False for NaN: a split without labels never counts as best
             if improved:
                 state.best_miou = row["miou"]

@@ -135,6 +135,14 @@ def parity_report(model: torch.nn.Module, onnx_path: Path, inputs: Iterator[torc
             "torch_device": str(device)}
 
 
+def onnx_output_path(out: Path | None, checkpoint: Path) -> Path:
+    """``--out`` as a file ending in .onnx, or a folder for ``{run}.onnx``; checked before any work (FlagError)."""
+    if out is not None and out.suffix.lower() == ".onnx":
+        return cli.output_file(out, "--out", overwrite=True)  # a file this tool makes: a new export replaces it
+    folder = cli.output_folder(out or checkpoint.parent, "--out")
+    return folder / f"{checkpoint.resolve().parent.name}.onnx"
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.Parser(description="Export a DeepLabV3+ checkpoint to ONNX and check it against PyTorch.")
     parser.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True, help="checkpoint")
@@ -142,7 +150,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=cli.crop_side, default=1024, help="input height of a fixed-size export")
     parser.add_argument("--width", type=cli.crop_side, default=2048, help="input width of a fixed-size export")
     parser.add_argument("--dynamic", action="store_true", help="batch, height and width left free in the graph")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the .onnx (default: the checkpoint's folder)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the .onnx file to write, or a folder for {run}.onnx (default: the checkpoint's folder)")
     parser.add_argument("--data-root", "--data_root", type=Path, default=None,
                         help="images for the parity check (default: random inputs)")
     parser.add_argument("--split", choices=["train", "val", "test"], default="val", help="split of --data-root")
@@ -156,9 +165,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         _require_onnx()
+        onnx_path = onnx_output_path(args.out, args.model_weights_path)
         model = load_trained_model(args.model_weights_path, "cpu")
-        run = args.model_weights_path.resolve().parent.name
-        onnx_path = (args.out or args.model_weights_path.parent) / f"{run}.onnx"
         exporter = export_onnx(model, onnx_path, args.height, args.width, args.dynamic)
         report = parity_report(model, onnx_path, _inputs(args))
     except (FileNotFoundError, ValueError, MissingDependency) as error:

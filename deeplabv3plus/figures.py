@@ -1,18 +1,25 @@
-"""Figures of trained runs: training curves from saved/*/history.csv, prediction GIFs from a checkpoint."""
+"""Figures of trained runs: training curves from saved/*/history.csv, per-class IoU over the validations, the
+confusion matrix, prediction GIFs and preview frames from a checkpoint."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
 from cityscapes.dataset import CityscapesSegmentation
 from cityscapes.files import write_csv
+from cityscapes.paths import stem_of
 from cityscapes.transforms import eval_transforms
 from cityscapes.visualize import CURVES, plot_per_class_iou, plot_training_curve, save_figure, save_gif, side_by_side
 from deeplabv3plus.history import read_history, read_per_class_iou
 from deeplabv3plus.inference import load_trained_model, predict
 
-__all__ = ["find_runs", "save_prediction_gif", "save_training_figures", "training_summary"]
+__all__ = ["find_runs", "plot_class_iou_over_validations", "plot_confusion_matrix", "prediction_frames",
+           "save_prediction_gif", "save_training_figures", "training_summary"]
 
 SUMMARY_COLUMNS = ["run", "iterations", "best_miou", "final_miou", "final_mean_dice", "final_pixel_accuracy",
                    "final_val_loss"]
@@ -36,16 +43,94 @@ def training_summary(histories: dict[str, list[dict]]) -> list[dict]:
 
 
 def save_training_figures(save_dir: Path, out_dir: Path, runs: Sequence[str] | None = None) -> list[Path]:
-    """Loss / mIoU / mean Dice / pixel accuracy curves, per-class IoU bars and a summary CSV in ``out_dir``."""
+    """Loss / mIoU / mean Dice / pixel accuracy curves, per-class IoU bars, and for each run its per-class IoU over
+    the validations and the confusion matrix of its last validation; a summary CSV; all in ``out_dir``."""
     folders = find_runs(save_dir, runs)
     histories = {folder.name: read_history(folder) for folder in folders}
     written = [save_figure(plot_training_curve(histories, keys, ylabel), Path(out_dir) / f"{stem}.png")
                for stem, (keys, ylabel) in CURVES.items()]
-    per_class = {folder.name: read_per_class_iou(folder)[-1]["iou"] for folder in folders}
+    entries = {folder.name: read_per_class_iou(folder) for folder in folders}
+    per_class = {run: rows[-1]["iou"] for run, rows in entries.items()}
     written.append(save_figure(plot_per_class_iou(per_class), Path(out_dir) / "dlv3p_class_iou.png"))
+    for run, rows in entries.items():
+        written.append(save_figure(plot_class_iou_over_validations(rows),
+                                   Path(out_dir) / f"{run}_class_iou_over_validations.png"))
+        if "confusion_matrix" in rows[-1]:  # runs trained before it was recorded have none
+            written.append(save_figure(
+                plot_confusion_matrix(rows[-1]["confusion_matrix"], list(rows[-1]["iou"]),
+                                      f"{run}, val at iteration {rows[-1]['iteration']}: confusion matrix (rows: "
+                                      "recall, %; red: the largest confusions)"),
+                Path(out_dir) / f"{run}_confusion_matrix.png"))
     summary = Path(out_dir) / "dlv3p_summary.csv"
     write_csv(summary, training_summary(histories), SUMMARY_COLUMNS)
     return written + [summary]
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "",
+                          top: int = 5) -> Figure:
+    """Rows (ground truth) normalised to recall, columns the prediction; the ``top`` largest confusions
+    (off-diagonal shares) are written in their cells, so the classes mistaken for each other read at a glance."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    recall = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    figure = Figure(figsize=(9, 8), layout="constrained")
+    axis = figure.subplots()
+    shown = axis.imshow(recall, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(shown, ax=axis, fraction=0.046, label="share of the true class's pixels")
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=70, ha="right", fontsize=8)
+    axis.set_yticks(ticks, class_names, fontsize=8)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    for row in ticks:
+        if recall[row, row] > 0:
+            axis.text(row, row, f"{100 * recall[row, row]:.0f}", ha="center", va="center", fontsize=6,
+                      color="white" if recall[row, row] > 0.5 else "black")
+    off_diagonal = recall * (1 - np.eye(len(class_names)))
+    for flat in np.argsort(off_diagonal, axis=None)[::-1][:top]:
+        row, column = divmod(int(flat), len(class_names))
+        if off_diagonal[row, column] > 0:
+            axis.text(column, row, f"{100 * off_diagonal[row, column]:.0f}", ha="center", va="center", fontsize=7,
+                      color="red", fontweight="bold")
+    axis.set_title(title or "Confusion matrix (rows: recall, %; red: the largest confusions)")
+    return figure
+
+
+def plot_class_iou_over_validations(entries: Sequence[dict]) -> Figure:
+    """One line per class: its IoU at each validation of a run (the entries of per_class_iou.json)."""
+    figure = Figure(figsize=(10, 5.5), layout="constrained")
+    axis = figure.subplots()
+    iterations = [entry["iteration"] for entry in entries]
+    names = list(entries[0]["iou"]) if entries else []
+    colours = [tuple(channel / 255 for channel in colour) for colour in _class_colours(len(names))]
+    for name, colour in zip(names, colours):
+        values = [np.nan if entry["iou"][name] is None else 100 * entry["iou"][name] for entry in entries]
+        axis.plot(iterations, values, marker="o", markersize=3, label=name, color=colour)
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("IoU (%)")
+    axis.set_ylim(0, 100)
+    axis.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axis.set_title("Per-class IoU at each validation")
+    return figure
+
+
+def _class_colours(count: int) -> list[tuple[int, int, int]]:
+    from cityscapes.labels import TRAIN_ID_TO_COLOR
+
+    return [tuple(int(channel) for channel in TRAIN_ID_TO_COLOR[index]) for index in range(count)]
+
+
+def prediction_frames(model: torch.nn.Module, dataset: CityscapesSegmentation, indices: Sequence[int],
+                      device: torch.device | str, amp_dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
+    """image | prediction | ground truth of the frames at ``indices``, by stem: what a run shows at each validation."""
+    frames = {}
+    for index in indices:
+        image, ground_truth = dataset.load(index)
+        normalised, _ = dataset.transforms(image, ground_truth)
+        prediction = predict(model, normalised[None].to(device), amp_dtype=amp_dtype).argmax(1)[0].cpu().numpy()
+        frames[stem_of(dataset.images[index])] = side_by_side(image.permute(1, 2, 0).numpy(), prediction,
+                                                              ground_truth.numpy() if dataset.has_labels else None)
+    return frames
 
 
 def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None = None, split: str = "val",
@@ -58,12 +143,5 @@ def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None
     if out_path is None:
         out_path = Path("outputs") / f"dlv3p_os{model.config['output_stride']}.gif"
     dataset = CityscapesSegmentation(data_root, split, eval_transforms())
-    frames = []
-    for index in range(min(num_frames, len(dataset))):
-        image, ground_truth = dataset.load(index)
-        normalised, _ = dataset.transforms(image, ground_truth)  # the same pixels, read once
-        probabilities = predict(model, normalised[None].to(device))
-        prediction = probabilities.argmax(1)[0].cpu().numpy()
-        frames.append(side_by_side(image.permute(1, 2, 0).numpy(), prediction,
-                                   ground_truth.numpy() if dataset.has_labels else None))
-    return save_gif(frames, out_path, frame_ms)
+    frames = prediction_frames(model, dataset, range(min(num_frames, len(dataset))), device)
+    return save_gif(list(frames.values()), out_path, frame_ms)

@@ -1,4 +1,5 @@
-"""The training log of a run: ``history.csv`` (one row per validation) and ``per_class_iou.json``."""
+"""The training log of a run: ``history.csv`` (one row per validation) and ``per_class_iou.json`` (per-class IoU and
+the confusion matrix, ground truth x prediction pixel counts, of each validation)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def write_history(run_dir: Path, history: Sequence[dict], class_names: Sequence[
               HISTORY_COLUMNS)
     write_json(Path(run_dir) / "per_class_iou.json", [
         {"epoch": row["epoch"], "iteration": row["iteration"],
-         "iou": {name: (None if math.isnan(value) else value) for name, value in zip(class_names, row["iou"])}}
+         "iou": {name: (None if math.isnan(value) else value) for name, value in zip(class_names, row["iou"])},
+         **({"confusion_matrix": row["confusion_matrix"]} if "confusion_matrix" in row else {})}
         for row in history
     ])
 

@@ -13,7 +13,8 @@ from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint
 from deeplabv3plus.model import DeepLabV3Plus, model_from_config, without_aux_head
 from deeplabv3plus.precision import autocast
 
-__all__ = ["load_trained_model", "predict", "sliding_window_logits", "window_origins"]
+__all__ = ["MIN_SCALED_SIDE", "check_inference_options", "load_trained_model", "predict", "sliding_window_logits",
+           "window_origins"]
 
 
 def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone: str | None = None,
@@ -74,6 +75,26 @@ def sliding_window_logits(model: nn.Module, images: torch.Tensor, crop: Sequence
     return logits / counts
 
 
+MIN_SCALED_SIDE = 32
+"""The smallest image side (pixels) the network is run on: its coarsest features are 1/16 or 1/8 of the input."""
+
+
+def check_inference_options(mode: str, crop: Sequence[int] | None, stride: Sequence[int] | None,
+                            scales: Sequence[float] = (1.0,), image_size: Sequence[int] | None = None) -> None:
+    """ValueError naming the flag when sliding windows would leave pixels no window covers, or when ``scales``
+    shrink an image of ``image_size`` (H, W) below MIN_SCALED_SIDE pixels a side."""
+    if image_size is not None and min(scales) < 1 and min(image_size) * min(scales) < MIN_SCALED_SIDE:
+        raise ValueError(f"argument --scales: {min(scales)} shrinks a {image_size[0]}x{image_size[1]} image below "
+                         f"{MIN_SCALED_SIDE} pixels a side, too small for the network; use a larger scale")
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+    if mode == "slide" and (crop is None or stride is None):
+        raise ValueError("mode='slide' needs crop=(H, W) and stride=(H, W)")
+    if mode == "slide" and any(step > side for step, side in zip(stride, crop)):
+        raise ValueError(f"argument --stride: {list(stride)} leaves gaps between --crop {list(crop)} windows; use a "
+                         "stride no larger than the window")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
             amp_dtype: torch.dtype | None = None, mode: str = "whole", crop: Sequence[int] | None = None,
@@ -83,11 +104,11 @@ def predict(model: nn.Module, images: torch.Tensor, *, flip: bool = False, scale
     ``mode="slide"`` runs each scaled (and flipped) image as ``crop`` windows every
     ``stride`` pixels (see :func:`sliding_window_logits`); ``"whole"`` in one pass.
     """
-    if mode not in ("whole", "slide"):
-        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
-    if mode == "slide" and (crop is None or stride is None):
-        raise ValueError("mode='slide' needs crop=(H, W) and stride=(H, W)")
+    check_inference_options(mode, crop, stride)
     height, width = images.shape[-2:]
+    if round(min(height, width) * min(scales)) < 1:
+        raise ValueError(f"argument --scales: {min(scales)} shrinks a {height}x{width} image to nothing; use a larger "
+                         "scale")
     total = None
     for scale in scales:
         scaled = images if scale == 1.0 else F.interpolate(

@@ -32,11 +32,16 @@ class SegmentationLoss(nn.Module):
         super().__init__()
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
+        self.parts: dict[str, torch.Tensor] = {}
+        """The last call's terms, detached, on the device (``main``, and ``aux`` unweighted): read when logged."""
 
     def forward(self, outputs: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if not isinstance(outputs, dict):
-            return cross_entropy_over_labelled_pixels(outputs, target, self.ignore_index)
-        loss = cross_entropy_over_labelled_pixels(outputs["out"], target, self.ignore_index)
+            outputs = {"out": outputs}
+        loss = main = cross_entropy_over_labelled_pixels(outputs["out"], target, self.ignore_index)
+        self.parts = {"main": main.detach()}
         if "aux" in outputs and self.aux_weight:
-            loss = loss + self.aux_weight * cross_entropy_over_labelled_pixels(outputs["aux"], target, self.ignore_index)
+            aux = cross_entropy_over_labelled_pixels(outputs["aux"], target, self.ignore_index)
+            loss = loss + self.aux_weight * aux
+            self.parts["aux"] = aux.detach()
         return loss

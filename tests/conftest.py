@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -42,12 +43,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs the GPU itself (inductor, NCCL or a subprocess)"))
 
 
+@contextlib.contextmanager
+def fake_cuda_if_asked(config: pytest.Config):
+    """The fake CUDA harness with --fake-cuda where no GPU is present; nothing otherwise (module fixtures use it)."""
+    if not config.getoption("--fake-cuda") or torch.cuda.is_available():
+        yield None
+        return
+    from fake_cuda import fake_cuda as harness
+
+    with pytest.MonkeyPatch.context() as monkeypatch, harness(monkeypatch) as fake:
+        yield fake
+
+
 @pytest.fixture(autouse=True)
-def _cuda_tests_on_the_fake_device(request: pytest.FixtureRequest) -> None:
+def _cuda_tests_on_the_fake_device(request: pytest.FixtureRequest):
     """With --fake-cuda and no GPU, a test marked cuda runs inside the fake CUDA harness."""
-    if (request.node.get_closest_marker("cuda") is not None and request.config.getoption("--fake-cuda")
-            and not torch.cuda.is_available()):
-        request.getfixturevalue("fake_cuda")
+    if request.node.get_closest_marker("cuda") is None:
+        yield
+        return
+    with fake_cuda_if_asked(request.config):
+        yield
 
 
 def synthetic_with_masks(tmp_path_factory: pytest.TempPathFactory, name: str, frames: int, seed: int) -> Path:

@@ -1,6 +1,7 @@
 """Every mistake of a user's first week ends in one line naming the file or flag and the fix, exit status 2 (bad
 input) or 1 (a failure while running), no traceback, and nothing the user had is changed."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,7 @@ def outcome(module, argv, capsys):
 
 
 def assert_one_line(err, *fragments):
-    lines = [line for line in err.strip().splitlines() if line.startswith(("error", "train_dlv3p", "test_dlv3p",
-                                                                          "predict_dlv3p"))]
+    lines = [line for line in err.strip().splitlines() if line.startswith("error") or ": error: " in line]
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     for fragment in fragments:
@@ -102,7 +102,9 @@ def test_output_folders_that_cannot_be_written(tiny_copy, trained_run, tmp_path,
 
 
 TEST_FLAGS = [
-    (["--scales", "0"], "argument --scales: must be a positive number, got 0"),
+    (["--scales", "0"], "argument --scales: must be a scale from 0.125 to 8, got 0"),
+    (["--scales", "0.01"], "argument --scales: must be a scale from 0.125 to 8, got 0.01"),
+    (["--scales", "0.25"], "argument --scales: 0.25 shrinks a 64x128 image below 32 pixels a side"),
     (["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
     (["--device", "gpu"], "argument --device: must be cpu, cuda or cuda:N"),
     (["--mode", "slide", "--crop", "32", "32", "--stride", "64", "64"], "argument --stride: [64, 64] leaves gaps"),
@@ -255,3 +257,111 @@ def test_an_interrupted_evaluation_keeps_the_previous_output(trained_run, tiny_c
     monkeypatch.setattr(PredictionWriter, "__call__", real)
     assert outcome(test_dlv3p, [*argv, "--model-name", "other"], capsys)[0] == 0  # a second model: its own folder
     assert snapshot(tmp_path / "tiny") == {k: v for k, v in before.items() if "tiny" in k.parts}
+
+
+# --- tools outside the three scripts: outputs checked before any work, nothing overwritten they did not make ---
+
+def test_convert_never_replaces_a_file_it_did_not_make(trained_run, tmp_path, capsys):
+    from deeplabv3plus import convert
+
+    best = tmp_path / "best.pth"
+    best.write_bytes((trained_run / "best.pth").read_bytes())
+    before = snapshot(tmp_path)
+    source = tmp_path / "mmseg.pth"
+    torch.save({"state_dict": {"backbone.stem.0.weight": torch.zeros(1)}}, source)
+    code, err = outcome(convert, ["--from", "mmseg", source, best], capsys)
+    assert code == 2
+    assert_one_line(err, f"argument output: {best} exists and is left as it is", "--overwrite")
+    code, err = outcome(convert, ["--from", "mmseg", source, tmp_path], capsys)
+    assert code == 2
+    assert_one_line(err, f"argument output: {tmp_path} is a folder; name a file")
+    code, err = outcome(convert, ["--from", "mmseg", source, "/proc/converted.pth"], capsys)
+    assert code == 2
+    assert_one_line(err, "argument output: cannot write in /proc")
+    assert snapshot(tmp_path) == {**before, source: source.read_bytes()}
+
+
+def test_random_bytes_are_no_checkpoint_and_need_no_trust(tmp_path, tiny_copy, capsys):
+    from deeplabv3plus import convert
+
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    code, err = outcome(convert, ["--from", "mmseg", noise, tmp_path / "out.pth"], capsys)
+    assert code == 2
+    assert_one_line(err, f"{noise}: not a PyTorch checkpoint")
+    assert "--trust-pickle" not in err
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "runs", "--pretrained-backbone", noise), capsys)
+    assert code == 2
+    assert_one_line(err, f"{noise}: not a loadable PyTorch state dict", "expected a ResNet state dict")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_export_checks_its_output_before_the_export(trained_run, capsys, tmp_path):
+    from deeplabv3plus import export
+
+    code, err = outcome(export, ["--model_weights_path", trained_run / "best.pth", "--out", "/proc/model.onnx"], capsys)
+    assert code == 2
+    assert_one_line(err, "argument --out: cannot write in /proc")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    code, err = outcome(export, ["--model_weights_path", trained_run / "best.pth", "--out", a_file], capsys)
+    assert code == 2
+    assert_one_line(err, f"argument --out: {a_file} is a file, not a folder")
+
+
+def test_generate_gt_and_cache_check_their_output_first(tiny_copy, tmp_path, capsys, monkeypatch):
+    from cityscapes import cache, generate_gt
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    before = snapshot(tiny_copy)
+    for argv in (["generate", "--data-root", tiny_copy, "--out", a_file],
+                 ["generate", "--data-root", tiny_copy, "--out", "/proc/masks"]):
+        code, err = outcome(generate_gt, argv, capsys)
+        assert code == 2 and "RemoteTraceback" not in err
+        assert_one_line(err, "argument --out:")
+    code, err = outcome(generate_gt, ["generate", "--data-root", tiny_copy, "--workers", "-3"], capsys)
+    assert code == 2
+    assert_one_line(err, "argument --workers: must be a positive integer, got -3")
+    code, err = outcome(cache, ["--data-root", tiny_copy, "--cache-dir", a_file], capsys)
+    assert code == 2
+    assert_one_line(err, f"argument --cache-dir: {a_file} is a file, not a folder")
+    monkeypatch.setattr(cache, "free_bytes", lambda path: 1000)  # a nearly full disk
+    code, err = outcome(cache, ["--data-root", tiny_copy, "--cache-dir", tmp_path / "cache"], capsys)
+    assert code == 2
+    assert_one_line(err, "the cache needs 0.00 GB and 0.00 GB are free", "--cache-dir")
+    assert not (tmp_path / "cache").exists() and snapshot(tiny_copy) == before
+
+
+def test_a_cache_stopped_by_a_full_disk_keeps_a_true_manifest(tiny_copy, tmp_path, capsys, monkeypatch):
+    from cityscapes import cache
+
+    real_write, writes = cache.write_bytes_atomic, []
+
+    def fill_up(path, payload):
+        writes.append(path)
+        if len(writes) == 3:  # the second frame's image: the disk is full
+            raise OSError(28, "No space left on device", str(path))
+        real_write(path, payload)
+
+    monkeypatch.setattr(cache, "write_bytes_atomic", fill_up)
+    code, err = outcome(cache, ["--data-root", tiny_copy, "--cache-dir", tmp_path / "cache"], capsys)
+    assert code == 1
+    assert_one_line(err, "No space left on device", "the frames cached so far are kept")
+    manifest = json.loads((tmp_path / "cache" / cache.MANIFEST).read_text())
+    assert list(manifest["frames"]) == ["train/aachen_000000_000019"]  # the complete frame, not the half-written one
+
+
+def test_a_start_that_fails_leaves_no_folders(tiny_copy, tmp_path, capsys):
+    save_dir = tmp_path / "new" / "runs"
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, save_dir, "--batch-size", "8"), capsys)
+    assert code == 2 and not (tmp_path / "new").exists()
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, save_dir, "--resume", tmp_path / "none.pth"), capsys)
+    assert code == 2 and not (tmp_path / "new").exists() and "--resume" not in err.split(":", 2)[-1].split(";")[-1]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_never_advises_resume(tiny_copy, tmp_path, capsys, monkeypatch):
+    interrupt_training_at_epoch(monkeypatch, 1)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "runs"), capsys)
+    assert code == 130 and "--resume" not in err and "run the same command again" in err
+    assert not (tmp_path / "runs").exists()  # no run folder holding only args.json

@@ -51,6 +51,8 @@ def test_val_predictions_are_full_size_label_ids(val_outputs, learn_root):
             values = set(np.unique(np.asarray(image)).tolist())
         assert values <= VALID_LABEL_IDS, values  # labelIds only: no 255, no trainIds like 0..6
     assert len(list((val_outputs / "color").iterdir())) == len(list((val_outputs / "overlay").iterdir())) == 12
+    with Image.open(val_outputs / "confusion_matrix.png") as figure:  # the matrix of metrics.json as a picture
+        assert figure.format == "PNG" and figure.size[0] > 600
 
 
 def test_our_miou_equals_cityscapesscripts(val_outputs):

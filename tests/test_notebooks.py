@@ -21,7 +21,8 @@ def test_committed_without_outputs_and_with_a_parameters_cell(name):
 def test_visualize_training_notebook(trained_run, tmp_path):
     execute_notebook(REPO / "visualize_training.ipynb", {"save_dir": str(trained_run.parent), "out_dir": str(tmp_path)},
                      output=tmp_path / "executed.ipynb", cwd=REPO)
-    for stem in ("dlv3p_loss", "dlv3p_miou", "dlv3p_mdice", "dlv3p_mpacc", "dlv3p_class_iou"):
+    for stem in ("dlv3p_loss", "dlv3p_miou", "dlv3p_mdice", "dlv3p_mpacc", "dlv3p_class_iou",
+                 "tiny_class_iou_over_validations", "tiny_confusion_matrix"):
         with Image.open(tmp_path / f"{stem}.png") as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
     summary = (tmp_path / "dlv3p_summary.csv").read_text().splitlines()

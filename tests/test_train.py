@@ -8,6 +8,7 @@ from pathlib import Path
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 import train_dlv3p
@@ -91,6 +92,58 @@ def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     assert len(read_history(last.parent)) == 3
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_with_workers(learn_root, tmp_path_factory):
+    """12 iterations (2 epochs of 6) with the default loader workers (persistent), validated every epoch."""
+    save_dir = tmp_path_factory.mktemp("straight")
+    assert train_dlv3p.main(worker_args(learn_root, save_dir)) == 0
+    return load_checkpoint(save_dir / "dlv3p_resnet50_os16" / "last.pth")
+
+
+def worker_args(root, save_dir, *extra):
+    return train_dlv3p.get_args_parser().parse_args([  # no --workers: the default
+        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
+        "--crop-size", "32", "64", "--device", "cpu", "--save-dir", str(save_dir), "--warmup-iters", "1",
+        "--val-every", "1", "--iters", "12", *extra])
+
+
+def interrupt_at_step(monkeypatch, step):
+    """Ctrl-C in the middle of an epoch: the loss of the given training step (1-based) raises KeyboardInterrupt."""
+    build_criterion, steps = train_dlv3p.build_criterion, []
+
+    def interrupting(args):
+        criterion = build_criterion(args)
+
+        def loss(outputs, target):
+            steps.append(1)
+            if len(steps) == step:
+                raise KeyboardInterrupt
+            return criterion(outputs, target)
+
+        return loss
+
+    monkeypatch.setattr(train_dlv3p, "build_criterion", interrupting)
+    return lambda: monkeypatch.setattr(train_dlv3p, "build_criterion", build_criterion)
+
+
+@pytest.mark.parametrize("kill", ["epoch boundary", "mid-epoch"])
+def test_resume_with_loader_workers_repeats_the_uninterrupted_run(uninterrupted_with_workers, learn_root, tmp_path,
+                                                                  monkeypatch, kill):
+    assert train_dlv3p.get_args_parser().get_default("workers") > 1  # the default a user gets
+    undo = interrupt_training_at_epoch(monkeypatch, 2) if kill == "epoch boundary" else interrupt_at_step(monkeypatch, 9)
+    assert train_dlv3p.main(worker_args(learn_root, tmp_path)) == 130
+    undo()
+    last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
+    assert load_checkpoint(last)["iteration"] == 6
+    assert train_dlv3p.main(train_dlv3p.get_args_parser().parse_args(["--device", "cpu", "--resume", str(last)])) == 0
+    resumed, straight = load_checkpoint(last), uninterrupted_with_workers
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    timings = ("seconds", "data_time", "compute_time", "peak_memory_mib")
+    drop_time = lambda rows: [{k: v for k, v in row.items() if k not in timings} for row in rows]  # noqa: E731
+    assert repr(drop_time(straight["history"])) == repr(drop_time(resumed["history"]))
+
+
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch, capsys):
     undo = interrupt_training_at_epoch(monkeypatch, 2)
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3")) == 130  # interrupted: last.pth keeps the last complete epoch
@@ -113,12 +166,80 @@ def test_resume_refuses_a_flag_that_contradicts_the_run(tiny_root, tmp_path, cap
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1")) == 0
     last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
     for flag, value in (("--output-stride", "8"), ("--lr", "0.5"), ("--weight-decay", "0.0"), ("--momentum", "0.5"),
-                        ("--iters", "2"), ("--batch-size", "3")):
+                        ("--batch-size", "3")):
         args = train_dlv3p.get_args_parser().parse_args(["--data-root", str(tiny_root), "--workers", "0", "--device",
                                                          "cpu", "--resume", str(last), flag, value])
         assert train_dlv3p.main(args) == 2, flag
         message = capsys.readouterr().err
         assert f"argument {flag}: {value}" in message and "a resumed run keeps its settings" in message, message
+
+
+def test_resume_refuses_a_length_the_run_has_passed_or_counts_otherwise(tiny_root, tmp_path, capsys):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2")) == 0
+    last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
+    for flag, value, message in (("--iters", "1", "is at 2 iters already"), ("--iters", "2", "is at 2 iters already"),
+                                 ("--epochs", "5", "counts its length in iters; give --iters")):
+        args = train_dlv3p.get_args_parser().parse_args(["--workers", "0", "--device", "cpu", "--resume", str(last),
+                                                         flag, value])
+        if value == "2":  # the same length: nothing to change, nothing to refuse
+            assert train_dlv3p.main(args) == 0
+            continue
+        assert train_dlv3p.main(args) == 2, (flag, value)
+        assert f"argument {flag}: " in (err := capsys.readouterr().err) and message in err, err
+
+
+def test_resume_makes_a_run_longer_with_the_schedule_for_the_new_length(tiny_root, tmp_path):
+    from deeplabv3plus.engine import poly_lr_factor
+
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--lr", "0.02")) == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    assert load_checkpoint(run / "last.pth")["history"][-1]["lr"] == 0.0  # a finished poly schedule
+    args = train_dlv3p.get_args_parser().parse_args(["--workers", "0", "--device", "cpu", "--resume",
+                                                     str(run / "last.pth"), "--iters", "4"])
+    assert train_dlv3p.main(args) == 0
+    history = read_history(run)
+    assert [row["iteration"] for row in history] == [1, 2, 3, 4]
+    backbone_lr = [group["lr"] for group in load_checkpoint(run / "last.pth")["optimizer"]["param_groups"]]
+    assert backbone_lr[0] == pytest.approx(0.02 * poly_lr_factor(4, 4, 0.9, 1)) and history[2]["lr"] > 0
+    record = json.loads((run / "args.json").read_text())
+    assert record["iters"] == 4 and len(record["resumes"]) == 1
+    assert record["resumes"][0]["from_iteration"] == 2 and record["resumes"][0]["given"]["iters"] == 4
+    assert record["resumes"][0]["changed"][0].startswith("--iters: 2 -> 4")
+
+
+def test_resume_alone_continues_from_anywhere_and_keeps_what_the_run_used(tiny_root, tmp_path, monkeypatch):
+    """--resume alone: the data root (recorded absolute) and --val-every come back; a data set that moved may be
+    given again; args.json keeps the first start's settings (a run from scratch stays 'none') plus each resume."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_root, data)
+    monkeypatch.chdir(tmp_path)
+    args = train_dlv3p.get_args_parser().parse_args([
+        "--data-root", "data", "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
+        "--crop-size", "32", "64", "--workers", "0", "--device", "cpu", "--save-dir", str(tmp_path / "runs"),
+        "--warmup-iters", "1", "--val-every", "1", "--iters", "3"])
+    undo = interrupt_training_at_epoch(monkeypatch, 2)
+    assert train_dlv3p.main(args) == 130
+    undo()
+    last = tmp_path / "runs" / "dlv3p_resnet50_os16" / "last.pth"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no ./data here
+    resume = lambda *extra: train_dlv3p.get_args_parser().parse_args(  # noqa: E731
+        ["--workers", "0", "--device", "cpu", "--resume", str(last), *extra])
+    undo = interrupt_training_at_epoch(monkeypatch, 2)
+    assert train_dlv3p.main(resume()) == 130  # iteration 2 done with the recorded data root, then killed again
+    undo()
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    assert train_dlv3p.main(resume("--data-root", str(moved))) == 0
+    history = read_history(last.parent)
+    assert [row["iteration"] for row in history] == [1, 2, 3]  # --val-every 1 came back: every epoch validated
+    record = json.loads((last.parent / "args.json").read_text())
+    assert record["pretrained_backbone"] == "none" and record["val_every"] == 1
+    assert record["data_root"] == str(moved.resolve())
+    assert [entry["from_iteration"] for entry in record["resumes"]] == [1, 2]
+    assert record["resumes"][0]["changed"] == [] and record["resumes"][1]["changed"] == [
+        f"--data-root: {data.resolve()} -> {moved.resolve()}"]
 
 
 def test_resume_takes_the_run_settings_from_the_checkpoint(tiny_root, tmp_path):
@@ -149,21 +270,31 @@ def all_ignore_root(source, tmp_path):
     return root
 
 
-def test_batches_without_labelled_pixels_train_on(tiny_root, tmp_path):
-    """A zero loss, not NaN: the run completes instead of stopping at its NaN guard."""
+def test_a_train_split_without_labelled_pixels_is_named_before_and_stops_training(tiny_root, tmp_path, capsys):
+    """Masks all 255 train to nothing: the data check names them, and training stops with one line (exit 2) at the
+    end of the first epoch instead of running to a useless model; no run folder is left behind."""
+    from cityscapes import check
+
     root = all_ignore_root(tiny_root, tmp_path)
-    assert train_dlv3p.main(train_args(root, tmp_path, "--iters", "2")) == 0
-    history = read_history(tmp_path / "dlv3p_resnet50_os16")
-    assert [row["train_loss"] for row in history] == [0.0, 0.0]
+    assert check.main(check.get_args_parser().parse_args(["--data-root", str(root), "--splits", "train", "val"])) == 1
+    out, err = capsys.readouterr()
+    assert "train images 3, polygon files 3, shipped labelIds 3, generated masks 3, labelled pixels 0.0%" in out
+    assert "_gtFine_labelTrainIds.png: has no labelled pixel" in err and "(and 2 more in train)" in err
+    assert "labelled pixels 8" in out.splitlines()[1]  # val keeps its labels (85%)
+    assert train_dlv3p.main(train_args(root, tmp_path / "runs", "--iters", "2")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: no labelled pixel in this pass's 1 training batches") and "epoch 1" in err[-1]
+    assert "Traceback" not in "".join(err) and not (tmp_path / "runs").exists()
 
 
 def test_batches_without_labelled_pixels_under_ddp(learn_root, tmp_path):
-    """torchrun, 2 gloo processes, every batch all-ignore: both ranks go on identically and finish."""
+    """torchrun, 2 gloo processes, every batch all-ignore: both ranks stop together after the first epoch."""
     root = all_ignore_root(learn_root, tmp_path)
     done = subprocess.run(torchrun_train(root, tmp_path, "--iters", "2", "--batch-size", "4", "--crop-size", "32", "64"),
                           cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert [row["train_loss"] for row in read_history(tmp_path / "ddp")] == [0.0]
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert done.stderr.count("error: no labelled pixel in this pass's 2 training batches") == 2  # each rank says it
+    assert not (tmp_path / "ddp" / "last.pth").exists()
 
 
 def test_history_shows_where_time_goes(tiny_root, tmp_path):
@@ -215,7 +346,8 @@ def test_ddp_training_on_two_gloo_processes(learn_root, tmp_path):
     assert [row["iteration"] for row in history] == [2]  # 12 images / batch 4 = 3 steps per epoch, capped at 2
     assert load_checkpoint(tmp_path / "ddp" / "last.pth")["iteration"] == 2
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["args.json", "best.pth", "history.csv",
-                                                                     "last.pth", "per_class_iou.json"]
+                                                                     "last.pth", "per_class_iou.json", "tb"]
+    assert len(list((tmp_path / "ddp" / "tb").iterdir())) == 1  # one event file: rank 0's alone
 
 
 def test_without_the_auxiliary_head(tiny_root, tmp_path):

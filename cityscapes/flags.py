@@ -1,0 +1,51 @@
+"""Command-line flags shared by every CLI of the project: one-line errors and one rule per kind of number.
+
+``deeplabv3plus.cli`` adds the model-side flags; the ``cityscapes.*`` CLIs use
+these directly, so a bad flag anywhere ends in one line naming it and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+__all__ = ["Parser", "bounded_int", "inference_scale", "non_negative_float", "non_negative_int", "positive_float",
+           "positive_int"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors on one line (``{prog}: error: ...``, no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"argument (--[\w-]+)(/--\w+)+:", r"argument \1:", message)  # name a flag once, not its alias
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _number(kind: type, rule: Callable[[float], bool], description: str) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}") from None
+        if not rule(value):
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text}")
+        return value
+
+    parse.__name__ = description  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda value: value > 0, "a positive integer")
+non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0")
+positive_float = _number(float, lambda value: value > 0 and value != float("inf"), "a positive number")
+non_negative_float = _number(float, lambda value: 0 <= value < float("inf"), "a number >= 0")
+inference_scale = _number(float, lambda value: 0.125 <= value <= 8, "a scale from 0.125 to 8")
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An integer in ``low..high``."""
+    return _number(int, lambda value: low <= value <= high, f"an integer from {low} to {high}")

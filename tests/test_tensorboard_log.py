@@ -1,0 +1,95 @@
+"""TensorBoard logs of a training run: the tags and steps read back from the event files; --val-interval."""
+
+import json
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train_dlv3p
+from cityscapes.labels import CLASS_NAMES
+from deeplabv3plus.figures import plot_confusion_matrix
+from deeplabv3plus.history import read_history, read_per_class_iou
+from helpers import interrupt_training_at_epoch
+
+
+def train_args(root, save_dir, *extra):
+    return train_dlv3p.get_args_parser().parse_args([
+        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
+        "--crop-size", "32", "64", "--workers", "0", "--device", "cpu", "--save-dir", str(save_dir),
+        "--warmup-iters", "1", "--log-every", "1", "--preview-frames", "2", *extra])
+
+
+def events(run_dir):
+    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def steps(accumulator, tag):
+    return [event.step for event in accumulator.Scalars(tag)]
+
+
+def test_a_run_writes_scalars_class_iou_and_preview_images(tiny_root, tmp_path, caplog):
+    caplog.set_level("INFO")
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--val-every", "1")) == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    assert f"TensorBoard logs in {run / 'tb'}; view them with: tensorboard --logdir {tmp_path}" in caplog.text
+    logged = events(run)
+    tags = logged.Tags()
+    for tag in ("train/loss", "train/loss_main", "train/loss_aux", "train/lr", "train/data_time",
+                "train/compute_time", "train/peak_memory_mib"):
+        assert steps(logged, tag) == [1, 2], tag  # every --log-every (1) iterations
+    for tag in ("val/loss", "val/miou", "val/mean_dice", "val/pixel_accuracy"):
+        assert steps(logged, tag) == [1, 2], tag  # at each validation
+    history = read_history(run)
+    assert logged.Scalars("val/miou")[-1].value == pytest.approx(history[-1]["miou"])
+    class_tags = [tag for tag in tags["scalars"] if tag.startswith("val_class_iou/")]
+    assert "val_class_iou/road" in class_tags and set(class_tags) <= {f"val_class_iou/{n}" for n in CLASS_NAMES}
+    total, main, aux = (logged.Scalars(tag)[-1].value for tag in ("train/loss", "train/loss_main", "train/loss_aux"))
+    assert total == pytest.approx(main + 0.4 * aux, rel=1e-5)  # the recipe's auxiliary weight
+    images = [tag for tag in tags["images"] if tag.startswith("val_images/")]
+    assert len(images) == 2 and [event.step for event in logged.Images(images[0])] == [1, 2]
+    picture = logged.Images(images[0])[0]
+    assert picture.width == 3 * 128 and picture.height > 64  # image | prediction | ground truth, with titles
+
+
+def test_a_resumed_run_appends_without_repeating_steps(tiny_root, tmp_path, monkeypatch):
+    undo = interrupt_training_at_epoch(monkeypatch, 3)
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3", "--val-every", "1")) == 130
+    undo()
+    last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
+    assert train_dlv3p.main(train_dlv3p.get_args_parser().parse_args(
+        ["--device", "cpu", "--workers", "0", "--resume", str(last), "--log-every", "1"])) == 0
+    logged = events(last.parent)
+    assert steps(logged, "train/loss") == [1, 2, 3] and steps(logged, "val/miou") == [1, 2, 3]
+
+
+def test_no_tensorboard_writes_nothing(tiny_root, tmp_path):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--no-tensorboard")) == 0
+    assert not (tmp_path / "dlv3p_resnet50_os16" / "tb").exists()
+
+
+def test_val_interval_validates_in_iterations(learn_root, tmp_path):
+    """12 frames in batches of 2: 6 iterations per epoch; every 4 iterations -> the ends of epochs 1 (6) and 2
+    (12, which passes 8), 3 (18 passes 16), and the last (20)."""
+    assert train_dlv3p.main(train_args(learn_root, tmp_path, "--iters", "20", "--val-interval", "4",
+                                       "--no-tensorboard", "--log-every", "20")) == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    assert [row["iteration"] for row in read_history(run)] == [6, 12, 18, 20]
+    assert json.loads((run / "args.json").read_text())["val_interval"] == 4
+    entry = read_per_class_iou(run)[-1]
+    matrix = np.array(entry["confusion_matrix"])
+    assert matrix.shape == (19, 19) and matrix.sum() > 0
+
+
+def test_the_confusion_matrix_figure_normalises_rows_and_marks_the_largest_confusions():
+    matrix = np.zeros((19, 19), int)
+    matrix[0, 0], matrix[0, 1] = 90, 10  # road: 10% taken for sidewalk
+    matrix[13, 13], matrix[13, 14] = 50, 50  # car: half taken for truck
+    figure = plot_confusion_matrix(matrix.tolist(), CLASS_NAMES, top=2)
+    axis = figure.axes[0]
+    assert axis.images[0].get_array()[0, 1] == pytest.approx(0.1) and axis.images[0].get_array()[13, 14] == 0.5
+    red = sorted(text.get_text() for text in axis.texts if text.get_color() == "red")
+    assert red == ["10", "50"]
+    assert [label.get_text() for label in axis.get_yticklabels()] == list(CLASS_NAMES)
