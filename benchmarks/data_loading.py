@@ -5,9 +5,11 @@ One process with one thread (samples/s per CPU core) and a DataLoader with
 rows, ``python -m cityscapes.cache``); the decode floor (reading the image and
 mask PNGs, nothing else) for reference. "jitter on device" rows leave the colour
 jitter and normalisation to the training device (--jitter-on-device, the
-default on CUDA); the loader then ships uint8 crops. Prints a table, saves a CSV.
+default on CUDA); the loader then ships uint8 crops. "(before)" and "OpenCV" rows
+decode PNGs with OpenCV alone, as the 2026-11-24 pipeline did. Prints a table,
+saves a CSV. Use --photo-like data: its PNGs cost what real Cityscapes frames cost.
 
-    python -m cityscapes.synthetic --out data/bench --frames-per-split 16 --height 1024 --width 2048
+    python -m cityscapes.synthetic --out data/bench --frames-per-split 16 --height 1024 --width 2048 --photo-like
     python -m cityscapes.generate_gt --data-root data/bench && python -m cityscapes.cache --data-root data/bench
     python benchmarks/data_loading.py --data-root data/bench
 """
@@ -21,7 +23,9 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a scri
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
+import contextlib
 import time
+from unittest import mock
 
 import cv2
 import torch
@@ -29,17 +33,24 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from cityscapes.cache import CACHE_DIR
 from cityscapes.dataset import CityscapesSegmentation, SeededSampler
+from cityscapes import files
 from cityscapes.files import read_png, write_csv
 from cityscapes.transforms import resize_then_crop_transforms, train_transforms
 
-PIPELINES = {  # name -> (crop first?, from the cache?, colour jitter left to the training device?)
-    "resize-then-crop, PNG (before)": (False, False, False),
-    "crop-first, PNG": (True, False, False),
-    "crop-first, PNG, jitter on device": (True, False, True),
-    "crop-first, cache": (True, True, False),
-    "crop-first, cache, jitter on device": (True, True, True),
+PIPELINES = {  # name -> (crop first?, from the cache?, colour jitter left to the training device?, PNG decoder)
+    "resize-then-crop, PNG (before)": (False, False, False, "opencv"),  # the 2026-11-24 pipeline, rebuilt here
+    "crop-first, PNG, OpenCV": (True, False, False, "opencv"),
+    "crop-first, PNG": (True, False, False, "project"),
+    "crop-first, PNG, jitter on device": (True, False, True, "project"),
+    "crop-first, cache": (True, True, False, "project"),
+    "crop-first, cache, jitter on device": (True, True, True, "project"),
 }
 COLUMNS = ["pipeline", "processes", "samples_per_s", "ms_per_sample", "frame_size", "crop"]
+
+
+def decoder(name: str) -> contextlib.AbstractContextManager:
+    """"opencv": PNGs decoded as before (OpenCV alone); "project": cityscapes.files.decode_png as it is."""
+    return mock.patch.object(files, "pyspng", None) if name == "opencv" else contextlib.nullcontext()
 
 
 def build_dataset(root: Path, crop_first: bool, cached: bool, jitter_on_device: bool,
@@ -93,18 +104,21 @@ def main(args: argparse.Namespace) -> list[dict]:
                      "ms_per_sample": 1000 * seconds, "frame_size": f"{height}x{width}",
                      "crop": f"{crop[0]}x{crop[1]}"})
         row = rows[-1]
-        print(f"{name:<38}{processes:>4} process(es){row['samples_per_s']:>9.1f} samples/s{row['ms_per_sample']:>9.1f} ms",
+        print(f"{name:<40}{processes:>4} process(es){row['samples_per_s']:>9.1f} samples/s{row['ms_per_sample']:>9.1f} ms",
               flush=True)
 
+    with decoder("opencv"):
+        add("decode floor, OpenCV (before)", 1, decode_floor(first, args.samples))
     add("decode floor (2 PNGs, no transform)", 1, decode_floor(first, args.samples))
-    for name, (crop_first, cached, jitter_on_device) in PIPELINES.items():
+    for name, (crop_first, cached, jitter_on_device, png_decoder) in PIPELINES.items():
         if cached and not (args.data_root / CACHE_DIR).exists():
             print(f"{name}: skipped (no cache; run python -m cityscapes.cache --data-root {args.data_root})")
             continue
         dataset = build_dataset(args.data_root, crop_first, cached, jitter_on_device, crop)
-        add(name, 1, per_process(dataset, args.samples))
-        if args.workers:
-            add(name, args.workers, with_workers(dataset, args.samples * args.workers, args.workers))
+        with decoder(png_decoder):  # forked loader workers inherit it
+            add(name, 1, per_process(dataset, args.samples))
+            if args.workers:
+                add(name, args.workers, with_workers(dataset, args.samples * args.workers, args.workers))
     write_csv(args.csv, rows, COLUMNS)
     print(f"{height}x{width} frames, {crop[0]}x{crop[1]} crops, scale 0.5-2.0: wrote {args.csv}")
     return rows

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import io
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -199,7 +200,9 @@ def main(args: argparse.Namespace) -> int:
         if needed > free:
             raise OutputError(f"{cache_root}: the cache needs {needed / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; "
                               "free space, or choose a roomier --cache-dir")
+        start = time.perf_counter()
         counts = build_cache(args.data_root, args.splits, cache_root)
+        seconds = time.perf_counter() - start
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -207,7 +210,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: cannot write {error.filename or cache_root}: {error.strerror}; free space and run again (the "
               "frames cached so far are kept)", file=sys.stderr)
         return 1
-    print(f"{counts['written']} frames written, {counts['up_to_date']} up to date -> {cache_root}")
+    print(f"{counts['written']} frames written, {counts['up_to_date']} up to date -> {cache_root} "
+          f"({seconds:.1f} s, {counts['written'] / max(seconds, 1e-9):.1f} frames/s)")
     return 0
 
 

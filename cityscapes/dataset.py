@@ -36,8 +36,9 @@ class CityscapesSegmentation(Dataset):
     """``(image, mask, meta)`` for every image of ``{root}/leftImg8bit/{split}``, sorted by name.
 
     image: (3, H, W) (uint8 ``tv_tensors.Image`` untransformed, float after the v2
-    transforms); mask: (H, W) int64 trainIds with 255 = ignore (all 255 on the
-    test split, which has no labels); meta: ``{"stem", "image_path"}``.
+    transforms); mask: (H, W) uint8 trainIds with 255 = ignore (all 255 on the
+    test split, which has no labels; the loops make it int64 on the device);
+    meta: ``{"stem", "image_path"}``.
     ``ground_truth="generated"`` reads the trainIds that generate_gt drew from the
     polygons (``{mask_root}/{split}``, default ``{root}/generated_gt``), what training
     uses; ``"provided"`` reads the ``gtFine/*_gtFine_labelIds.png`` the data set
@@ -148,7 +149,8 @@ class CityscapesSegmentation(Dataset):
         meta = {"stem": stem_of(self.images[index]), "image_path": str(self.images[index])}
         if extra:  # the colour jitter's parameters, applied to the batch on the device
             meta["jitter"] = extra[0]
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long(), meta
+        # uint8 masks: 8x less to ship from a worker and to copy to the GPU; the training device makes them int64
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), meta
 
 
 class SeededSampler(Sampler[tuple[int, int]]):

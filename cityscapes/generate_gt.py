@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a file: python cityscapes/generate_gt.py
 import argparse
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -298,8 +299,13 @@ def run_compare(args: argparse.Namespace) -> int:
     from cityscapes.visualize import plot_mask_agreement, save_figure
 
     out = check_output_folder(Path(args.out), "--out")  # before any work
+    start = time.perf_counter()
     comparison = compare_split(args.data_root, args.split, args.generated)
+    seconds = time.perf_counter() - start
     print(comparison.format_table())
+    files = 2 * len(comparison.per_image)  # a generated and a provided mask per image
+    print(f"compared {len(comparison.per_image)} images ({files} masks) in {seconds:.1f} s: {files / max(seconds, 1e-9):.1f} "
+          "files/s")
     name = f"generated_vs_provided_{args.split}"
     write_csv(out / f"{name}_images.csv", comparison.per_image, ["image", "pixels", "agreeing_pixels", "agreement"])
     write_csv(out / f"{name}_classes.csv", comparison.per_class(),

@@ -42,7 +42,7 @@ MARKER_FILE = "SYNTHETIC_CITYSCAPES"
 ANNOTATED_FRAME = 19  # Cityscapes annotates the 20th frame of each 30-frame snippet
 TEST_SPLIT_LABELS = ("ego vehicle", "rectification border", "out of roi")
 LICENSE_PLATE_APPEARANCE = (235, 235, 225)
-PHOTO_GRAIN, PHOTO_GRAIN_BLUR, PHOTO_NOISE = 10.0, 3.0, 1.5
+PHOTO_GRAIN, PHOTO_GRAIN_BLUR, PHOTO_NOISE = 12.0, 2.5, 1.0
 """--photo-like: correlated grain (std before the blur, blur sigma in pixels) and sensor noise (std), in grey levels:
 chosen so that a 1024x2048 frame is about as large and as slow to decode as a real Cityscapes frame."""
 

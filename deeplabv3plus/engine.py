@@ -54,6 +54,11 @@ def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
+def masks_to_device(masks: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(N, H, W) uint8 trainIds (pinned) -> int64 on ``device``: the copy moves 1 byte per pixel, not 8."""
+    return masks.to(device, non_blocking=True).long()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated (CUDA) or the process's peak RSS (CPU), in MiB."""
     if device.type == "cuda":
@@ -145,7 +150,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             data_seconds += time.perf_counter() - ready
             if batch_transform is not None:
                 images = batch_transform(images.to(device, non_blocking=True), meta)
-            images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
+            images, masks = to_device(images, device, channels_last), masks_to_device(masks, device)
             with autocast(device, precision.dtype):
                 outputs = model(images)
             loss = criterion(outputs, masks)
@@ -226,7 +231,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
     inference_seconds, images_seen = 0.0, 0
     for images, masks, meta in tqdm(loader, desc=description, leave=False, disable=not is_main_process(),
                                     dynamic_ncols=True):
-        images, masks = to_device(images, device, channels_last), masks.to(device, non_blocking=True)
+        images, masks = to_device(images, device, channels_last), masks_to_device(masks, device)
         _synchronize(device)  # time the model alone, not the copy
         start = time.perf_counter()
         probabilities = predict(model, images, flip=flip, scales=scales, amp_dtype=amp_dtype, **predict_options)
