@@ -32,3 +32,31 @@ def test_loader_mode_needs_a_data_root(tmp_path):
     args = train_throughput.get_args_parser().parse_args(["--device", "cpu", "--modes", "loader", "--precisions", "fp32"])
     with pytest.raises(SystemExit, match="needs --data-root"):
         train_throughput.main(args)
+
+
+def test_png_decoding_table(tiny_root, tmp_path):
+    import png_decoding
+
+    rows = png_decoding.main(png_decoding.get_args_parser().parse_args([
+        "--data-root", str(tiny_root), "--files", "2", "--repeats", "1", "--csv", str(tmp_path / "png.csv")]))
+    kinds = {row["kind"] for row in rows}
+    assert kinds == {"camera image (RGB 8-bit)", "trainId mask (grey 8-bit)", "colour mask (RGBA 8-bit)",
+                     "instanceIds (grey 16-bit)"}
+    project = [row for row in rows if row["decoder"] == "project (decode_png)"]
+    assert len(project) == 4 and all(row["identical_pixels"] == "yes" and row["ms_per_file"] > 0 for row in project)
+    with open(tmp_path / "png.csv") as stream:
+        assert len(list(csv.DictReader(stream))) == len(rows)
+
+
+def test_data_loading_table_rebuilds_the_opencv_pipeline(tiny_copy, tmp_path):
+    import data_loading
+
+    from cityscapes.cache import build_cache
+
+    build_cache(tiny_copy, ["train"], progress=False)
+    rows = data_loading.main(data_loading.get_args_parser().parse_args([
+        "--data-root", str(tiny_copy), "--crop", "32", "48", "--samples", "2", "--workers", "0",
+        "--csv", str(tmp_path / "d.csv")]))
+    names = [row["pipeline"] for row in rows]
+    assert names[:2] == ["decode floor, OpenCV (before)", "decode floor (2 PNGs, no transform)"]
+    assert set(data_loading.PIPELINES) <= set(names) and all(row["samples_per_s"] > 0 for row in rows)
