@@ -13,10 +13,11 @@ CPU_AMP = $$($(PY) -c "from deeplabv3plus.precision import cpu_supports_bfloat16
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-$(VENV)/.installed: requirements.txt requirements-export.txt requirements-tensorboard.txt
+$(VENV)/.installed: requirements.txt requirements-export.txt requirements-tensorboard.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt -r requirements-tensorboard.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
@@ -50,6 +51,7 @@ demo: install
 	@echo "demo done: see outputs/ (figures, GIF, outputs/$(DEMO_RUN)/) and saved/$(DEMO_RUN)/"
 
 test: install-dev
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 # The GPU tier alone (tests marked cuda; they skip without a GPU, so make test stays CPU-only).

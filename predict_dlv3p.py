@@ -37,8 +37,7 @@ SHARE_COLUMNS = ["name", *CLASS_NAMES]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(prog="predict_dlv3p.py", description=__doc__.splitlines()[0],
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.Parser(prog="predict_dlv3p.py", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively), glob patterns, videos")
     model = parser.add_argument_group("Model")
     model.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True,

@@ -32,12 +32,12 @@ from cityscapes.labels import CATEGORY_NAMES, CLASS_NAMES, IGNORE_INDEX, TRAIN_I
 from cityscapes.paths import GENERATED_DIR, SPLITS, generated_mask_path, provided_mask_path, stem_of
 from cityscapes.submission import PredictionWriter, make_submission_zip, prediction_path
 from cityscapes.transforms import eval_transforms
+from cityscapes.visualize import save_figure
 from deeplabv3plus import cli
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import load_checkpoint, weights_digest
 from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
 from deeplabv3plus.engine import EvaluationResult, evaluate
-from cityscapes.visualize import save_figure
 from deeplabv3plus.figures import plot_confusion_matrix
 from deeplabv3plus.inference import check_inference_options, load_trained_model
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
@@ -48,8 +48,7 @@ log = logging.getLogger("test_dlv3p")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(prog="test_dlv3p.py", description=__doc__.splitlines()[0],
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.Parser(prog="test_dlv3p.py", description=__doc__.splitlines()[0])
     model = parser.add_argument_group("Model")
     model.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True,
                        help="checkpoint written by train_dlv3p.py (saved/{run}/best.pth)")
@@ -57,8 +56,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="must match the checkpoint if given (it is read from the checkpoint)")
     model.add_argument("--output-stride", "--output_stride", type=int, choices=sorted(DILATION_BY_OUTPUT_STRIDE),
                        default=None, help="must match the checkpoint if given")
-    model.add_argument("--eval-output-stride", "--eval_output_stride", type=int, choices=sorted(DILATION_BY_OUTPUT_STRIDE),
-                       default=None, help="run the same weights at this output stride (e.g. trained OS16, tested OS8)")
+    model.add_argument(
+        "--eval-output-stride",
+        "--eval_output_stride",
+        type=int,
+        choices=sorted(DILATION_BY_OUTPUT_STRIDE),
+        default=None,
+        help="run the same weights at this output stride (e.g. trained OS16, tested OS8)",
+    )
     data = parser.add_argument_group("Data")
     data.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root")
     data.add_argument("--split", choices=SPLITS, default="val", help="split to predict")
@@ -68,7 +73,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=1, help="images per forward pass")
     data.add_argument("--workers", type=cli.non_negative_int, default=4, help="data loading processes")
     output = parser.add_argument_group("Output")
-    output.add_argument("--out", type=Path, default=Path("outputs"), help="predictions go to {out}/{model_name}/{split}/")
+    output.add_argument(
+        "--out", type=Path, default=Path("outputs"), help="predictions go to {out}/{model_name}/{split}/"
+    )
     output.add_argument("--model-name", "--model_name", default=None,
                         help="output folder name (default: the checkpoint's run folder name)")
     output.add_argument("--save-color", "--save_color", action="store_true", help="also write colour and overlay PNGs")
@@ -102,8 +109,11 @@ def choose_ground_truth(args: argparse.Namespace) -> str:
     missing, total = missing_provided_masks(args.data_root, args.split)
     if args.ground_truth == "provided" or not missing:
         return "provided"  # an explicit request with missing files fails in the dataset, naming the first
-    print(f"notice: {len(missing)} of {total} {args.split} frames have no shipped gtFine labelIds (first: {missing[0]}); "
-          "scoring against the masks generated from the polygons", file=sys.stderr)
+    print(
+        f"notice: {len(missing)} of {total} {args.split} frames have no shipped gtFine labelIds (first: {missing[0]}); "
+        "scoring against the masks generated from the polygons",
+        file=sys.stderr,
+    )
     return "generated"
 
 
@@ -192,7 +202,9 @@ def write_results(args: argparse.Namespace, result: EvaluationResult, dataset: C
         return None
     report = score_report(result, protocol)
     if args.official_eval:
-        official = run_official_eval(prediction_files, ground_truth_label_ids(args, dataset.ground_truth, stems), work_dir)
+        official = run_official_eval(
+            prediction_files, ground_truth_label_ids(args, dataset.ground_truth, stems), work_dir
+        )
         report["official_mean_iou"] = official["averageScoreClasses"]
         report["official_category_mean_iou"] = official["averageScoreCategories"]
     write_json(work_dir / "metrics.json", report)
@@ -212,7 +224,9 @@ def main(args: argparse.Namespace) -> int:
         check_inference_options(args.mode, args.crop, args.stride)
         precision = resolve_precision(args.amp, args.amp_dtype, context.device)
         if precision.dtype == torch.float16 and context.device.type == "cpu":
-            log.warning("warning: float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16")
+            log.warning(
+                "warning: float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16"
+            )
         model_name = args.model_name or args.model_weights_path.resolve().parent.name
         final_dir = cli.output_folder(args.out, "--out") / model_name / args.split
         checkpoint = load_checkpoint(args.model_weights_path)

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from cityscapes.check import check_before_run
 from cityscapes.cache import CACHE_DIR
+from cityscapes.check import check_before_run
 from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, SeededSampler
 from cityscapes.files import missing_folders, remove_empty_folders, remove_stale_temporaries, write_json
 from cityscapes.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
@@ -33,21 +33,26 @@ from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, unwrap_model
 from deeplabv3plus.distributed import DistributedContext, ShardSampler, init_distributed_mode
 from deeplabv3plus.engine import FitConfig, TrainState, fit, poly_lr_factor
+from deeplabv3plus.figures import prediction_frames
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, without_aux_head
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
-from deeplabv3plus.figures import prediction_frames
+from deeplabv3plus.run import (
+    DEFAULT_ITERATIONS,
+    KEPT_DEFAULTS,
+    LENGTH_KEYS,
+    RUN_DEFAULTS,
+    resolve_run_settings,
+    resume_record,
+)
 from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
-from deeplabv3plus.run import (DEFAULT_ITERATIONS, KEPT_DEFAULTS, LENGTH_KEYS, RUN_DEFAULTS, resolve_run_settings,
-                               resume_record)
 
 log = logging.getLogger("train_dlv3p")
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(prog="train_dlv3p.py", description=__doc__.splitlines()[0],
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.Parser(prog="train_dlv3p.py", description=__doc__.splitlines()[0])
     recipe = lambda key: f" (default: {RUN_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     kept = lambda key: f" (default: {KEPT_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     data = parser.add_argument_group("Data")
@@ -57,7 +62,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="training crop: one size (square) or height width" + recipe("crop_size"))
     data.add_argument("--scale-range", "--scale_range", type=cli.positive_float, nargs=2, default=None,
                       metavar=("MIN", "MAX"), help="random scale range of training images" + recipe("scale_range"))
-    data.add_argument("--workers", type=cli.non_negative_int, default=4, help="data loading processes per training process")
+    data.add_argument(
+        "--workers", type=cli.non_negative_int, default=4, help="data loading processes per training process"
+    )
     data.add_argument("--jitter-on-device", action=argparse.BooleanOptionalAction, default=None,
                       help="colour jitter and normalisation of each batch on the training device instead of in the "
                            "loader workers (default: on for CUDA; the same random draws either way)")
@@ -78,8 +85,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--aux-loss-weight", "--aux_loss_weight", type=cli.non_negative_float, default=None,
                        help="weight of the auxiliary FCN head's loss on layer3 (training only; 0: no auxiliary head)"
                        + recipe("aux_loss_weight"))
-    model.add_argument("--init-weights", "--init_weights", type=Path, default=None,
-                       help="start from the weights of a checkpoint (ours or converted, e.g. mmsegmentation's) to fine-tune")
+    model.add_argument(
+        "--init-weights",
+        "--init_weights",
+        type=Path,
+        default=None,
+        help="start from the weights of a checkpoint (ours or converted, e.g. mmsegmentation's) to fine-tune",
+    )
     model.add_argument("--pretrained-backbone", "--pretrained_backbone", default=None,
                        help="'imagenet' (torchvision download), 'none', or a path to a ResNet state dict"
                        + kept("pretrained_backbone"))
@@ -90,10 +102,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help=f"training iterations (default {DEFAULT_ITERATIONS}, or the resumed run's; more on "
                              "--resume makes the run longer, the poly LR computed for the new length)")
     length.add_argument("--epochs", type=cli.positive_int, default=None, help="training epochs instead of --iters")
-    optimization.add_argument("--lr", type=cli.positive_float, default=None, help="peak learning rate of the head" + recipe("lr"))
+    optimization.add_argument(
+        "--lr", type=cli.positive_float, default=None, help="peak learning rate of the head" + recipe("lr")
+    )
     optimization.add_argument("--backbone-lr-multiplier", type=cli.non_negative_float, default=None,
                               help="backbone LR = lr x this" + recipe("backbone_lr_multiplier"))
-    optimization.add_argument("--momentum", type=cli.non_negative_float, default=None, help="SGD momentum" + recipe("momentum"))
+    optimization.add_argument(
+        "--momentum", type=cli.non_negative_float, default=None, help="SGD momentum" + recipe("momentum")
+    )
     optimization.add_argument("--weight-decay", "--weight_decay", type=cli.non_negative_float, default=None,
                               help="weight decay (not applied to norm weights and biases)" + recipe("weight_decay"))
     optimization.add_argument("--power", type=cli.positive_float, default=None, help="poly LR power" + recipe("power"))
@@ -110,7 +126,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--compile", action="store_true", help="torch.compile the model")
     runtime.add_argument("--deterministic", action="store_true",
                          help="deterministic kernels (slower; no cuDNN autotuning)")
-    runtime.add_argument("--seed", type=int, default=None, help="random seed (data order, augmentation, init)" + recipe("seed"))
+    runtime.add_argument(
+        "--seed", type=int, default=None, help="random seed (data order, augmentation, init)" + recipe("seed")
+    )
     runtime.add_argument("--save-dir", "--save_dir", type=Path, default=None,
                          help="folder of runs (default: saved, or the resumed run's parent folder)")
     runtime.add_argument("--run-name", "--run_name", default=None,
@@ -149,11 +167,17 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
     args.init_weights = None if args.init_weights is None else Path(args.init_weights)
     args.scale_range = list(cli.scale_range(args.scale_range))
     if args.batch_size % context.world_size:
-        raise cli.FlagError(f"argument --batch-size: {args.batch_size} must divide evenly over {context.world_size} processes")
+        raise cli.FlagError(
+            f"argument --batch-size: {args.batch_size} must divide evenly over {context.world_size} processes"
+        )
     if args.batch_size // context.world_size < 2:
-        raise cli.FlagError("argument --batch-size: each process needs at least 2 images per batch (batch norm); raise it")
+        raise cli.FlagError(
+            "argument --batch-size: each process needs at least 2 images per batch (batch norm); raise it"
+        )
     if args.amp_dtype is not None and not args.amp:
-        raise cli.FlagError(f"argument --amp-dtype: {args.amp_dtype} takes effect only with --amp; add --amp or drop it")
+        raise cli.FlagError(
+            f"argument --amp-dtype: {args.amp_dtype} takes effect only with --amp; add --amp or drop it"
+        )
     precision = resolve_precision(args.amp, args.amp_dtype, args.device)
     args.amp_dtype = precision.name
     if precision.dtype == torch.float16 and torch.device(args.device).type == "cpu":
@@ -189,8 +213,9 @@ def build_dataloaders(args: argparse.Namespace, context: DistributedContext) -> 
     # the loader's own generator: its workers' base seed is not drawn from the global random state either
     train_loader = DataLoader(train_set, per_process, sampler=SeededSampler(train_sampler, args.seed, context.rank),
                               drop_last=True, generator=torch.Generator().manual_seed(args.seed), **workers)
-    val_loader = DataLoader(val_set, args.val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size),
-                            **workers)
+    val_loader = DataLoader(
+        val_set, args.val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size), **workers
+    )
     return train_loader, val_loader
 
 
@@ -244,7 +269,9 @@ def load_initial_weights(model: nn.Module, path: Path) -> None:
     state = checkpoint["model"] if model.aux_head is not None else without_aux_head(checkpoint["model"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("aux_head.") for key in missing):
-        raise CheckpointError(f"{path}: the weights do not fit the model (missing {missing[:2]}, unexpected {unexpected[:2]})")
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model (missing {missing[:2]}, unexpected {unexpected[:2]})"
+        )
 
 
 def resume_state(checkpoint: dict, path: Path, model: nn.Module, optimizer, scheduler, scaler) -> TrainState:
@@ -275,8 +302,10 @@ def claim_run_folder(args: argparse.Namespace) -> Path:
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
     resuming_here = args.resume is not None and args.resume.resolve().parent == run_dir.resolve()
     if held and not resuming_here and not args.overwrite:
-        raise cli.FlagError(f"{run_dir}: already holds a run ({', '.join(held)}); continue it with --resume "
-                            f"{run_dir / 'last.pth'}, start another with --run-name NAME, or replace it with --overwrite")
+        raise cli.FlagError(
+            f"{run_dir}: already holds a run ({', '.join(held)}); continue it with --resume "
+            f"{run_dir / 'last.pth'}, start another with --run-name NAME, or replace it with --overwrite"
+        )
     return run_dir
 
 
@@ -390,7 +419,9 @@ def main(args: argparse.Namespace) -> int:
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer, scheduler, scaler = build_optimizer(model, args, total_iterations)
-        state = resume_state(checkpoint, args.resume, model, optimizer, scheduler, scaler) if args.resume else TrainState()
+        state = (
+            resume_state(checkpoint, args.resume, model, optimizer, scheduler, scaler) if args.resume else TrainState()
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {cli.one_line(error)}", file=sys.stderr)
         return 2
@@ -443,8 +474,11 @@ def main(args: argparse.Namespace) -> int:
     if context.is_main and state.history:
         last = state.history[-1]
         if state.best_miou < 0:
-            log.warning("warning: the val split has no labelled pixels (every mask is 255), so no mIoU was computed and "
-                        "no best.pth written; %s holds the trained model", run_dir / "last.pth")
+            log.warning(
+                "warning: the val split has no labelled pixels (every mask is 255), so no mIoU was computed and "
+                "no best.pth written; %s holds the trained model",
+                run_dir / "last.pth",
+            )
         else:
             log.info("done: best val mIoU %.4f; last: mIoU %.4f, mean Dice %.4f, pixel accuracy %.4f -> %s",
                      state.best_miou, last["miou"], last["mean_dice"], last["pixel_accuracy"], run_dir)

@@ -16,24 +16,19 @@ saves a CSV. Use --photo-like data: its PNGs cost what real Cityscapes frames co
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script: the project's packages
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import argparse
 import contextlib
 import time
+from pathlib import Path
 from unittest import mock
 
 import cv2
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from cityscapes import files
 from cityscapes.cache import CACHE_DIR
 from cityscapes.dataset import CityscapesSegmentation, SeededSampler
-from cityscapes import files
 from cityscapes.files import read_png, write_csv
 from cityscapes.transforms import resize_then_crop_transforms, train_transforms
 
@@ -104,8 +99,11 @@ def main(args: argparse.Namespace) -> list[dict]:
                      "ms_per_sample": 1000 * seconds, "frame_size": f"{height}x{width}",
                      "crop": f"{crop[0]}x{crop[1]}"})
         row = rows[-1]
-        print(f"{name:<40}{processes:>4} process(es){row['samples_per_s']:>9.1f} samples/s{row['ms_per_sample']:>9.1f} ms",
-              flush=True)
+        print(
+            f"{name:<40}{processes:>4} process(es){row['samples_per_s']:>9.1f} samples/s"
+            f"{row['ms_per_sample']:>9.1f} ms",
+            flush=True,
+        )
 
     with decoder("opencv"):
         add("decode floor, OpenCV (before)", 1, decode_floor(first, args.samples))

@@ -9,15 +9,11 @@ encoding, as its tools do. Prints a table and saves it as CSV.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
@@ -34,7 +30,9 @@ def time_cityscapesscripts(json_files: list[Path], out_dir: Path) -> float:
     start = time.perf_counter()
     for json_path in json_files:
         for kind, encoding in ENCODINGS.items():
-            json2labelImg(str(json_path), str(out_dir / json_path.name.replace("polygons.json", f"{kind}.png")), encoding)
+            json2labelImg(
+                str(json_path), str(out_dir / json_path.name.replace("polygons.json", f"{kind}.png")), encoding
+            )
     return time.perf_counter() - start
 
 
@@ -77,7 +75,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=12, help="annotations to convert")
     parser.add_argument("--height", type=int, default=1024, help="image height (Cityscapes: 1024)")
     parser.add_argument("--width", type=int, default=2048, help="image width (Cityscapes: 2048)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1], help="worker counts to time")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1], help="worker counts to time"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs per method; the best is kept")
     parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_generate_gt.csv"), help="CSV to write")
     return parser

@@ -13,17 +13,13 @@ Prints a table, saves it as CSV and as a bar plot.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import multiprocessing
 import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
@@ -91,7 +87,9 @@ def plot(rows: list[dict]) -> Figure:
     """Bars of latency and peak memory per configuration (the seed's inference-time and memory pictures)."""
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     latency, memory = figure.subplots(1, 2)
-    labels = [f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']} {r['mode']}" for r in rows]
+    labels = [
+        f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']} {r['mode']}" for r in rows
+    ]
     for axis, key, title in ((latency, "median_ms", "median latency per image (ms)"),
                              (memory, "peak_memory_mib", "peak memory (MiB)")):
         bars = axis.bar(range(len(rows)), [r[key] for r in rows], color="tab:blue")
@@ -99,12 +97,16 @@ def plot(rows: list[dict]) -> Figure:
         axis.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
         axis.set_title(title)
     first = rows[0]
-    figure.suptitle(f"DeepLabV3+ inference, {first['height']}x{first['width']}, batch {first['batch']}, {first['device']}")
+    figure.suptitle(
+        f"DeepLabV3+ inference, {first['height']}x{first['width']}, batch {first['batch']}, {first['device']}"
+    )
     return figure
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    device_name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
     rows = []
     spawn = multiprocessing.get_context("spawn")
     for backbone in args.backbones:
@@ -112,18 +114,39 @@ def main(args: argparse.Namespace) -> list[dict]:
             gflops = count_gflops(backbone, output_stride, args.height, args.width)
             for precision in args.precisions:
                 for mode in args.modes:
-                    config = {"backbone": backbone, "output_stride": output_stride, "precision": precision, "mode": mode,
-                              "height": args.height, "width": args.width, "batch": args.batch, "device": args.device,
-                              "warmup": args.warmup, "runs": args.runs, "channels_last": args.channels_last,
-                              "threads": args.threads, "crop": tuple(args.crop), "stride": tuple(args.stride)}
+                    config = {
+                        "backbone": backbone,
+                        "output_stride": output_stride,
+                        "precision": precision,
+                        "mode": mode,
+                        "height": args.height,
+                        "width": args.width,
+                        "batch": args.batch,
+                        "device": args.device,
+                        "warmup": args.warmup,
+                        "runs": args.runs,
+                        "channels_last": args.channels_last,
+                        "threads": args.threads,
+                        "crop": tuple(args.crop),
+                        "stride": tuple(args.stride),
+                    }
                     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
                         measured = pool.submit(measure, config).result()
-                    row = {**{k: config[k] for k in ("backbone", "output_stride", "precision", "mode", "height", "width",
-                                                     "batch")},
-                           **measured, "gflops": gflops, "device": device_name}
+                    row = {
+                        **{
+                            k: config[k]
+                            for k in ("backbone", "output_stride", "precision", "mode", "height", "width", "batch")
+                        },
+                        **measured,
+                        "gflops": gflops,
+                        "device": device_name,
+                    }
                     rows.append(row)
-                    print(f"{backbone:<10} OS{output_stride:<3}{precision:<6}{mode:<6}{row['params_m']:>8.1f} M"
-                          f"{gflops:>10.1f} GFLOPs{row['median_ms']:>10.1f} ms{row['peak_memory_mib']:>10.0f} MiB", flush=True)
+                    print(
+                        f"{backbone:<10} OS{output_stride:<3}{precision:<6}{mode:<6}{row['params_m']:>8.1f} M"
+                        f"{gflops:>10.1f} GFLOPs{row['median_ms']:>10.1f} ms{row['peak_memory_mib']:>10.0f} MiB",
+                        flush=True,
+                    )
     write_csv(args.csv, rows, COLUMNS)
     save_figure(plot(rows), args.plot)
     print(f"{device_name}, {args.height}x{args.width}, batch {args.batch}: wrote {args.csv} and {args.plot}")

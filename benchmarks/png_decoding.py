@@ -14,17 +14,12 @@ is ``cityscapes.files.decode_png`` (what every hot path calls).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script: the project's packages
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import argparse
 import importlib
 import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np

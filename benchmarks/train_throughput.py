@@ -14,16 +14,11 @@ Prints a table, saves it as CSV and as a bar plot.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script: the project's packages
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import argparse
 import itertools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
@@ -90,8 +85,10 @@ def plot(rows: list[dict]) -> Figure:
     """Bars of throughput and peak memory per configuration."""
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     speed, memory = figure.subplots(1, 2)
-    labels = [f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']} {r['variant']} {r['mode']}"
-              for r in rows]
+    labels = [
+        f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']} {r['variant']} {r['mode']}"
+        for r in rows
+    ]
     for axis, key, title in ((speed, "images_per_s", "training images per second"),
                              (memory, "peak_memory_mib", "peak memory (MiB)")):
         bars = axis.bar(range(len(rows)), [r[key] for r in rows], color="tab:green")
@@ -105,7 +102,9 @@ def plot(rows: list[dict]) -> Figure:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    device_name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
     if "loader" in args.modes and args.data_root is None:
         raise SystemExit("error: --modes loader needs --data-root (a data set with generated masks)")
     rows = []
@@ -122,9 +121,12 @@ def main(args: argparse.Namespace) -> list[dict]:
                "mode": mode, "crop_height": args.crop[0], "crop_width": args.crop[1], "batch": args.batch,
                **measured, "device": device_name}
         rows.append(row)
-        print(f"{backbone:<10} OS{output_stride:<3}{precision:<6}{variant:<22}{mode:<7}{row['images_per_s']:>9.2f} img/s"
-              f"{row['data_ms_per_step']:>9.1f} ms data{row['compute_ms_per_step']:>9.1f} ms compute"
-              f"{row['peak_memory_mib']:>9.0f} MiB", flush=True)
+        print(
+            f"{backbone:<10} OS{output_stride:<3}{precision:<6}{variant:<22}{mode:<7}{row['images_per_s']:>9.2f} img/s"
+            f"{row['data_ms_per_step']:>9.1f} ms data{row['compute_ms_per_step']:>9.1f} ms compute"
+            f"{row['peak_memory_mib']:>9.0f} MiB",
+            flush=True,
+        )
     write_csv(args.csv, rows, COLUMNS)
     save_figure(plot(rows), args.plot)
     print(f"{device_name}, {args.crop[0]}x{args.crop[1]} crops, batch {args.batch}: wrote {args.csv} and {args.plot}")
@@ -150,7 +152,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_train_throughput.csv"), help="CSV to write")
-    parser.add_argument("--plot", type=Path, default=Path("outputs/benchmark_train_throughput.png"), help="plot to write")
+    parser.add_argument(
+        "--plot", type=Path, default=Path("outputs/benchmark_train_throughput.png"), help="plot to write"
+    )
     return parser
 
 

@@ -15,26 +15,22 @@ most of a sample's time, is gone).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python cityscapes/cache.py
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import contextlib
 import io
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cityscapes.flags import Parser, positive_int
 from cityscapes.files import OutputError, check_output_folder, free_bytes, read_png, write_bytes_atomic, write_json
+from cityscapes.flags import Parser
 from cityscapes.paths import GENERATED_DIR, city_of, generated_mask_path, image_files, stem_of
 
 __all__ = ["CACHE_DIR", "CacheError", "FrameCache", "build_cache", "cache_command"]
@@ -71,7 +67,9 @@ def _read_manifest(cache_root: Path) -> dict:
     try:
         return json.loads(path.read_text())["frames"]
     except (ValueError, KeyError) as error:
-        raise CacheError(f"{path}: not a readable cache manifest ({error}); delete {cache_root} and rebuild it") from None
+        raise CacheError(
+            f"{path}: not a readable cache manifest ({error}); delete {cache_root} and rebuild it"
+        ) from None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -114,8 +112,10 @@ class FrameCache:
             raise CacheError(f"{stem} ({self.split}): cache entry unreadable ({error}); rebuild with "
                              f"{cache_command(self.data_root, self.split)}") from None
         if image.ndim != 3 or image.shape[:2] != mask.shape:
-            raise CacheError(f"{stem} ({self.split}): cache entry damaged (shapes {image.shape}, {mask.shape}); rebuild "
-                             f"with {cache_command(self.data_root, self.split)}")
+            raise CacheError(
+                f"{stem} ({self.split}): cache entry damaged (shapes {image.shape}, {mask.shape}); rebuild "
+                f"with {cache_command(self.data_root, self.split)}"
+            )
         return image, mask
 
 
@@ -134,7 +134,9 @@ def build_cache(data_root: Path, splits: Sequence[str], cache_root: Path | None 
                 raise FileNotFoundError(f"{mask}: missing; generate the masks first with "
                                         f"python -m cityscapes.generate_gt --data-root {data_root}")
             record = {"image": _source_record(image), "mask": _source_record(mask)}
-            if frames.get(f"{split}/{stem}") != record or not all(path.exists() for path in entry_paths(cache_root, split, stem)):
+            if frames.get(f"{split}/{stem}") != record or not all(
+                path.exists() for path in entry_paths(cache_root, split, stem)
+            ):
                 jobs.append((split, stem, image, mask, record))
     counts = {"written": 0, "up_to_date": sum(len(image_files(data_root, split)) for split in splits) - len(jobs)}
 
@@ -175,8 +177,13 @@ def required_bytes(data_root: Path, splits: Sequence[str]) -> int:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m cityscapes.cache", description="Write the decoded image/mask cache that train_dlv3p.py --cache reads.")
-    parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root (default: data)")
+    parser = Parser(
+        prog="python -m cityscapes.cache",
+        description="Write the decoded image/mask cache that train_dlv3p.py --cache reads.",
+    )
+    parser.add_argument(
+        "--data-root", "--data_root", type=Path, default=Path("data"), help="data set root (default: data)"
+    )
     parser.add_argument("--splits", nargs="+", choices=["train", "val"], default=["train"], help="splits to cache")
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: {data-root}/cache)")
     return parser

@@ -11,24 +11,29 @@ problem names the file and the command that fixes it.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python cityscapes/check.py
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from cityscapes.flags import Parser, positive_int
 from cityscapes.files import is_up_to_date, read_png
-from cityscapes.labels import LABELS, NUM_CLASSES, IGNORE_INDEX
-from cityscapes.paths import (GENERATED_DIR, MASK_KINDS, SPLITS, generated_mask_path, image_files, polygon_files,
-                              polygons_path, provided_mask_path, stem_of)
+from cityscapes.flags import Parser
+from cityscapes.labels import IGNORE_INDEX, LABELS, NUM_CLASSES
+from cityscapes.paths import (
+    GENERATED_DIR,
+    MASK_KINDS,
+    SPLITS,
+    generated_mask_path,
+    image_files,
+    polygon_files,
+    polygons_path,
+    provided_mask_path,
+    stem_of,
+)
 
 __all__ = ["OFFICIAL_COUNTS", "DataCheckError", "Problem", "SplitReport", "check_data", "check_before_run"]
 
@@ -98,9 +103,13 @@ def scan_split(root: Path, split: str, needs_masks: bool, strict: bool = True) -
                                        f"{official}", f"re-extract leftImg8bit_trainvaltest.zip into {root}"))
     without_annotation = sorted(set(images) - set(annotations))
     if without_annotation and annotations:  # a split with no annotation at all is reported by the caller
-        report.problems.append(Problem(
-            f"{images[without_annotation[0]]}: no {polygons_path(root, split, without_annotation[0]).name} "
-            f"({len(without_annotation)} {split} images have no annotation)", f"re-extract gtFine_trainvaltest.zip into {root}"))
+        report.problems.append(
+            Problem(
+                f"{images[without_annotation[0]]}: no {polygons_path(root, split, without_annotation[0]).name} "
+                f"({len(without_annotation)} {split} images have no annotation)",
+                f"re-extract gtFine_trainvaltest.zip into {root}",
+            )
+        )
     without_image = sorted(set(annotations) - set(images))
     if without_image:
         report.problems.append(Problem(
@@ -108,9 +117,13 @@ def scan_split(root: Path, split: str, needs_masks: bool, strict: bool = True) -
             f"re-extract leftImg8bit_trainvaltest.zip into {root}"))
     if strict and 0 < report.provided < report.images:
         missing = next(stem for stem in images if not provided_mask_path(root, split, stem).exists())
-        report.problems.append(Problem(f"{provided_mask_path(root, split, missing)}: missing ({report.images - report.provided}"
-                                       f" {split} frames lack their shipped labelIds)",
-                                       f"re-extract gtFine_trainvaltest.zip into {root}"))
+        report.problems.append(
+            Problem(
+                f"{provided_mask_path(root, split, missing)}: missing ({report.images - report.provided}"
+                f" {split} frames lack their shipped labelIds)",
+                f"re-extract gtFine_trainvaltest.zip into {root}",
+            )
+        )
     stale = []
     for stem in sorted(set(images) & set(annotations)):
         masks = [generated_mask_path(root / GENERATED_DIR, split, stem, kind) for kind in MASK_KINDS]
@@ -156,7 +169,12 @@ def check_pixels(root: Path, split: str, report: SplitReport, labelled: bool = T
                 data = json.loads(annotation.read_text())
                 annotated = (int(data["imgHeight"]), int(data["imgWidth"]))
             except (ValueError, KeyError, TypeError, OSError):
-                note("json", Problem(f"{annotation}: not a readable polygons JSON", f"re-extract gtFine_trainvaltest.zip into {root}"))
+                note(
+                    "json",
+                    Problem(
+                        f"{annotation}: not a readable polygons JSON", f"re-extract gtFine_trainvaltest.zip into {root}"
+                    ),
+                )
             else:
                 if annotated != size:
                     note("size", Problem(f"{image_path}: is {size[0]}x{size[1]} but its annotation says "
@@ -179,16 +197,24 @@ def check_pixels(root: Path, split: str, report: SplitReport, labelled: bool = T
                     count = int(np.count_nonzero(mask != IGNORE_INDEX))
                     mask_pixels, labelled_pixels = mask_pixels + mask.size, labelled_pixels + count
                     if count == 0:
-                        note("unlabelled", Problem(f"{train_ids}: has no labelled pixel (every value is {IGNORE_INDEX}, "
-                                                   "ignored), so training learns nothing from it",
-                                                   f"check that {annotation} holds evaluated classes, then "
-                                                   + _regenerate(root, overwrite=True)))
+                        note(
+                            "unlabelled",
+                            Problem(
+                                f"{train_ids}: has no labelled pixel (every value is {IGNORE_INDEX}, "
+                                "ignored), so training learns nothing from it",
+                                f"check that {annotation} holds evaluated classes, then "
+                                + _regenerate(root, overwrite=True),
+                            ),
+                        )
         provided = provided_mask_path(root, split, stem)
         if provided.exists():
             try:
                 label_ids = read_png(provided)
             except (FileNotFoundError, ValueError):
-                note("provided", Problem(f"{provided}: cannot be decoded", f"re-extract gtFine_trainvaltest.zip into {root}"))
+                note(
+                    "provided",
+                    Problem(f"{provided}: cannot be decoded", f"re-extract gtFine_trainvaltest.zip into {root}"),
+                )
             else:
                 if label_ids.shape != size or not np.isin(np.unique(label_ids), VALID_LABEL_IDS).all():
                     note("provided_values", Problem(f"{provided}: size or label values do not fit its image and the "
@@ -216,7 +242,9 @@ def check_data(root: Path, splits: Sequence[str] = SPLITS, pixels: bool = True,
         report = scan_split(root, split, needs_masks=split in needs_masks, strict=strict)
         absent = []
         if not root.is_dir():
-            absent.append(Problem(f"{root}: no such folder", "pass --data-root the folder holding leftImg8bit/ and gtFine/"))
+            absent.append(
+                Problem(f"{root}: no such folder", "pass --data-root the folder holding leftImg8bit/ and gtFine/")
+            )
         if report.images == 0:
             absent.append(Problem(f"{root / 'leftImg8bit' / split}: no *_leftImg8bit.png images",
                                   f"extract leftImg8bit_trainvaltest.zip into {root} (or pass --data-root)"))
@@ -243,7 +271,9 @@ def _megabytes(count: int) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m cityscapes.check", description="Check a Cityscapes data root before training or evaluation.")
+    parser = Parser(
+        prog="python -m cityscapes.check", description="Check a Cityscapes data root before training or evaluation."
+    )
     parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
                         help="data set root holding leftImg8bit/ and gtFine/ (default: data)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to check")
@@ -266,7 +296,10 @@ def main(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s); the first: {problems[0]}", file=sys.stderr)
         return 1
-    print(f"{args.data_root}: all checks passed" + (" (fast check; run without --fast to open every file)" if args.fast else ""))
+    print(
+        f"{args.data_root}: all checks passed"
+        + (" (fast check; run without --fast to open every file)" if args.fast else "")
+    )
     return 0
 
 

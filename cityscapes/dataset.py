@@ -14,8 +14,7 @@ from torchvision import tv_tensors
 
 from cityscapes.files import read_png
 from cityscapes.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
-from cityscapes.paths import (GENERATED_DIR, generated_mask_path, image_files, polygons_path, provided_mask_path,
-                              stem_of)
+from cityscapes.paths import GENERATED_DIR, generated_mask_path, image_files, polygons_path, provided_mask_path, stem_of
 
 __all__ = ["GROUND_TRUTHS", "CityscapesSegmentation", "SeededSampler", "missing_provided_masks"]
 
@@ -64,7 +63,8 @@ class CityscapesSegmentation(Dataset):
         self.images = image_files(self.root, split)
         if not self.images:
             raise FileNotFoundError(
-                f"{self.root / 'leftImg8bit' / split}: no *_leftImg8bit.png images; extract leftImg8bit_trainvaltest.zip "
+                f"{self.root / 'leftImg8bit' / split}: no *_leftImg8bit.png images; extract "
+                "leftImg8bit_trainvaltest.zip "
                 f"into {self.root} or point --data-root at the folder holding leftImg8bit/ and gtFine/"
             )
         if ground_truth == "provided":
@@ -77,7 +77,9 @@ class CityscapesSegmentation(Dataset):
         if self.has_labels:
             missing = [path for path in self.masks if not path.exists()]
             if missing:
-                raise FileNotFoundError(f"{missing[0]}: {len(missing)} of {len(self.masks)} {split} masks are missing; {fix}")
+                raise FileNotFoundError(
+                    f"{missing[0]}: {len(missing)} of {len(self.masks)} {split} masks are missing; {fix}"
+                )
         self.cache = None
         if cache_root is not None:
             from cityscapes.cache import FrameCache
@@ -107,10 +109,12 @@ class CityscapesSegmentation(Dataset):
             return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
         mask = read_png(self.masks[index])
         if mask.shape != image.shape[:2]:
-            raise ValueError(f"{self.images[index]}: is {image.shape[0]}x{image.shape[1]} but its mask {self.masks[index]} "
-                             f"is {mask.shape[0]}x{mask.shape[1]}; the image does not match its annotation: re-extract "
-                             f"leftImg8bit_trainvaltest.zip (python -m cityscapes.check --data-root {self.root} finds "
-                             "every such file)")
+            raise ValueError(
+                f"{self.images[index]}: is {image.shape[0]}x{image.shape[1]} but its mask {self.masks[index]} "
+                f"is {mask.shape[0]}x{mask.shape[1]}; the image does not match its annotation: re-extract "
+                f"leftImg8bit_trainvaltest.zip (python -m cityscapes.check --data-root {self.root} finds "
+                "every such file)"
+            )
         return image, LABEL_ID_TO_TRAIN_ID[mask] if self.ground_truth == "provided" else mask
 
     def _check_size_against_annotation(self, index: int, size: tuple[int, int]) -> None:
@@ -122,7 +126,9 @@ class CityscapesSegmentation(Dataset):
             data = json.loads(annotation.read_text())
             annotated = (int(data["imgHeight"]), int(data["imgWidth"]))
         except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{annotation}: not a readable polygons JSON; re-extract gtFine_trainvaltest.zip") from None
+            raise ValueError(
+                f"{annotation}: not a readable polygons JSON; re-extract gtFine_trainvaltest.zip"
+            ) from None
         if annotated != tuple(size):
             raise ValueError(f"{self.images[index]}: is {size[0]}x{size[1]} but its annotation says {annotated[0]}x"
                              f"{annotated[1]}; the image does not match its annotation: re-extract "

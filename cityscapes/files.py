@@ -18,9 +18,23 @@ try:  # libspng: the fastest PNG decoder measured here (optional: OpenCV decodes
 except ImportError:  # pragma: no cover - the fallback is tested by patching this name
     pyspng = None
 
-__all__ = ["TEMPORARY_SUFFIX", "OutputError", "check_output_file", "check_output_folder", "decode_png", "free_bytes",
-           "is_up_to_date", "missing_folders", "remove_empty_folders", "read_png", "remove_stale_temporaries", "write_bytes_atomic", "write_csv",
-           "write_json", "write_png"]
+__all__ = [
+    "TEMPORARY_SUFFIX",
+    "OutputError",
+    "check_output_file",
+    "check_output_folder",
+    "decode_png",
+    "free_bytes",
+    "is_up_to_date",
+    "missing_folders",
+    "remove_empty_folders",
+    "read_png",
+    "remove_stale_temporaries",
+    "write_bytes_atomic",
+    "write_csv",
+    "write_json",
+    "write_png",
+]
 
 TEMPORARY_SUFFIX = ".tmp"
 """Temporary files are ``.{name}.{random}.tmp`` beside their target until renamed."""

@@ -12,12 +12,28 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-__all__ = ["Parser", "bounded_int", "inference_scale", "non_negative_float", "non_negative_int", "positive_float",
-           "positive_int"]
+__all__ = ["DefaultsOnceFormatter", "Parser", "bounded_int", "inference_scale", "non_negative_float",
+           "non_negative_int", "positive_float", "positive_int"]
+
+
+class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` says each default once: appended only where the help text does not say it already, and not for
+    flags without one (None) or switches that are off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with errors on one line (``{prog}: error: ...``, no usage block) and exit status 2."""
+    """argparse with errors on one line (``{prog}: error: ...``, no usage block) and exit status 2, and each
+    default said once in ``--help``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsOnceFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         message = re.sub(r"argument (--[\w-]+)(/--\w+)+:", r"argument \1:", message)  # name a flag once, not its alias

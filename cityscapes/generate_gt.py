@@ -14,30 +14,35 @@ CLI::
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python cityscapes/generate_gt.py
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import Pool
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cityscapes.flags import Parser, positive_int
 from cityscapes.files import check_output_folder, is_up_to_date, png_is_complete, write_csv, write_png
+from cityscapes.flags import Parser, positive_int
 from cityscapes.labels import LABEL_ID_TO_COLOR, LABEL_ID_TO_TRAIN_ID, resolve_label
-from cityscapes.paths import (GENERATED_DIR, MASK_KINDS, POLYGONS_SUFFIX, SPLITS, generated_mask_path, image_files,
-                              image_path, polygon_files, stem_of)
+from cityscapes.paths import (
+    GENERATED_DIR,
+    MASK_KINDS,
+    POLYGONS_SUFFIX,
+    SPLITS,
+    generated_mask_path,
+    image_files,
+    image_path,
+    polygon_files,
+    stem_of,
+)
 
 __all__ = [
     "AnnotationError",
@@ -182,11 +187,20 @@ def _check_out_root(data_root: Path, out_root: Path) -> None:
     gt_fine = (data_root / "gtFine").resolve()
     resolved = out_root.resolve()
     if resolved == gt_fine or gt_fine in resolved.parents:
-        raise ValueError(f"{out_root}: refusing to write inside gtFine/ (the original annotations); choose another --out")
+        raise ValueError(
+            f"{out_root}: refusing to write inside gtFine/ (the original annotations); choose another --out"
+        )
 
 
-def generate(data_root: Path, splits: Sequence[str] = SPLITS, out_root: Path | None = None, workers: int | None = None,
-             overwrite: bool = False, progress: bool = True, skip_absent_splits: bool = False) -> list[ConversionResult]:
+def generate(
+    data_root: Path,
+    splits: Sequence[str] = SPLITS,
+    out_root: Path | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    skip_absent_splits: bool = False,
+) -> list[ConversionResult]:
     """Convert every polygons JSON of ``splits`` under ``data_root``; results sorted by file.
 
     ``out_root`` defaults to ``{data_root}/generated_gt``; ``workers`` to all cores.
@@ -229,8 +243,11 @@ def generate(data_root: Path, splits: Sequence[str] = SPLITS, out_root: Path | N
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m cityscapes.generate_gt", description="Generate labelIds / labelTrainIds / color masks from gtFine polygons, "
-                                     "or compare generated masks with the provided ones.")
+    parser = Parser(
+        prog="python -m cityscapes.generate_gt",
+        description="Generate labelIds / labelTrainIds / color masks from gtFine polygons, "
+        "or compare generated masks with the provided ones.",
+    )
     commands = parser.add_subparsers(dest="command")
     generate_parser = commands.add_parser("generate", help="write masks (the default command)")
     generate_parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
@@ -239,9 +256,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                                  help="splits to convert (default: those of train/val/test that have annotations)")
     generate_parser.add_argument("--out", type=Path, default=None,
                                  help="output root (default: {data-root}/generated_gt); never inside gtFine/")
-    generate_parser.add_argument("--workers", type=positive_int, default=os.cpu_count(), help="processes (default: all cores)")
-    generate_parser.add_argument("--overwrite", action="store_true",
-                                 help="rewrite every mask (without it, only missing, empty or outdated ones are written)")
+    generate_parser.add_argument(
+        "--workers", type=positive_int, default=os.cpu_count(), help="processes (default: all cores)"
+    )
+    generate_parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite every mask (without it, only missing, empty or outdated ones are written)",
+    )
     compare_parser = commands.add_parser("compare", help="compare generated labelIds with the provided ones")
     compare_parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root")
     compare_parser.add_argument("--split", choices=SPLITS, default="val", help="split to compare (default: val)")
@@ -304,8 +326,11 @@ def run_compare(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     print(comparison.format_table())
     files = 2 * len(comparison.per_image)  # a generated and a provided mask per image
-    print(f"compared {len(comparison.per_image)} images ({files} masks) in {seconds:.1f} s: {files / max(seconds, 1e-9):.1f} "
-          "files/s")
+    print(
+        f"compared {len(comparison.per_image)} images ({files} masks) in {seconds:.1f} s: "
+        f"{files / max(seconds, 1e-9):.1f} "
+        "files/s"
+    )
     name = f"generated_vs_provided_{args.split}"
     write_csv(out / f"{name}_images.csv", comparison.per_image, ["image", "pixels", "agreeing_pixels", "agreement"])
     write_csv(out / f"{name}_classes.csv", comparison.per_class(),

@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cityscapes.flags import Parser, positive_int
 from cityscapes.files import write_json, write_png
+from cityscapes.flags import Parser, positive_int
 from cityscapes.labels import LABEL_ID_TO_COLOR, resolve_label
 from cityscapes.paths import SPLITS, frame_stem, image_path, polygons_path, provided_mask_path
 
@@ -96,7 +96,10 @@ def make_scene(rng: np.random.Generator, height: int, width: int) -> list[dict]:
     skyline.append((1.05, horizon + 0.08))
     add("building", skyline)
     for _ in range(rng.integers(1, 4)):
-        add("vegetation", _ellipse(rng.uniform(0, 1), horizon - 0.05, rng.uniform(0.05, 0.12), rng.uniform(0.06, 0.12), 14, rng))
+        add(
+            "vegetation",
+            _ellipse(rng.uniform(0, 1), horizon - 0.05, rng.uniform(0.05, 0.12), rng.uniform(0.06, 0.12), 14, rng),
+        )
     if rng.random() < 0.5:
         add("wall", _box(rng.uniform(0.55, 0.7), horizon - 0.06, 1.05, horizon + 0.06))
     add("terrain", [(-0.05, horizon + 0.05), (0.35, horizon + 0.02), (0.2, horizon + 0.12), (-0.05, horizon + 0.2)])
@@ -140,7 +143,10 @@ def make_scene(rng: np.random.Generator, height: int, width: int) -> list[dict]:
         add("dynamic", _box(du, 0.7, du + rng.uniform(0.05, 0.1), 0.75))
 
     ego_top = rng.uniform(0.86, 0.92)
-    add("ego vehicle", [(-0.05, 1.05), (-0.05, ego_top + 0.04), (0.3, ego_top), (0.7, ego_top), (1.05, ego_top + 0.04), (1.05, 1.05)])
+    add(
+        "ego vehicle",
+        [(-0.05, 1.05), (-0.05, ego_top + 0.04), (0.3, ego_top), (0.7, ego_top), (1.05, ego_top + 0.04), (1.05, 1.05)],
+    )
     add("rectification border", [(0, 0), (0.01, 0), (0.01, 1), (0, 1)])
     add("rectification border", [(0.99, 0), (1, 0), (1, 1), (0.99, 1)])
     add("out of roi", [(0, 0.97), (1, 0.97), (1, 1), (0, 1)])
@@ -208,7 +214,9 @@ def render_image(objects: list[dict], height: int, width: int, rng: np.random.Ge
             continue
         colour = LICENSE_PLATE_APPEARANCE if label.id < 0 else tuple(int(c) for c in LABEL_ID_TO_COLOR[label.id])
         if label.name in ("ego vehicle", "rectification border", "out of roi"):
-            colour = {"ego vehicle": (35, 30, 40), "rectification border": (0, 0, 0), "out of roi": (10, 10, 10)}[label.name]
+            colour = {"ego vehicle": (35, 30, 40), "rectification border": (0, 0, 0), "out of roi": (10, 10, 10)}[
+                label.name
+            ]
         painted.append((label.name, colour))
         _fill(appearance, obj["polygon"], len(painted) - 1)
 
@@ -267,9 +275,19 @@ def write_dataset(out: Path, frames_per_split: int = 6, height: int = 256, width
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m cityscapes.synthetic", description="Write a synthetic data set in the Cityscapes layout.")
-    parser.add_argument("--out", type=Path, default=Path("data/demo"), help="data set root to write (default: data/demo)")
-    parser.add_argument("--frames-per-split", "--frames_per_split", type=positive_int, default=6, help="frames in each of train/val/test")
+    parser = Parser(
+        prog="python -m cityscapes.synthetic", description="Write a synthetic data set in the Cityscapes layout."
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/demo"), help="data set root to write (default: data/demo)"
+    )
+    parser.add_argument(
+        "--frames-per-split",
+        "--frames_per_split",
+        type=positive_int,
+        default=6,
+        help="frames in each of train/val/test",
+    )
     parser.add_argument("--height", type=positive_int, default=256, help="image height in pixels (Cityscapes: 1024)")
     parser.add_argument("--width", type=positive_int, default=512, help="image width in pixels (Cityscapes: 2048)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files")

@@ -29,8 +29,19 @@ from torchvision.transforms.v2 import functional as F
 
 from cityscapes.labels import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CropFirstTrainTransform", "DeviceNormalise", "RandomScale", "ScaleCrop", "crop_first",
-           "draw_scale_crop", "eval_transforms", "resize_then_crop_transforms", "train_transforms"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CropFirstTrainTransform",
+    "DeviceNormalise",
+    "RandomScale",
+    "ScaleCrop",
+    "crop_first",
+    "draw_scale_crop",
+    "eval_transforms",
+    "resize_then_crop_transforms",
+    "train_transforms",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

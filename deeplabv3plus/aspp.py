@@ -50,7 +50,9 @@ class ASPP(nn.Module):
             + [ASPPConv(in_channels, out_channels, rate) for rate in self.rates]
             + [ASPPPooling(in_channels, out_channels)]
         )
-        self.project = nn.Sequential(*_conv_bn_relu(len(self.branches) * out_channels, out_channels), nn.Dropout(dropout))
+        self.project = nn.Sequential(
+            *_conv_bn_relu(len(self.branches) * out_channels, out_channels), nn.Dropout(dropout)
+        )
         self.out_channels = out_channels
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -67,12 +69,16 @@ class SeparableASPP(nn.Module):
         super().__init__()
         self.rates = tuple(rates)
         self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, out_channels))
-        self.aspp_modules = nn.ModuleList([ConvBNReLU(in_channels, out_channels)]
-                                          + [SeparableConvBNReLU(in_channels, out_channels, rate) for rate in self.rates])
+        self.aspp_modules = nn.ModuleList(
+            [ConvBNReLU(in_channels, out_channels)]
+            + [SeparableConvBNReLU(in_channels, out_channels, rate) for rate in self.rates]
+        )
         self.bottleneck = ConvBNReLU((len(self.rates) + 2) * out_channels, out_channels, 3)
         self.out_channels = out_channels
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, C_in, h, w) -> (N, out_channels, h, w)."""
-        pooled = F.interpolate(self.image_pool(features), size=features.shape[-2:], mode="bilinear", align_corners=False)
+        pooled = F.interpolate(
+            self.image_pool(features), size=features.shape[-2:], mode="bilinear", align_corners=False
+        )
         return self.bottleneck(torch.cat([pooled] + [branch(features) for branch in self.aspp_modules], dim=1))

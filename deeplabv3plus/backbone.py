@@ -9,14 +9,13 @@ stem is mmsegmentation's ResNetV1c: three 3x3 convs (3->32 stride 2, 32->32,
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from urllib.error import URLError
 
-from collections import OrderedDict
-
 import torch
 from torch import nn
-from torchvision.models import ResNet101_Weights, ResNet152_Weights, ResNet50_Weights, resnet101, resnet152, resnet50
+from torchvision.models import ResNet50_Weights, ResNet101_Weights, ResNet152_Weights, resnet50, resnet101, resnet152
 from torchvision.models._utils import IntermediateLayerGetter
 
 __all__ = ["BACKBONES", "DILATION_BY_OUTPUT_STRIDE", "STEMS", "ResNetBackbone", "deep_stem", "load_backbone_state_dict"]
@@ -79,9 +78,11 @@ def load_backbone_state_dict(layers: nn.Module, name: str, pretrained: str | Pat
     if pretrained is None or str(pretrained).lower() == "none":
         return
     if str(pretrained) == "imagenet" and stem == "deep":
-        raise ValueError(f"torchvision has no ImageNet weights for the deep-stem {name}; convert mmsegmentation's "
-                         f"{name}_v1c checkpoint with python -m deeplabv3plus.convert --from mmseg-backbone IN.pth OUT.pth "
-                         "and pass OUT.pth, or start from scratch with 'none'")
+        raise ValueError(
+            f"torchvision has no ImageNet weights for the deep-stem {name}; convert mmsegmentation's "
+            f"{name}_v1c checkpoint with python -m deeplabv3plus.convert --from mmseg-backbone IN.pth OUT.pth "
+            "and pass OUT.pth, or start from scratch with 'none'"
+        )
     source = "ImageNet download" if str(pretrained) == "imagenet" else str(pretrained)
     state = _imagenet_state_dict(name) if str(pretrained) == "imagenet" else _state_dict_from_file(Path(pretrained))
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # the classifier is not used
@@ -120,7 +121,9 @@ class ResNetBackbone(nn.Module):
         self.low_level_channels = resnet.layer1[-1].conv3.out_channels
         self.aux_channels = resnet.layer3[-1].conv3.out_channels
         self.out_channels = resnet.layer4[-1].conv3.out_channels
-        self.body = IntermediateLayerGetter(layers, return_layers={"layer1": "low_level", "layer3": "aux", "layer4": "out"})
+        self.body = IntermediateLayerGetter(
+            layers, return_layers={"layer1": "low_level", "layer3": "aux", "layer4": "out"}
+        )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) -> {"low_level": (N, 256, H/4, W/4), "aux": (N, 1024, h, w), "out": (N, 2048, H/os, W/os)}."""

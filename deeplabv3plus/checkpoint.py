@@ -92,7 +92,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     verify_integrity(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for foreign files
+    except Exception as error:  # noqa: BLE001  torch raises many types for foreign files
         raise CheckpointError(f"{path}: not a checkpoint of this project ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a DeepLabV3+ checkpoint of this project (no {' / '.join(REQUIRED_KEYS)})")

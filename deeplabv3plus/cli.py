@@ -13,8 +13,15 @@ from pathlib import Path
 import torch
 
 from cityscapes.files import OutputError, check_output_file, check_output_folder
-from cityscapes.flags import (Parser, bounded_int, inference_scale, non_negative_float, non_negative_int,
-                              positive_float, positive_int)
+from cityscapes.flags import (
+    Parser,
+    bounded_int,
+    inference_scale,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["FlagError", "Parser", "bounded_int", "crop_size", "device", "inference_scale", "non_negative_float",
            "non_negative_int", "one_line", "output_file", "output_folder", "positive_float", "positive_int",

@@ -1,6 +1,7 @@
 """Other projects' checkpoints -> this project's: mmsegmentation's DeepLabV3+ and its ImageNet ResNetV1c backbones.
 
-    python -m deeplabv3plus.convert --from mmseg deeplabv3plus_r50-d8_512x1024_80k_cityscapes_20200606_114049-f9fb496d.pth \\
+    python -m deeplabv3plus.convert --from mmseg \\
+        deeplabv3plus_r50-d8_512x1024_80k_cityscapes_20200606_114049-f9fb496d.pth \\
         saved/mmseg_r50_d8_512x1024_80k/best.pth
     python -m deeplabv3plus.convert --from mmseg-backbone resnet50_v1c-2cccc1ad.pth weights/resnet50_v1c.pth
 
@@ -18,17 +19,13 @@ architecture is refused, naming the first key that has no place.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python deeplabv3plus/convert.py
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import io
 import pickle
 import re
+import sys
 import zipfile
+from pathlib import Path
 
 import torch
 
@@ -106,7 +103,9 @@ def convert_mmseg(path: Path, out: Path, output_stride: int = 8, trust_pickle: b
         mapped[ours] = value
     num_classes = mapped["decoder.conv_seg.weight"].shape[0]
     if num_classes != NUM_CLASSES:
-        raise ConversionError(f"{path}: predicts {num_classes} classes; this project evaluates Cityscapes' {NUM_CLASSES}")
+        raise ConversionError(
+            f"{path}: predicts {num_classes} classes; this project evaluates Cityscapes' {NUM_CLASSES}"
+        )
     model = build_model(_depth(state, path, "backbone."), output_stride, num_classes,
                         aux_head=any(key.startswith("aux_head.") for key in mapped), **ARCHITECTURES["mmseg"])
     try:
@@ -130,7 +129,9 @@ def convert_mmseg_backbone(path: Path, out: Path, trust_pickle: bool = False) ->
     try:
         layers.load_state_dict(state)
     except RuntimeError as error:
-        raise ConversionError(f"{path}: the weights do not fit a deep-stem {depth} ({str(error).splitlines()[0]})") from None
+        raise ConversionError(
+            f"{path}: the weights do not fit a deep-stem {depth} ({str(error).splitlines()[0]})"
+        ) from None
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes_atomic(Path(out), buffer.getvalue())

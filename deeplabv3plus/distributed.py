@@ -10,7 +10,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistributedContext", "ShardSampler", "all_reduce_sum", "get_world_size", "init_distributed_mode", "is_main_process"]
+__all__ = [
+    "DistributedContext",
+    "ShardSampler",
+    "all_reduce_sum",
+    "get_world_size",
+    "init_distributed_mode",
+    "is_main_process",
+]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,16 @@ from deeplabv3plus.inference import predict
 from deeplabv3plus.metrics import ConfusionMatrix
 from deeplabv3plus.precision import Precision, autocast
 
-__all__ = ["EpochStats", "EvaluationResult", "NoLabelledPixels", "TrainState", "evaluate", "fit", "poly_lr_factor", "train_one_epoch"]
+__all__ = [
+    "EpochStats",
+    "EvaluationResult",
+    "NoLabelledPixels",
+    "TrainState",
+    "evaluate",
+    "fit",
+    "poly_lr_factor",
+    "train_one_epoch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +255,16 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
         if on_prediction is not None:
             on_prediction(predictions, meta)
     confusion.reduce_from_all_processes()
-    totals = all_reduce_sum(torch.stack([loss_sum, pixels, torch.tensor(float(images_seen), dtype=torch.float64, device=device),
-                                         torch.tensor(inference_seconds, dtype=torch.float64, device=device)]))
+    totals = all_reduce_sum(
+        torch.stack(
+            [
+                loss_sum,
+                pixels,
+                torch.tensor(float(images_seen), dtype=torch.float64, device=device),
+                torch.tensor(inference_seconds, dtype=torch.float64, device=device),
+            ]
+        )
+    )
     loss_total, pixel_total, image_total, seconds_total = totals.tolist()
     return EvaluationResult(
         confusion=confusion,

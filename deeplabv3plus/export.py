@@ -14,19 +14,15 @@ requirements-export.txt``.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python deeplabv3plus/export.py
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import io
 import logging
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -56,13 +52,16 @@ def _require_onnx() -> None:
 
 
 def export_onnx(model: torch.nn.Module, path: Path, height: int, width: int, dynamic: bool = False) -> str:
-    """Write the eval-mode model as ONNX (input "images" (N, 3, H, W), output "logits"), atomically; the exporter used."""
+    """Write the eval-mode model as ONNX (input "images" (N, 3, H, W), output "logits"), atomically; returns the
+    exporter used."""
     _require_onnx()
     model = model.eval()
     example = torch.randn(2 if dynamic else 1, 3, height, width)  # a batch of 1 would be specialised to 1
     buffer = io.BytesIO()
     try:
-        dynamic_shapes = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},) if dynamic else None
+        dynamic_shapes = (
+            ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},) if dynamic else None
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
@@ -129,10 +128,17 @@ def parity_report(model: torch.nn.Module, onnx_path: Path, inputs: Iterator[torc
         pixels += expected[:, 0].numel()
         images += 1
     agreement = agreeing / max(1, pixels)
-    return {"images": images, "pixels": pixels, "max_abs_logit_difference": max_difference, "argmax_agreement": agreement,
-            "meets_goal": agreement >= ARGMAX_GOAL, "torch_ms": statistics.median(torch_ms),
-            "onnxruntime_ms": statistics.median(onnx_ms), "onnxruntime_provider": providers[0],
-            "torch_device": str(device)}
+    return {
+        "images": images,
+        "pixels": pixels,
+        "max_abs_logit_difference": max_difference,
+        "argmax_agreement": agreement,
+        "meets_goal": agreement >= ARGMAX_GOAL,
+        "torch_ms": statistics.median(torch_ms),
+        "onnxruntime_ms": statistics.median(onnx_ms),
+        "onnxruntime_provider": providers[0],
+        "torch_device": str(device),
+    }
 
 
 def onnx_output_path(out: Path | None, checkpoint: Path) -> Path:

@@ -38,8 +38,13 @@ def read_history(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training history; train with train_dlv3p.py first")
     with open(path, newline="") as stream:
-        return [{key: (int(value) if key in ("epoch", "iteration") else float(value or "nan")) for key, value in row.items()}
-                for row in csv.DictReader(stream)]
+        return [
+            {
+                key: (int(value) if key in ("epoch", "iteration") else float(value or "nan"))
+                for key, value in row.items()
+            }
+            for row in csv.DictReader(stream)
+        ]
 
 
 def read_per_class_iou(run_dir: Path) -> list[dict]:

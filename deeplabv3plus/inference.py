@@ -31,7 +31,10 @@ def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone:
     """
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     config = dict(checkpoint["model_config"])
-    for flag, key, wanted in (("--backbone", "backbone", backbone), ("--output-stride", "output_stride", output_stride)):
+    for flag, key, wanted in (
+        ("--backbone", "backbone", backbone),
+        ("--output-stride", "output_stride", output_stride),
+    ):
         if wanted is not None and wanted != config[key]:
             raise CheckpointError(f"{path}: was trained with {key}={config[key]} but {flag} is {wanted}; "
                                   "drop the flag or pass the matching checkpoint")

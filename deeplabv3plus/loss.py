@@ -9,7 +9,9 @@ from torch import nn
 __all__ = ["SegmentationLoss", "cross_entropy_over_labelled_pixels"]
 
 
-def cross_entropy_over_labelled_pixels(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def cross_entropy_over_labelled_pixels(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
     """Mean cross-entropy of (N, C, H, W) logits over the pixels of (N, H, W) ``target`` that are not ignored.
 
     A batch without any labelled pixel gives 0 (and zero gradients), not the NaN of

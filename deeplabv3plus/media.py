@@ -17,8 +17,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "InputFile", "VideoWriter", "find_inputs", "images_to_video", "read_image",
-           "read_video"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "InputFile",
+    "VideoWriter",
+    "find_inputs",
+    "images_to_video",
+    "read_image",
+    "read_video",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -44,7 +52,9 @@ def find_inputs(arguments: Sequence[str]) -> tuple[list[InputFile], list[str]]:
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+            )
             entries = [InputFile(p, p.relative_to(path)) for p in files]
         elif path.is_file():
             entries = [InputFile(path, Path(path.name))]

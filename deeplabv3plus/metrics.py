@@ -83,7 +83,9 @@ def scores_from_confusion_matrix(matrix: torch.Tensor) -> dict[str, object]:
     }
 
 
-def category_confusion_matrix(matrix: torch.Tensor, class_to_category: torch.Tensor, num_categories: int) -> torch.Tensor:
+def category_confusion_matrix(
+    matrix: torch.Tensor, class_to_category: torch.Tensor, num_categories: int
+) -> torch.Tensor:
     """Merge a class confusion matrix into categories: ``out[a, b] = sum(matrix[i, j])`` for i in a, j in b.
 
     Rows and then columns are summed with ``index_add``, which works for integer

@@ -113,4 +113,8 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
                 "weight_decay": weight_decay if decay == "decay" else 0.0,
             })
             group["params"].append(parameter)
-    return [groups[name] for name in ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay") if name in groups]
+    return [
+        groups[name]
+        for name in ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay")
+        if name in groups
+    ]

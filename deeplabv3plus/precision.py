@@ -44,7 +44,8 @@ def resolve_precision(amp: bool, amp_dtype: str | None, device: torch.device | s
 
 
 def cpu_supports_bfloat16() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 or AMX); elsewhere bf16 autocast is slower than fp32."""
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 or AMX); elsewhere bf16 autocast is slower than
+    fp32."""
     is_supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # private, so guarded
     try:
         return bool(is_supported and is_supported())

@@ -29,7 +29,8 @@ class EvaluationProtocol:
     weights: str = ""  # short digest of the state dict
 
     def describe(self) -> str:
-        """One line in words, e.g. ``val, 500 images, whole 1024x2048, OS8 (trained OS16), flip, scales 0.75 1.0 1.25``."""
+        """One line in words, e.g. ``val, 500 images, whole 1024x2048, OS8 (trained OS16), flip, scales 0.75 1.0
+        1.25``."""
         if self.mode == "slide":
             inference = (f"slide {self.window[0]}x{self.window[1]} windows every {self.stride[0]}x{self.stride[1]} "
                          f"over {self.image_size}")

@@ -60,7 +60,9 @@ def saved_settings(checkpoint: dict) -> dict:
     return saved
 
 
-def _resolve_length(given: dict, saved: dict | None, progress: tuple[int, int], source: Path | None) -> tuple[dict, list]:
+def _resolve_length(
+    given: dict, saved: dict | None, progress: tuple[int, int], source: Path | None
+) -> tuple[dict, list]:
     """``{"iters": ..., "epochs": ...}`` (one of them None) and the notes of a changed length."""
     if saved is None:
         if given.get("iters") is None and given.get("epochs") is None:

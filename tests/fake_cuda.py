@@ -439,14 +439,24 @@ def fake_cuda(monkeypatch) -> Iterator[FakeCuda]:
     harness = FakeCuda()
     cuda = torch.cuda
     patches = {
-        "is_available": lambda: True, "device_count": lambda: 1, "current_device": lambda: 0,
-        "set_device": lambda device: None, "synchronize": harness.synchronize, "is_bf16_supported": lambda *a, **k: True,
+        "is_available": lambda: True,
+        "device_count": lambda: 1,
+        "current_device": lambda: 0,
+        "set_device": lambda device: None,
+        "synchronize": harness.synchronize,
+        "is_bf16_supported": lambda *a, **k: True,
         "max_memory_allocated": lambda device=None: math.nan,  # unknown, not 0: nothing is measured here
-        "memory_allocated": lambda device=None: math.nan, "reset_peak_memory_stats": lambda device=None: None,
-        "get_device_name": lambda device=None: "fake CUDA (CPU tensors)", "get_device_capability": lambda d=None: (9, 0),
-        "Event": _FakeEvent, "_lazy_init": lambda: None, "is_initialized": lambda: True,
-        "manual_seed": lambda seed: None, "manual_seed_all": lambda seed: None,
-        "set_sync_debug_mode": harness.set_sync_debug_mode, "get_sync_debug_mode": lambda: harness.sync_debug_mode,
+        "memory_allocated": lambda device=None: math.nan,
+        "reset_peak_memory_stats": lambda device=None: None,
+        "get_device_name": lambda device=None: "fake CUDA (CPU tensors)",
+        "get_device_capability": lambda d=None: (9, 0),
+        "Event": _FakeEvent,
+        "_lazy_init": lambda: None,
+        "is_initialized": lambda: True,
+        "manual_seed": lambda seed: None,
+        "manual_seed_all": lambda seed: None,
+        "set_sync_debug_mode": harness.set_sync_debug_mode,
+        "get_sync_debug_mode": lambda: harness.sync_debug_mode,
     }
     for name, value in patches.items():
         monkeypatch.setattr(cuda, name, value)

@@ -33,11 +33,29 @@ class MmsegDeepLabV3Plus(torch.nn.Module):
         self.backbone = ResNetV1c(depth=depth, num_stages=4, out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4),
                                   strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False, style="pytorch",
                                   contract_dilation=True)
-        self.decode_head = DepthwiseSeparableASPPHead(in_channels=2048, in_index=3, channels=512, dilations=(1, 12, 24, 36),
-                                                      c1_in_channels=256, c1_channels=48, dropout_ratio=0.1,
-                                                      num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False)
-        self.auxiliary_head = FCNHead(in_channels=1024, in_index=2, channels=256, num_convs=1, concat_input=False,
-                                      dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False)
+        self.decode_head = DepthwiseSeparableASPPHead(
+            in_channels=2048,
+            in_index=3,
+            channels=512,
+            dilations=(1, 12, 24, 36),
+            c1_in_channels=256,
+            c1_channels=48,
+            dropout_ratio=0.1,
+            num_classes=num_classes,
+            norm_cfg=norm_cfg,
+            align_corners=False,
+        )
+        self.auxiliary_head = FCNHead(
+            in_channels=1024,
+            in_index=2,
+            channels=256,
+            num_convs=1,
+            concat_input=False,
+            dropout_ratio=0.1,
+            num_classes=num_classes,
+            norm_cfg=norm_cfg,
+            align_corners=False,
+        )
 
     def forward(self, images):
         """Whole-image logits at the input size, as mmsegmentation's EncoderDecoder computes them."""

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import interrupt_training_at_epoch
 
 import test_dlv3p
 import train_dlv3p
 from cityscapes.files import write_png
 from cityscapes.paths import image_files, polygon_files
 from deeplabv3plus.checkpoint import load_checkpoint
-from helpers import interrupt_training_at_epoch
 
 
 def snapshot(*folders):
@@ -41,9 +41,32 @@ def assert_one_line(err, *fragments):
 
 
 def train_argv(tiny_copy, save_dir, *extra):
-    return ["--data-root", tiny_copy, "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
-            "--crop-size", "32", "64", "--workers", "0", "--device", "cpu", "--save-dir", save_dir, "--warmup-iters", "1",
-            "--val-every", "1", "--iters", "1", *extra]
+    return [
+        "--data-root",
+        tiny_copy,
+        "--output-stride",
+        "16",
+        "--pretrained-backbone",
+        "none",
+        "--batch-size",
+        "2",
+        "--crop-size",
+        "32",
+        "64",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--save-dir",
+        save_dir,
+        "--warmup-iters",
+        "1",
+        "--val-every",
+        "1",
+        "--iters",
+        "1",
+        *extra,
+    ]
 
 
 TRAIN_FLAGS = [  # (flags, what the one line must say)
@@ -95,8 +118,22 @@ def test_output_folders_that_cannot_be_written(tiny_copy, trained_run, tmp_path,
     code, err = outcome(train_dlv3p, train_argv(tiny_copy, "/proc/no_such_folder"), capsys)
     assert code == 2
     assert_one_line(err, "argument --save-dir: cannot write in /proc/no_such_folder")
-    code, err = outcome(test_dlv3p, ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out",
-                                     a_file, "--device", "cpu", "--workers", "0"], capsys)
+    code, err = outcome(
+        test_dlv3p,
+        [
+            "--model_weights_path",
+            trained_run / "best.pth",
+            "--data-root",
+            tiny_copy,
+            "--out",
+            a_file,
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ],
+        capsys,
+    )
     assert code == 2
     assert_one_line(err, f"argument --out: {a_file} is a file, not a folder")
 
@@ -114,8 +151,23 @@ TEST_FLAGS = [
 
 @pytest.mark.parametrize("flags,message", TEST_FLAGS, ids=[" ".join(flags) for flags, _ in TEST_FLAGS])
 def test_test_flags(trained_run, tiny_copy, tmp_path, capsys, flags, message):
-    code, err = outcome(test_dlv3p, ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out",
-                                     tmp_path / "out", "--device", "cpu", "--workers", "0", *flags], capsys)
+    code, err = outcome(
+        test_dlv3p,
+        [
+            "--model_weights_path",
+            trained_run / "best.pth",
+            "--data-root",
+            tiny_copy,
+            "--out",
+            tmp_path / "out",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            *flags,
+        ],
+        capsys,
+    )
     assert code == 2
     assert_one_line(err, message)
     assert not (tmp_path / "out" / "tiny").exists()
@@ -131,8 +183,11 @@ def test_checkpoints_that_are_not_checkpoints(trained_run, tiny_copy, tmp_path, 
     damaged.write_bytes(bytes(data))
     for path, message in ((random_bytes, "random.pth: not a checkpoint"), (damaged, "best.pth: damaged"),
                           (tmp_path / "missing.pth", "missing.pth: checkpoint not found")):
-        code, err = outcome(test_dlv3p, ["--model_weights_path", path, "--data-root", tiny_copy, "--out", tmp_path / "out",
-                                         "--device", "cpu"], capsys)
+        code, err = outcome(
+            test_dlv3p,
+            ["--model_weights_path", path, "--data-root", tiny_copy, "--out", tmp_path / "out", "--device", "cpu"],
+            capsys,
+        )
         assert code == 2
         assert_one_line(err, message)
         assert "weights_only" not in err
@@ -147,7 +202,9 @@ def test_a_second_run_never_overwrites_the_first(tiny_copy, tmp_path, capsys):
     before = snapshot(run)
     code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--lr", "0.02"), capsys)
     assert code == 2
-    assert_one_line(err, f"{run}: already holds a run", f"--resume {run / 'last.pth'}", "--run-name NAME", "--overwrite")
+    assert_one_line(
+        err, f"{run}: already holds a run", f"--resume {run / 'last.pth'}", "--run-name NAME", "--overwrite"
+    )
     assert snapshot(run) == before
     assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--run-name", "second"), capsys)[0] == 0
     assert snapshot(run) == before
@@ -171,7 +228,9 @@ def test_a_killed_checkpoint_write_leaves_no_temporary_file(tiny_copy, tmp_path,
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(engine, "save_checkpoint", disk_full)
-    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--resume", run / "last.pth", "--iters", "2"), capsys)
+    code, err = outcome(
+        train_dlv3p, train_argv(tiny_copy, tmp_path, "--resume", run / "last.pth", "--iters", "2"), capsys
+    )
     assert code == 1, err
     assert_one_line(err, f"cannot write {run / 'best.pth'}: No space left on device",
                     f"continue with python train_dlv3p.py --resume {run / 'last.pth'}")
@@ -192,10 +251,13 @@ def test_damaged_images_found_by_the_loader(tiny_copy, tmp_path, capsys):
     image = image_files(tiny_copy, "train")[1]
     image.write_bytes(image.read_bytes()[:300])  # truncated
     for workers in ("0", "1"):  # in the main process, and re-raised from a loader worker
-        code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / workers, "--batch-size", "3", "--workers", workers),
-                            capsys)
+        code, err = outcome(
+            train_dlv3p, train_argv(tiny_copy, tmp_path / workers, "--batch-size", "3", "--workers", workers), capsys
+        )
         assert code == 2
-        assert_one_line(err, f"{image}: cannot be decoded (truncated, empty or not a PNG)", "python -m cityscapes.check")
+        assert_one_line(
+            err, f"{image}: cannot be decoded (truncated, empty or not a PNG)", "python -m cityscapes.check"
+        )
 
 
 def test_an_image_that_does_not_match_its_annotation(tiny_copy, trained_run, tmp_path, capsys):
@@ -205,8 +267,20 @@ def test_an_image_that_does_not_match_its_annotation(tiny_copy, trained_run, tmp
     assert code == 2
     assert_one_line(err, f"{train_image}: is 32x64 but its mask", "the image does not match its annotation: re-extract")
     # on the test split the same image would give a wrong-size PNG inside the submission zip
-    argv = ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out", tmp_path / "out", "--split",
-            "test", "--device", "cpu", "--workers", "0"]
+    argv = [
+        "--model_weights_path",
+        trained_run / "best.pth",
+        "--data-root",
+        tiny_copy,
+        "--out",
+        tmp_path / "out",
+        "--split",
+        "test",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    ]
     assert outcome(test_dlv3p, argv, capsys)[0] == 0
     before = snapshot(tmp_path / "out")
     test_image = image_files(tiny_copy, "test")[2]
@@ -238,8 +312,20 @@ def test_validation_without_labelled_pixels(tiny_copy, tmp_path, capsys, caplog)
 def test_an_interrupted_evaluation_keeps_the_previous_output(trained_run, tiny_copy, tmp_path, capsys, monkeypatch):
     from cityscapes.submission import PredictionWriter
 
-    argv = ["--model_weights_path", trained_run / "best.pth", "--data-root", tiny_copy, "--out", tmp_path, "--device", "cpu",
-            "--workers", "0", "--split", "val"]
+    argv = [
+        "--model_weights_path",
+        trained_run / "best.pth",
+        "--data-root",
+        tiny_copy,
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--split",
+        "val",
+    ]
     assert outcome(test_dlv3p, argv, capsys)[0] == 0
     before = snapshot(tmp_path)
     real, calls = PredictionWriter.__call__, []

@@ -1,15 +1,9 @@
 """The benchmark scripts run end to end at a tiny size (their figures come from real runs, not from here)."""
 
 import csv
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import train_throughput  # noqa: E402
+import train_throughput  # benchmarks/ is on pytest's pythonpath
 
 
 def test_train_throughput_model_and_loader(tiny_root, tmp_path):
@@ -29,7 +23,9 @@ def test_train_throughput_model_and_loader(tiny_root, tmp_path):
 
 
 def test_loader_mode_needs_a_data_root(tmp_path):
-    args = train_throughput.get_args_parser().parse_args(["--device", "cpu", "--modes", "loader", "--precisions", "fp32"])
+    args = train_throughput.get_args_parser().parse_args(
+        ["--device", "cpu", "--modes", "loader", "--precisions", "fp32"]
+    )
     with pytest.raises(SystemExit, match="needs --data-root"):
         train_throughput.main(args)
 

@@ -23,7 +23,9 @@ def test_cached_arrays_equal_the_pngs(tiny_copy, capsys):
         stem = stem_of(image_path)
         image, mask = (np.load(path, mmap_mode="r") for path in entry_paths(tiny_copy / "cache", "train", stem))
         assert isinstance(image, np.memmap) and np.array_equal(image, read_png(image_path))
-        assert np.array_equal(mask, read_png(generated_mask_path(tiny_copy / "generated_gt", "train", stem, "labelTrainIds")))
+        assert np.array_equal(
+            mask, read_png(generated_mask_path(tiny_copy / "generated_gt", "train", stem, "labelTrainIds"))
+        )
     assert main(get_args_parser().parse_args(["--data-root", str(tiny_copy), "--splits", "train"])) == 0
     assert "0 frames written, 3 up to date" in capsys.readouterr().out
 
@@ -31,7 +33,9 @@ def test_cached_arrays_equal_the_pngs(tiny_copy, capsys):
 def test_training_samples_are_the_same_from_the_cache(tiny_copy):
     build_cache(tiny_copy, ["train"], progress=False)
     from_png = CityscapesSegmentation(tiny_copy, "train", train_transforms((32, 48), (0.5, 2.0)))
-    from_cache = CityscapesSegmentation(tiny_copy, "train", train_transforms((32, 48), (0.5, 2.0)), cache_root=tiny_copy / "cache")
+    from_cache = CityscapesSegmentation(
+        tiny_copy, "train", train_transforms((32, 48), (0.5, 2.0)), cache_root=tiny_copy / "cache"
+    )
     for index in range(3):
         first, second = from_png[(index, 1234 + index)], from_cache[(index, 1234 + index)]
         assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
@@ -42,8 +46,11 @@ def test_stale_missing_and_partial_entries(tiny_copy):
     images = image_files(tiny_copy, "train")
     mask = generated_mask_path(tiny_copy / "generated_gt", "train", stem_of(images[1]), "labelTrainIds")
     os.utime(mask, ns=(mask.stat().st_mtime_ns + 10**9,) * 2)  # regenerated since it was cached
-    with pytest.raises(CacheError, match=f"{stem_of(images[1])} \\(train\\): its image or mask changed since it was "
-                                         f"cached; rebuild with python -m cityscapes.cache --data-root {tiny_copy} --splits train"):
+    with pytest.raises(
+        CacheError,
+        match=f"{stem_of(images[1])} \\(train\\): its image or mask changed since it was "
+        f"cached; rebuild with python -m cityscapes.cache --data-root {tiny_copy} --splits train",
+    ):
         CityscapesSegmentation(tiny_copy, "train", cache_root=tiny_copy / "cache")
     for path in entry_paths(tiny_copy / "cache", "train", stem_of(images[2])):  # a run killed before this frame
         path.unlink()

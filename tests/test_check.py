@@ -1,4 +1,5 @@
-"""python -m cityscapes.check: each problem, made on a copy of the tiny synthetic root, gives its message and exit code."""
+"""python -m cityscapes.check: each problem, made on a copy of the tiny synthetic root, gives its message and exit
+code."""
 
 import os
 import shutil
@@ -21,7 +22,9 @@ def test_a_complete_root_passes(tiny_copy, capsys):
     code, out, err = run(tiny_copy, capsys)
     assert code == 0 and err == ""
     assert "train images 3, polygon files 3, shipped labelIds 3, generated masks 3" in out
-    assert "disk: generated masks" in out and "decoded cache (python -m cityscapes.cache) 0.3 MB" in out  # 9 x 64x128x4 bytes
+    assert (
+        "disk: generated masks" in out and "decoded cache (python -m cityscapes.cache) 0.3 MB" in out
+    )  # 9 x 64x128x4 bytes
     assert "all checks passed" in out
 
 
@@ -46,7 +49,9 @@ def test_annotation_without_image(tiny_copy, capsys):
 
 
 def test_missing_and_stale_generated_masks(tiny_copy, capsys):
-    mask = generated_mask_path(tiny_copy / "generated_gt", "train", stem_of(image_files(tiny_copy, "train")[1]), "labelTrainIds")
+    mask = generated_mask_path(
+        tiny_copy / "generated_gt", "train", stem_of(image_files(tiny_copy, "train")[1]), "labelTrainIds"
+    )
     mask.unlink()
     line = first_problem(tiny_copy, capsys)
     assert f"{mask}: missing (1 of 3 train frames lack up-to-date generated masks)" in line
@@ -73,7 +78,9 @@ def test_truncated_image(tiny_copy, capsys):
 
 
 def test_label_values_outside_the_table(tiny_copy, capsys):
-    mask = generated_mask_path(tiny_copy / "generated_gt", "val", stem_of(image_files(tiny_copy, "val")[0]), "labelTrainIds")
+    mask = generated_mask_path(
+        tiny_copy / "generated_gt", "val", stem_of(image_files(tiny_copy, "val")[0]), "labelTrainIds"
+    )
     values = read_png(mask)
     values[0, 0] = 40
     write_png(mask, values)
@@ -105,4 +112,6 @@ def test_the_fast_check_before_a_run(tiny_copy):
     shutil.rmtree(tiny_copy / "generated_gt" / "val")
     with pytest.raises(DataCheckError, match="missing .*generate_gt --data-root.*python -m cityscapes.check"):
         check_before_run(tiny_copy, ["train", "val"], needs_masks=["train", "val"])
-    check_before_run(tiny_copy, ["val"], needs_masks=[])  # scoring against the shipped labelIds needs no generated masks
+    check_before_run(
+        tiny_copy, ["val"], needs_masks=[]
+    )  # scoring against the shipped labelIds needs no generated masks

@@ -40,7 +40,9 @@ def test_planted_difference_is_measured_exactly(tiny_root, tmp_path, capsys):
     differing = int(np.sum(original[10:20, 10:20] != 28))
     write_png(planted, mask)
 
-    assert main(parse_args(["compare", "--data-root", str(root), "--split", "val", "--out", str(tmp_path / "out")])) == 0
+    assert (
+        main(parse_args(["compare", "--data-root", str(root), "--split", "val", "--out", str(tmp_path / "out")])) == 0
+    )
     printed = capsys.readouterr().out
     total = 3 * 64 * 128
     assert f"pixel agreement {100 * (total - differing) / total:.3f}%" in printed

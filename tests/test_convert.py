@@ -61,8 +61,14 @@ def test_converted_logits_equal_mmsegmentations(mmseg_r50, converted, size):
 
 def test_the_converted_checkpoint_is_an_ordinary_checkpoint(converted, mmseg_r50):
     checkpoint = load_checkpoint(converted)
-    assert checkpoint["model_config"] == {"backbone": "resnet50", "output_stride": 8, "num_classes": 19, "aux_head": True,
-                                          "stem": "deep", "head": "separable"}
+    assert checkpoint["model_config"] == {
+        "backbone": "resnet50",
+        "output_stride": 8,
+        "num_classes": 19,
+        "aux_head": True,
+        "stem": "deep",
+        "head": "separable",
+    }
     assert checkpoint["converted_from"]["project"] == "mmsegmentation"
     assert torch.load(converted, weights_only=True)["model"].keys() == checkpoint["model"].keys()
     reference = mmseg_r50[0].auxiliary_head.state_dict()
@@ -74,8 +80,20 @@ def test_the_same_label_maps_as_mmsegmentation_through_test_dlv3p(mmseg_r50, con
     """test_dlv3p.py on the val images against mmsegmentation's whole-image inference with its data preprocessor."""
     from mmseg.models.data_preprocessor import SegDataPreProcessor
 
-    args = test_dlv3p.get_args_parser().parse_args(["--model_weights_path", str(converted), "--data-root", str(tiny_root),
-                                                    "--out", str(tmp_path), "--workers", "0", "--device", "cpu"])
+    args = test_dlv3p.get_args_parser().parse_args(
+        [
+            "--model_weights_path",
+            str(converted),
+            "--data-root",
+            str(tiny_root),
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
     assert test_dlv3p.main(args) == 0
     preprocessor = SegDataPreProcessor(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
     for image_path in image_files(tiny_root, "val"):
@@ -96,7 +114,10 @@ def test_other_architectures_are_refused_by_their_first_key(tmp_path, capsys):
     assert "pspnet.pth: decode_head.psp_modules.0.1.conv.weight has no place in mmsegmentation's deeplabv3plus" in err
     assert not (tmp_path / "out.pth").exists()
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    assert main(get_args_parser().parse_args(["--from", "mmseg", str(tmp_path / "junk.pth"), str(tmp_path / "o.pth")])) == 2
+    assert (
+        main(get_args_parser().parse_args(["--from", "mmseg", str(tmp_path / "junk.pth"), str(tmp_path / "o.pth")]))
+        == 2
+    )
     assert "junk.pth: not a PyTorch checkpoint" in capsys.readouterr().err
 
 

@@ -8,20 +8,20 @@ CUDA device of tests/fake_cuda.py instead (those marked ``gpu_hardware`` skip).
 import json
 import math
 import os
-import warnings
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import interrupt_training_at_epoch
 
 import test_dlv3p
 import train_dlv3p
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import read_history
-from helpers import interrupt_training_at_epoch
 
 pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def test_training_on_the_gpu(learn_root, tmp_path, extra):
 
 def test_a_training_step_makes_no_synchronizing_call(learn_root, tmp_path, monkeypatch):
     """torch.cuda.set_sync_debug_mode("warn") between the first and the last step's loss: no warning."""
-    caught, losses = [], []
+    losses = []
     build_criterion = train_dlv3p.build_criterion
 
     def watched(args):
@@ -95,7 +95,9 @@ def test_a_training_step_makes_no_synchronizing_call(learn_root, tmp_path, monke
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # 12 frames in batches of 2: steps 2-5 lie inside the first epoch (its end reads the loss and saves)
-        assert train(learn_root, tmp_path, "gpu", "--iters", "5", "--amp", "--log-every", "100", "--batch-size", "2") == 0
+        assert (
+            train(learn_root, tmp_path, "gpu", "--iters", "5", "--amp", "--log-every", "100", "--batch-size", "2") == 0
+        )
     torch.cuda.set_sync_debug_mode("default")
     assert len(losses) == 5
     synchronizing = [str(warning.message) for warning in caught if "synchroniz" in str(warning.message)]
@@ -116,11 +118,39 @@ def test_resume_on_the_gpu(learn_root, tmp_path, monkeypatch):
 
 @pytest.mark.gpu_hardware
 def test_torchrun_nccl_with_sync_batch_norm(learn_root, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-               str(REPO / "train_dlv3p.py"), "--data-root", str(learn_root), "--output-stride", "16",
-               "--pretrained-backbone", "none", "--batch-size", "4", "--crop-size", "64", "128", "--workers", "2",
-               "--device", "cuda", "--iters", "4", "--save-dir", str(tmp_path), "--run-name", "nccl", "--val-every", "1",
-               "--sync-bn"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        str(REPO / "train_dlv3p.py"),
+        "--data-root",
+        str(learn_root),
+        "--output-stride",
+        "16",
+        "--pretrained-backbone",
+        "none",
+        "--batch-size",
+        "4",
+        "--crop-size",
+        "64",
+        "128",
+        "--workers",
+        "2",
+        "--device",
+        "cuda",
+        "--iters",
+        "4",
+        "--save-dir",
+        str(tmp_path),
+        "--run-name",
+        "nccl",
+        "--val-every",
+        "1",
+        "--sync-bn",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_checkpoint(tmp_path / "nccl" / "last.pth")["iteration"] == 4

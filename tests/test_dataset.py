@@ -17,7 +17,9 @@ def test_items_are_images_with_their_masks(tiny_root):
     image, mask, meta = dataset[0]
     assert image.shape == (3, 64, 128) and image.dtype == torch.uint8
     assert mask.shape == (64, 128) and mask.dtype == torch.uint8  # made int64 on the training device
-    expected = read_png(tiny_root / "generated_gt" / "val" / meta["stem"].split("_")[0] / f"{meta['stem']}_gtFine_labelTrainIds.png")
+    expected = read_png(
+        tiny_root / "generated_gt" / "val" / meta["stem"].split("_")[0] / f"{meta['stem']}_gtFine_labelTrainIds.png"
+    )
     assert np.array_equal(mask.numpy(), expected)
     assert set(mask.unique().tolist()) - {255} <= set(range(19))
 
@@ -40,7 +42,9 @@ def test_missing_images_say_where_to_put_them(tmp_path):
 def test_missing_masks_say_to_run_generate_gt(tiny_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_root / "leftImg8bit", root / "leftImg8bit")
-    with pytest.raises(FileNotFoundError, match="3 of 3 val masks are missing; generate them with python -m cityscapes.generate_gt"):
+    with pytest.raises(
+        FileNotFoundError, match="3 of 3 val masks are missing; generate them with python -m cityscapes.generate_gt"
+    ):
         CityscapesSegmentation(root, "val")
 
 
@@ -50,6 +54,9 @@ def test_size_mismatch_names_the_file(tiny_root, tmp_path):
     dataset = CityscapesSegmentation(root, "val")
     write_png(dataset.masks[1], np.zeros((32, 64), np.uint8))
     dataset[0]
-    with pytest.raises(ValueError, match=f"{dataset.images[1].name}: is 64x128 but its mask .* is 32x64; the image does "
-                                         "not match its annotation: re-extract leftImg8bit_trainvaltest.zip"):
+    with pytest.raises(
+        ValueError,
+        match=f"{dataset.images[1].name}: is 64x128 but its mask .* is 32x64; the image does "
+        "not match its annotation: re-extract leftImg8bit_trainvaltest.zip",
+    ):
         dataset[1]

@@ -89,8 +89,9 @@ def test_no_host_sync_between_checks(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or real_item(self))
     model = FlipEquivariant()
     optimizer, scheduler = sgd(model)
-    stats = train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, scheduler, one_batch_loader(12), torch.device("cpu"),
-                            log_every=6)
+    stats = train_one_epoch(
+        model, nn.CrossEntropyLoss(), optimizer, scheduler, one_batch_loader(12), torch.device("cpu"), log_every=6
+    )
     monkeypatch.setattr(torch.Tensor, "item", real_item)
     assert stats.steps == 12
     assert len(calls) <= 2 * 3 + 1  # per check: the flag and the bar's loss; one for the epoch's mean loss

@@ -132,7 +132,8 @@ def test_ddp_evaluation_equals_one_process(trained_run, learn_root, val_outputs,
 
 
 def test_scores_against_the_shipped_label_ids_by_default(val_outputs, learn_root):
-    """As the server: our mIoU equals cityscapesscripts' score of our PNGs against gtFine/val/*/*_gtFine_labelIds.png."""
+    """As the server: our mIoU equals cityscapesscripts' score of our PNGs against
+    gtFine/val/*/*_gtFine_labelIds.png."""
     report = json.loads((val_outputs / "metrics.json").read_text())
     assert report["protocol"]["ground_truth"] == "gtFine labelIds (as the server)"
     predictions = sorted((val_outputs / "labelIds").iterdir())
@@ -150,12 +151,19 @@ def test_the_protocol_is_stated_with_every_score(val_outputs, trained_run):
     assert protocol["description"] == (
         f"val, 12 images, whole 64x128, OS16, float32, ground truth: gtFine labelIds (as the server), "
         f"checkpoint iteration {checkpoint['iteration']}, weights {weights_digest(checkpoint['model'])}")
-    assert (protocol["mode"], protocol["flip"], protocol["scales"], protocol["image_size"]) == ("whole", False, [1.0], "64x128")
+    assert (protocol["mode"], protocol["flip"], protocol["scales"], protocol["image_size"]) == (
+        "whole",
+        False,
+        [1.0],
+        "64x128",
+    )
     assert (protocol["train_output_stride"], protocol["test_output_stride"], protocol["amp_dtype"]) == (16, 16, None)
 
 
 def test_generated_ground_truth_on_request(trained_run, learn_root, val_outputs, tmp_path, capsys):
-    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--ground-truth", "generated", "--official-eval") == 0
+    assert (
+        run(trained_run, learn_root, tmp_path, "--split", "val", "--ground-truth", "generated", "--official-eval") == 0
+    )
     assert capsys.readouterr().out.startswith("protocol: val, 12 images, whole 64x128, OS16, float32, ground truth: "
                                               "generated from polygons")
     generated = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())
@@ -174,8 +182,10 @@ def test_falls_back_to_generated_masks_with_a_notice(trained_run, learn_root, tm
     removed.unlink()
     assert run(trained_run, root, tmp_path / "out", "--split", "val") == 0
     captured = capsys.readouterr()
-    assert f"notice: 1 of 12 val frames have no shipped gtFine labelIds (first: {removed}); scoring against the masks " \
-           "generated from the polygons" in captured.err
+    assert (
+        f"notice: 1 of 12 val frames have no shipped gtFine labelIds (first: {removed}); scoring against the masks "
+        "generated from the polygons" in captured.err
+    )
     report = json.loads((tmp_path / "out" / "tiny" / "val" / "metrics.json").read_text())
     assert report["protocol"]["ground_truth"] == "generated from polygons"
     assert run(trained_run, root, tmp_path / "out", "--split", "val", "--ground-truth", "provided") == 2
@@ -188,13 +198,19 @@ def test_evaluation_at_output_stride_8_of_a_model_trained_at_16(trained_run, lea
     assert capsys.readouterr().out.startswith(
         "protocol: val, 12 images, whole 64x128, OS8 (trained OS16), flip, scales 0.75 1.0 1.25, float32")
     protocol = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["protocol"]
-    assert (protocol["train_output_stride"], protocol["test_output_stride"], protocol["scales"]) == (16, 8, [0.75, 1.0, 1.25])
+    assert (protocol["train_output_stride"], protocol["test_output_stride"], protocol["scales"]) == (
+        16,
+        8,
+        [0.75, 1.0, 1.25],
+    )
 
 
 def test_sliding_window_evaluation(trained_run, learn_root, tmp_path, capsys):
     assert run(trained_run, learn_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
                "--stride", "32", "32") == 0
-    assert capsys.readouterr().out.startswith("protocol: val, 12 images, slide 64x64 windows every 32x32 over 64x128, OS16")
+    assert capsys.readouterr().out.startswith(
+        "protocol: val, 12 images, slide 64x64 windows every 32x32 over 64x128, OS16"
+    )
     protocol = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["protocol"]
     assert (protocol["mode"], protocol["window"], protocol["stride"]) == ("slide", [64, 64], [32, 32])
     assert run(trained_run, learn_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",

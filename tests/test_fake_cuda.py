@@ -12,6 +12,8 @@ import zipfile
 import pytest
 import torch
 import torch.nn.functional as F
+from fake_cuda import FakeCudaTensor
+from helpers import interrupt_training_at_epoch
 
 import predict_dlv3p
 import test_dlv3p
@@ -20,8 +22,6 @@ from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.engine import evaluate
 from deeplabv3plus.history import read_history
 from deeplabv3plus.metrics import ConfusionMatrix
-from fake_cuda import FakeCudaTensor
-from helpers import interrupt_training_at_epoch
 
 pytestmark = pytest.mark.fake_cuda
 

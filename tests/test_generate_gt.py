@@ -79,7 +79,11 @@ def test_equal_to_cityscapesscripts_on_edge_cases(tmp_path, case):
 
 def test_edge_case_pixels_by_hand(tmp_path):
     root = tmp_path / "data"
-    write_annotation(root, EDGE_CASES["license_plate_not_drawn"] + [{"label": "cargroup", "polygon": [[20, 12], [29, 12], [29, 19], [20, 19]]}])
+    write_annotation(
+        root,
+        EDGE_CASES["license_plate_not_drawn"]
+        + [{"label": "cargroup", "polygon": [[20, 12], [29, 12], [29, 19], [20, 19]]}],
+    )
     generate(root, splits=["train"], workers=1, progress=False)
     stem = "aachen_000000_000019"
     label_ids = read_png(generated_mask_path(root / "generated_gt", "train", stem, "labelIds"))
@@ -102,9 +106,17 @@ def test_one_point_polygon_is_reported_like_bad_input(tmp_path):
 
 BAD_INPUTS = {
     "malformed_json": ('{"imgHeight": 20, "imgWidth": ', "not valid JSON"),
-    "unknown_label": (json.dumps({"imgHeight": 20, "imgWidth": 30, "objects": [{"label": "dragon", "polygon": [[0, 0], [5, 5], [0, 5]]}]}), "unknown label 'dragon'"),
+    "unknown_label": (
+        json.dumps(
+            {"imgHeight": 20, "imgWidth": 30, "objects": [{"label": "dragon", "polygon": [[0, 0], [5, 5], [0, 5]]}]}
+        ),
+        "unknown label 'dragon'",
+    ),
     "missing_keys": (json.dumps({"imgWidth": 30, "objects": []}), "missing key(s) imgHeight"),
-    "object_without_polygon": (json.dumps({"imgHeight": 20, "imgWidth": 30, "objects": [{"label": "car"}]}), "lacks 'label' or 'polygon'"),
+    "object_without_polygon": (
+        json.dumps({"imgHeight": 20, "imgWidth": 30, "objects": [{"label": "car"}]}),
+        "lacks 'label' or 'polygon'",
+    ),
     "wrong_image_size": (json.dumps({"imgHeight": 20, "imgWidth": 31, "objects": []}), "is 20x30"),
 }
 
@@ -141,7 +153,10 @@ def test_skips_existing_outputs_unless_overwrite(tiny_root, tmp_path):
     target = generated_mask_path(root / "generated_gt", "val", stem_of(polygon_files(root, "val")[0]), "labelIds")
     target.write_bytes(b"")  # an empty (damaged) mask is rewritten without --overwrite
     statuses = {r.json_path.name: r.status for r in generate(root, workers=1, progress=False)}
-    assert list(statuses.values()).count("written") == 1 and statuses[f"{stem_of(target)}_gtFine_polygons.json"] == "written"
+    assert (
+        list(statuses.values()).count("written") == 1
+        and statuses[f"{stem_of(target)}_gtFine_polygons.json"] == "written"
+    )
     assert read_png(target).shape == (64, 128)
     assert {r.status for r in generate(root, workers=1, overwrite=True, progress=False)} == {"written"}
 

@@ -28,7 +28,9 @@ def test_visualize_training_notebook(trained_run, tmp_path):
     summary = (tmp_path / "dlv3p_summary.csv").read_text().splitlines()
     assert summary[0].startswith("run,iterations,best_miou") and summary[1].startswith("tiny,90,")
     executed = json.loads((tmp_path / "executed.ipynb").read_text())
-    assert any(output.get("output_type") == "display_data" for cell in executed["cells"] for output in cell.get("outputs", []))
+    assert any(
+        output.get("output_type") == "display_data" for cell in executed["cells"] for output in cell.get("outputs", [])
+    )
 
 
 def test_save_predictions_notebook(trained_run, learn_root, tmp_path):

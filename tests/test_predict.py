@@ -36,7 +36,9 @@ def video(learn_root, tmp_path_factory):
     """A 6-frame MP4 made from demo frames at 5 frames per second."""
     from deeplabv3plus.media import images_to_video
 
-    return images_to_video(image_files(learn_root, "val")[:6], tmp_path_factory.mktemp("video") / "dashcam.mp4", fps=5.0)
+    return images_to_video(
+        image_files(learn_root, "val")[:6], tmp_path_factory.mktemp("video") / "dashcam.mp4", fps=5.0
+    )
 
 
 def test_images_of_every_kind_mirror_their_names(trained_run, inputs, tmp_path):
@@ -82,7 +84,10 @@ def test_unreadable_files_are_named_and_skipped(trained_run, inputs, video, tmp_
                "--out", tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert f"error: {broken}: cannot be read as an image" in err
-    assert f"error: {fake_video}: cannot be opened as a video" in err or f"error: {fake_video}: holds no readable frame" in err
+    assert (
+        f"error: {fake_video}: cannot be opened as a video" in err
+        or f"error: {fake_video}: holds no readable frame" in err
+    )
     assert "nothing-*.png: matches no file" in err
     assert (tmp_path / "out" / "street_color.png").exists()  # the others are still done
 

@@ -65,5 +65,9 @@ def test_checkpoints_older_than_the_aux_head_and_arch_presets():
 
 def test_a_resume_record_says_when_from_where_and_what():
     record = resume_record({"iters": 80}, 20, ["--iters: 40 -> 80"])
-    assert record["from_iteration"] == 20 and record["given"] == {"iters": 80} and record["changed"] == ["--iters: 40 -> 80"]
+    assert (
+        record["from_iteration"] == 20
+        and record["given"] == {"iters": 80}
+        and record["changed"] == ["--iters: 40 -> 80"]
+    )
     assert record["time"][:2] == "20" and "T" in record["time"]

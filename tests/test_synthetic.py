@@ -40,14 +40,18 @@ def test_images_and_json_schema(small_root):
         for obj in data["objects"]:
             assert set(obj) <= {"label", "polygon", "deleted"}
             assert resolve_label(obj["label"]) is not None
-            assert len(obj["polygon"]) >= 3 and all(len(p) == 2 and all(isinstance(c, int) for c in p) for p in obj["polygon"])
+            assert len(obj["polygon"]) >= 3 and all(
+                len(p) == 2 and all(isinstance(c, int) for c in p) for p in obj["polygon"]
+            )
         image = read_png(small_root / "leftImg8bit" / annotation.parts[-3] / annotation.parts[-2]
                          / annotation.name.replace("gtFine_polygons.json", "leftImg8bit.png"))
         assert image.shape == (64, 128, 3) and image.dtype == np.uint8
 
 
 def test_every_special_case_occurs(small_root):
-    objects = [obj for path in (small_root / "gtFine").glob("*/*/*.json") for obj in json.loads(path.read_text())["objects"]]
+    objects = [
+        obj for path in (small_root / "gtFine").glob("*/*/*.json") for obj in json.loads(path.read_text())["objects"]
+    ]
     labels = {obj["label"] for obj in objects}
     assert SPECIAL_LABELS <= labels
     assert any(obj.get("deleted") for obj in objects)

@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import interrupt_training_at_epoch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train_dlv3p
 from cityscapes.labels import CLASS_NAMES
 from deeplabv3plus.figures import plot_confusion_matrix
 from deeplabv3plus.history import read_history, read_per_class_iou
-from helpers import interrupt_training_at_epoch
 
 
 def train_args(root, save_dir, *extra):

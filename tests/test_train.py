@@ -1,21 +1,20 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
+from helpers import interrupt_training_at_epoch
 
 import train_dlv3p
 from cityscapes.files import read_png, write_png
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import HISTORY_COLUMNS, read_history
-from helpers import interrupt_training_at_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +42,9 @@ def test_two_iterations_write_history_and_both_checkpoints(tiny_root, tmp_path):
                                               "aux_head": True,  # the recipe's auxiliary head (weight 0.4)
                                               "stem": "7x7", "head": "dense"}
         assert any(key.startswith("aux_head.") for key in checkpoint["model"])
-        assert {"optimizer", "scheduler", "scaler", "epoch", "iteration", "best_miou", "history", "args"} <= set(checkpoint)
+        assert {"optimizer", "scheduler", "scaler", "epoch", "iteration", "best_miou", "history", "args"} <= set(
+            checkpoint
+        )
         assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
     assert load_checkpoint(run / "last.pth")["iteration"] == 2
 
@@ -69,7 +70,9 @@ def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
     assert train_dlv3p.main(train_args(tiny_root, tmp_path / "straight", "--iters", "3")) == 0
 
     undo = interrupt_training_at_epoch(monkeypatch, 3)  # the machine goes down mid-run
-    assert train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3")) == 130  # interrupted: last.pth keeps the last complete epoch
+    assert (
+        train_dlv3p.main(train_args(tiny_root, tmp_path / "resumed", "--iters", "3")) == 130
+    )  # interrupted: last.pth keeps the last complete epoch
     undo()
     last = tmp_path / "resumed" / "dlv3p_resnet50_os16" / "last.pth"
     assert load_checkpoint(last)["iteration"] == 2
@@ -130,7 +133,9 @@ def interrupt_at_step(monkeypatch, step):
 def test_resume_with_loader_workers_repeats_the_uninterrupted_run(uninterrupted_with_workers, learn_root, tmp_path,
                                                                   monkeypatch, kill):
     assert train_dlv3p.get_args_parser().get_default("workers") > 1  # the default a user gets
-    undo = interrupt_training_at_epoch(monkeypatch, 2) if kill == "epoch boundary" else interrupt_at_step(monkeypatch, 9)
+    undo = (
+        interrupt_training_at_epoch(monkeypatch, 2) if kill == "epoch boundary" else interrupt_at_step(monkeypatch, 9)
+    )
     assert train_dlv3p.main(worker_args(learn_root, tmp_path)) == 130
     undo()
     last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
@@ -146,7 +151,9 @@ def test_resume_with_loader_workers_repeats_the_uninterrupted_run(uninterrupted_
 
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch, capsys):
     undo = interrupt_training_at_epoch(monkeypatch, 2)
-    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3")) == 130  # interrupted: last.pth keeps the last complete epoch
+    assert (
+        train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3")) == 130
+    )  # interrupted: last.pth keeps the last complete epoch
     undo()
     last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
     before = last.read_bytes()
@@ -251,7 +258,13 @@ def test_resume_takes_the_run_settings_from_the_checkpoint(tiny_root, tmp_path):
         ["--data-root", str(tiny_root), "--workers", "0", "--device", "cpu", "--resume", str(run / "last.pth")])
     assert train_dlv3p.main(args) == 0  # already complete: nothing to train, but the flags resolve
     saved = json.loads((run / "args.json").read_text())
-    assert (saved["output_stride"], saved["lr"], saved["seed"], saved["crop_size"], saved["iters"]) == (16, 0.02, 3, [32, 64], 2)
+    assert (saved["output_stride"], saved["lr"], saved["seed"], saved["crop_size"], saved["iters"]) == (
+        16,
+        0.02,
+        3,
+        [32, 64],
+        2,
+    )
     assert saved["run_name"] == "dlv3p_resnet50_os16" and checkpoint["args"]["lr"] == 0.02
 
 
@@ -290,8 +303,14 @@ def test_a_train_split_without_labelled_pixels_is_named_before_and_stops_trainin
 def test_batches_without_labelled_pixels_under_ddp(learn_root, tmp_path):
     """torchrun, 2 gloo processes, every batch all-ignore: both ranks stop together after the first epoch."""
     root = all_ignore_root(learn_root, tmp_path)
-    done = subprocess.run(torchrun_train(root, tmp_path, "--iters", "2", "--batch-size", "4", "--crop-size", "32", "64"),
-                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        torchrun_train(root, tmp_path, "--iters", "2", "--batch-size", "4", "--crop-size", "32", "64"),
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0, done.stderr[-3000:]
     assert done.stderr.count("error: no labelled pixel in this pass's 2 training batches") == 2  # each rank says it
     assert not (tmp_path / "ddp" / "last.pth").exists()
@@ -368,7 +387,10 @@ def test_square_crop_and_a_warm_up_longer_than_the_run(tiny_root, tmp_path, capl
     assert saved["crop_size"] == [48, 48]
     assert saved["warmup_iters"] == 1  # the default 1000 is longer than the run: a tenth of the 10 iterations
     assert "--warmup-iters 1000 is not shorter than the run (10 iterations); using 1" in caplog.text
-    assert saved["val_protocol"]["description"] == "val, 3 images, whole 64x128, OS16, float32, ground truth: generated from polygons"
+    assert (
+        saved["val_protocol"]["description"]
+        == "val, 3 images, whole 64x128, OS16, float32, ground truth: generated from polygons"
+    )
 
 
 def test_training_from_the_cache_equals_training_from_pngs(tiny_root, tmp_path):
@@ -386,7 +408,9 @@ def test_training_from_the_cache_equals_training_from_pngs(tiny_root, tmp_path):
 
 def test_cache_flag_without_a_cache_names_the_command(tiny_root, tmp_path, capsys):
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--cache")) == 2
-    assert f"not in the cache {tiny_root / 'cache'}; build it with python -m cityscapes.cache" in capsys.readouterr().err
+    assert (
+        f"not in the cache {tiny_root / 'cache'}; build it with python -m cityscapes.cache" in capsys.readouterr().err
+    )
 
 
 def test_jitter_on_the_device_trains_the_same_weights(tiny_root, tmp_path):

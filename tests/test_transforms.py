@@ -4,8 +4,16 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from cityscapes.transforms import (IMAGENET_MEAN, IMAGENET_STD, RandomScale, crop_first, draw_scale_crop, eval_transforms,
-                                   resize_then_crop_transforms, train_transforms)
+from cityscapes.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomScale,
+    crop_first,
+    draw_scale_crop,
+    eval_transforms,
+    resize_then_crop_transforms,
+    train_transforms,
+)
 
 
 def image_and_mask_drawn_from_it(height=72, width=108, block=12):
@@ -70,7 +78,9 @@ def test_random_scale_draws_within_range_and_masks_stay_labels():
 def test_colour_jitter_leaves_the_mask_alone():
     torch.manual_seed(1)
     image, mask = image_and_mask_drawn_from_it()
-    _, out_mask = train_transforms(crop_size=(72, 108), scale_range=(1.0, 1.0), flip_probability=0.0, color_jitter=0.5)(image, mask)
+    _, out_mask = train_transforms(crop_size=(72, 108), scale_range=(1.0, 1.0), flip_probability=0.0, color_jitter=0.5)(
+        image, mask
+    )
     assert torch.equal(out_mask, mask)
 
 
@@ -78,7 +88,9 @@ def test_eval_transforms_only_normalise():
     image, mask = image_and_mask_drawn_from_it()
     out_image, out_mask = eval_transforms()(image, mask)
     assert torch.equal(out_mask, mask)
-    expected = (image.float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    expected = (image.float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
+        :, None, None
+    ]
     assert torch.allclose(out_image, expected, atol=1e-6)
 
 
@@ -159,7 +171,10 @@ def test_only_the_rows_under_the_window_are_read():
 def test_jitter_on_the_device_equals_jitter_in_the_loader():
     """The same draws; the device path jitters and normalises a batch of uint8 crops (here on the CPU)."""
     image, mask = smooth_frame()
-    in_loader, on_device = train_transforms((64, 96), jitter_on_device=False), train_transforms((64, 96), jitter_on_device=True)
+    in_loader, on_device = (
+        train_transforms((64, 96), jitter_on_device=False),
+        train_transforms((64, 96), jitter_on_device=True),
+    )
     expected, crops, jitters = [], [], []
     for seed in range(4):
         torch.manual_seed(seed)

@@ -17,7 +17,9 @@ def test_overlay_blends_exactly():
 
 
 def test_side_by_side_frame_layout():
-    frame = side_by_side(np.zeros((40, 60, 3), np.uint8), np.zeros((40, 60), np.uint8), np.full((40, 60), 255, np.uint8))
+    frame = side_by_side(
+        np.zeros((40, 60, 3), np.uint8), np.zeros((40, 60), np.uint8), np.full((40, 60), 255, np.uint8)
+    )
     assert frame.shape == (56, 180, 3)  # a 16-pixel title bar over three panels
     assert frame[20, 70].tolist() == [128, 64, 128]  # prediction panel: road
     assert frame[20, 130].tolist() == [0, 0, 0]  # ground truth: ignore is black
@@ -30,7 +32,10 @@ def test_gif_and_figure_files(tmp_path):
         assert gif.n_frames == 3 and gif.size == (10, 8) and gif.info["loop"] == 0
     with pytest.raises(ValueError, match="no frames"):
         save_gif([], tmp_path / "b.gif")
-    history = [{"iteration": 10, "train_loss": 1.0, "val_loss": 0.9}, {"iteration": 20, "train_loss": 0.5, "val_loss": 0.6}]
+    history = [
+        {"iteration": 10, "train_loss": 1.0, "val_loss": 0.9},
+        {"iteration": 20, "train_loss": 0.5, "val_loss": 0.6},
+    ]
     figure = plot_training_curve({"os8": history, "os16": history}, ("train_loss", "val_loss"), "loss")
     assert len(figure.axes) == 2  # the two runs side by side
     with Image.open(save_figure(figure, tmp_path / "loss.png")) as image:
