@@ -164,7 +164,8 @@ def train(root, save_dir, *extra, iterations=3, run_name="fake"):
     args = train_dlv3p.get_args_parser().parse_args([
         "--data-root", str(root), "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
         "--crop-size", "32", "64", "--workers", "0", "--device", "cuda", "--save-dir", str(save_dir),
-        "--run-name", run_name, "--warmup-iters", "1", "--log-every", "100", "--iters", str(iterations), *extra])
+        "--run-name", run_name, "--warmup-iters", "1", "--log-every", "100", "--iters", str(iterations),
+        "--val-batch-size", "6", *extra])
     return train_dlv3p.main(args)
 
 

@@ -71,12 +71,12 @@ def test_no_tensorboard_writes_nothing(tiny_root, tmp_path):
 
 
 def test_val_interval_validates_in_iterations(learn_root, tmp_path):
-    """12 frames in batches of 2: 6 iterations per epoch; every 4 iterations -> the ends of epochs 1 (6) and 2
-    (12, which passes 8), 3 (18 passes 16), and the last (20)."""
-    assert train_dlv3p.main(train_args(learn_root, tmp_path, "--iters", "20", "--val-interval", "4",
-                                       "--no-tensorboard", "--log-every", "20")) == 0
+    """12 frames in batches of 4: 3 iterations per epoch; every 4 iterations -> the ends of epoch 2 (6 passes 4) and
+    epoch 3 (9 passes 8, and the last); not epoch 1 (3)."""
+    assert train_dlv3p.main(train_args(learn_root, tmp_path, "--iters", "9", "--val-interval", "4", "--batch-size",
+                                       "4", "--no-tensorboard", "--log-every", "20")) == 0
     run = tmp_path / "dlv3p_resnet50_os16"
-    assert [row["iteration"] for row in read_history(run)] == [6, 12, 18, 20]
+    assert [row["iteration"] for row in read_history(run)] == [6, 9]
     assert json.loads((run / "args.json").read_text())["val_interval"] == 4
     entry = read_per_class_iou(run)[-1]
     matrix = np.array(entry["confusion_matrix"])

@@ -97,7 +97,7 @@ def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def uninterrupted_with_workers(learn_root, tmp_path_factory):
-    """12 iterations (2 epochs of 6) with the default loader workers (persistent), validated every epoch."""
+    """6 iterations (2 epochs of 3) with the default loader workers (persistent), validated every epoch."""
     save_dir = tmp_path_factory.mktemp("straight")
     assert train_dlv3p.main(worker_args(learn_root, save_dir)) == 0
     return load_checkpoint(save_dir / "dlv3p_resnet50_os16" / "last.pth")
@@ -105,9 +105,9 @@ def uninterrupted_with_workers(learn_root, tmp_path_factory):
 
 def worker_args(root, save_dir, *extra):
     return train_dlv3p.get_args_parser().parse_args([  # no --workers: the default
-        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
+        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "4",
         "--crop-size", "32", "64", "--device", "cpu", "--save-dir", str(save_dir), "--warmup-iters", "1",
-        "--val-every", "1", "--iters", "12", *extra])
+        "--val-every", "1", "--iters", "6", *extra])
 
 
 def interrupt_at_step(monkeypatch, step):
@@ -134,12 +134,12 @@ def test_resume_with_loader_workers_repeats_the_uninterrupted_run(uninterrupted_
                                                                   monkeypatch, kill):
     assert train_dlv3p.get_args_parser().get_default("workers") > 1  # the default a user gets
     undo = (
-        interrupt_training_at_epoch(monkeypatch, 2) if kill == "epoch boundary" else interrupt_at_step(monkeypatch, 9)
+        interrupt_training_at_epoch(monkeypatch, 2) if kill == "epoch boundary" else interrupt_at_step(monkeypatch, 5)
     )
     assert train_dlv3p.main(worker_args(learn_root, tmp_path)) == 130
     undo()
     last = tmp_path / "dlv3p_resnet50_os16" / "last.pth"
-    assert load_checkpoint(last)["iteration"] == 6
+    assert load_checkpoint(last)["iteration"] == 3
     assert train_dlv3p.main(train_dlv3p.get_args_parser().parse_args(["--device", "cpu", "--resume", str(last)])) == 0
     resumed, straight = load_checkpoint(last), uninterrupted_with_workers
     for key, value in straight["model"].items():
