@@ -8,7 +8,6 @@ name=value`` (a Python literal, or a plain string) overrides one assignment.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from cityscapes.files import write_bytes_atomic
+from cityscapes.flags import Parser
 
 
 def parse_parameter(text: str) -> tuple[str, object]:
@@ -65,7 +65,7 @@ def execute_notebook(path: Path, parameters: dict[str, object] | None = None, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="run_notebook.py", description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path, help="notebook to execute")
     parser.add_argument("--param", action="append", default=[], help="name=value for the parameters cell")
     parser.add_argument("--output", type=Path, default=None, help="where to save the executed notebook")

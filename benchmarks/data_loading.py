@@ -30,6 +30,7 @@ from cityscapes import files
 from cityscapes.cache import CACHE_DIR
 from cityscapes.dataset import CityscapesSegmentation, SeededSampler
 from cityscapes.files import read_png, write_csv
+from cityscapes.flags import Parser
 from cityscapes.transforms import resize_then_crop_transforms, train_transforms
 
 PIPELINES = {  # name -> (crop first?, from the cache?, colour jitter left to the training device?, PNG decoder)
@@ -123,7 +124,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="benchmarks/data_loading.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True, help="data set with generated masks (and a cache)")
     parser.add_argument("--crop", type=int, nargs=2, default=[768, 768], metavar=("H", "W"), help="training crop")
     parser.add_argument("--samples", type=int, default=40, help="timed samples per process")

@@ -18,6 +18,7 @@ from pathlib import Path
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
 from cityscapes.files import write_csv
+from cityscapes.flags import Parser
 from cityscapes.generate_gt import generate
 from cityscapes.paths import polygon_files
 from cityscapes.synthetic import write_dataset
@@ -71,7 +72,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="benchmarks/generate_gt.py", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=12, help="annotations to convert")
     parser.add_argument("--height", type=int, default=1024, help="image height (Cityscapes: 1024)")
     parser.add_argument("--width", type=int, default=2048, help="image width (Cityscapes: 2048)")

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from torch.utils.flop_counter import FlopCounterMode
 
 from cityscapes.files import write_csv
+from cityscapes.flags import Parser
 from cityscapes.visualize import save_figure
 from deeplabv3plus.inference import sliding_window_logits
 from deeplabv3plus.model import build_model
@@ -154,7 +155,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="benchmarks/inference.py", description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101", "resnet152"], help="backbones")
     parser.add_argument("--output-strides", type=int, nargs="+", default=[8, 16], help="output strides")
     parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=None,

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from cityscapes.files import decode_png, write_csv
+from cityscapes.flags import Parser
 
 COLUMNS = ["kind", "files", "mean_mb", "decoder", "ms_per_file", "identical_pixels"]
 
@@ -104,7 +105,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="benchmarks/png_decoding.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path("data/bench"), help="data root with generated masks")
     parser.add_argument("--files", type=int, default=10, help="files of each kind")
     parser.add_argument("--repeats", type=int, default=5, help="passes; the best is kept")

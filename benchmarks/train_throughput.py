@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, RandomSampler
 
 from cityscapes.files import write_csv
+from cityscapes.flags import Parser
 from cityscapes.visualize import save_figure
 from deeplabv3plus.engine import train_one_epoch
 from deeplabv3plus.loss import SegmentationLoss
@@ -134,7 +135,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="benchmarks/train_throughput.py", description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101"], help="backbones")
     parser.add_argument("--output-strides", type=int, nargs="+", default=[16, 8], help="output strides")
     parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=None,

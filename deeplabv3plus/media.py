@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cityscapes.flags import Parser, non_negative_int, positive_float
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
@@ -148,14 +150,14 @@ def images_to_video(images: Sequence[Path], path: Path, fps: float = 4.0) -> Pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m deeplabv3plus.media FOLDER OUT.mp4 [--fps N] [--frames N]``: a clip of a folder's images."""
-    import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description="Make an MP4 of the images in a folder (sorted, recursive).")
+    parser = Parser(prog="python -m deeplabv3plus.media",
+                    description="Make an MP4 of the images in a folder (sorted, recursive).")
     parser.add_argument("folder", type=Path, help="folder of images of one size")
     parser.add_argument("out", type=Path, help="MP4 to write")
-    parser.add_argument("--fps", type=float, default=4.0, help="frames per second")
-    parser.add_argument("--frames", type=int, default=0, help="at most this many images (0: all)")
+    parser.add_argument("--fps", type=positive_float, default=4.0, help="frames per second")
+    parser.add_argument("--frames", type=non_negative_int, default=0, help="at most this many images (0: all)")
     args = parser.parse_args(argv)
     inputs, _ = find_inputs([str(args.folder)])
     images = [entry.path for entry in inputs if not entry.is_video][: args.frames or None]

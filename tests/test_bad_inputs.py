@@ -451,3 +451,12 @@ def test_a_run_stopped_before_its_first_checkpoint_never_advises_resume(tiny_cop
     code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "runs"), capsys)
     assert code == 130 and "--resume" not in err and "run the same command again" in err
     assert not (tmp_path / "runs").exists()  # no run folder holding only args.json
+
+
+def test_the_video_maker_checks_its_flags(capsys, tmp_path):
+    from deeplabv3plus import media
+
+    with pytest.raises(SystemExit) as exit_:
+        media.main([str(tmp_path), str(tmp_path / "clip.mp4"), "--fps", "-3"])
+    assert exit_.value.code == 2
+    assert_one_line(capsys.readouterr().err, "argument --fps: must be a positive number, got -3")
