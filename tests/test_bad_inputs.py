@@ -69,6 +69,11 @@ def train_argv(tiny_copy, save_dir, *extra):
     ]
 
 
+def evaluation_argv(trained_run, root, out, *extra):
+    return ["--model_weights_path", trained_run / "best.pth", "--data-root", root, "--out", out, "--device", "cpu",
+            "--workers", "0", *extra]
+
+
 TRAIN_FLAGS = [  # (flags, what the one line must say)
     (["--iters", "0"], "argument --iters: must be a positive integer, got 0"),
     (["--iters", "-1"], "argument --iters: must be a positive integer, got -1"),
@@ -118,22 +123,7 @@ def test_output_folders_that_cannot_be_written(tiny_copy, trained_run, tmp_path,
     code, err = outcome(train_dlv3p, train_argv(tiny_copy, "/proc/no_such_folder"), capsys)
     assert code == 2
     assert_one_line(err, "argument --save-dir: cannot write in /proc/no_such_folder")
-    code, err = outcome(
-        test_dlv3p,
-        [
-            "--model_weights_path",
-            trained_run / "best.pth",
-            "--data-root",
-            tiny_copy,
-            "--out",
-            a_file,
-            "--device",
-            "cpu",
-            "--workers",
-            "0",
-        ],
-        capsys,
-    )
+    code, err = outcome(test_dlv3p, evaluation_argv(trained_run, tiny_copy, a_file), capsys)
     assert code == 2
     assert_one_line(err, f"argument --out: {a_file} is a file, not a folder")
 
@@ -151,23 +141,7 @@ TEST_FLAGS = [
 
 @pytest.mark.parametrize("flags,message", TEST_FLAGS, ids=[" ".join(flags) for flags, _ in TEST_FLAGS])
 def test_test_flags(trained_run, tiny_copy, tmp_path, capsys, flags, message):
-    code, err = outcome(
-        test_dlv3p,
-        [
-            "--model_weights_path",
-            trained_run / "best.pth",
-            "--data-root",
-            tiny_copy,
-            "--out",
-            tmp_path / "out",
-            "--device",
-            "cpu",
-            "--workers",
-            "0",
-            *flags,
-        ],
-        capsys,
-    )
+    code, err = outcome(test_dlv3p, evaluation_argv(trained_run, tiny_copy, tmp_path / "out", *flags), capsys)
     assert code == 2
     assert_one_line(err, message)
     assert not (tmp_path / "out" / "tiny").exists()
@@ -267,20 +241,7 @@ def test_an_image_that_does_not_match_its_annotation(tiny_copy, trained_run, tmp
     assert code == 2
     assert_one_line(err, f"{train_image}: is 32x64 but its mask", "the image does not match its annotation: re-extract")
     # on the test split the same image would give a wrong-size PNG inside the submission zip
-    argv = [
-        "--model_weights_path",
-        trained_run / "best.pth",
-        "--data-root",
-        tiny_copy,
-        "--out",
-        tmp_path / "out",
-        "--split",
-        "test",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-    ]
+    argv = evaluation_argv(trained_run, tiny_copy, tmp_path / "out", "--split", "test")
     assert outcome(test_dlv3p, argv, capsys)[0] == 0
     before = snapshot(tmp_path / "out")
     test_image = image_files(tiny_copy, "test")[2]
@@ -312,20 +273,7 @@ def test_validation_without_labelled_pixels(tiny_copy, tmp_path, capsys, caplog)
 def test_an_interrupted_evaluation_keeps_the_previous_output(trained_run, tiny_copy, tmp_path, capsys, monkeypatch):
     from cityscapes.submission import PredictionWriter
 
-    argv = [
-        "--model_weights_path",
-        trained_run / "best.pth",
-        "--data-root",
-        tiny_copy,
-        "--out",
-        tmp_path,
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--split",
-        "val",
-    ]
+    argv = evaluation_argv(trained_run, tiny_copy, tmp_path, "--split", "val")
     assert outcome(test_dlv3p, argv, capsys)[0] == 0
     before = snapshot(tmp_path)
     real, calls = PredictionWriter.__call__, []
