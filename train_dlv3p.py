@@ -37,7 +37,7 @@ from deeplabv3plus.figures import prediction_frames
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, without_aux_head
 from deeplabv3plus.optimizer import build_sgd
-from deeplabv3plus.precision import AMP_DTYPES, resolve_precision
+from deeplabv3plus.precision import AMP_DTYPES, Precision, resolve_precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from deeplabv3plus.run import (
     DEFAULT_ITERATIONS,
@@ -246,14 +246,14 @@ def validation_protocol(args: argparse.Namespace, val_set: CityscapesSegmentatio
                               amp_dtype=args.amp_dtype, ground_truth=GROUND_TRUTHS["generated"])
 
 
-def build_optimizer(model: nn.Module, args: argparse.Namespace, total_iterations: int):
+def build_optimizer(model: nn.Module, args: argparse.Namespace, total_iterations: int, precision: Precision):
     """SGD over backbone/head parameter groups (fused on CUDA: no host sync per step), poly LR with warm-up
     (stepped per iteration), AMP scaler."""
     groups = parameter_groups(model, args.lr, args.weight_decay, args.backbone_lr_multiplier)
     optimizer = build_sgd(groups, args.lr, args.momentum, args.weight_decay, args.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda iteration: poly_lr_factor(iteration, total_iterations, args.power, args.warmup_iters))
-    scaler = torch.amp.GradScaler("cuda", enabled=resolve_precision(args.amp, args.amp_dtype, args.device).use_scaler)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
     return optimizer, scheduler, scaler
 
 
@@ -323,10 +323,9 @@ def open_training_log(args: argparse.Namespace, run_dir: Path, iteration: int) -
 
 
 def show_validation(training_log: TrainingLog, val_set: CityscapesSegmentation, args: argparse.Namespace,
-                    device: torch.device):
+                    device: torch.device, amp_dtype: torch.dtype | None):
     """After each validation: its scores, and image | prediction | ground truth of the first val frames."""
     indices = range(min(args.preview_frames, len(val_set)))
-    amp_dtype = resolve_precision(args.amp, args.amp_dtype, device).dtype
 
     def show(model: nn.Module, row: dict) -> None:
         training_log.validation(row["iteration"], row, CLASS_NAMES)
@@ -418,7 +417,8 @@ def main(args: argparse.Namespace) -> int:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer, scheduler, scaler = build_optimizer(model, args, total_iterations)
+        precision = resolve_precision(args.amp, args.amp_dtype, args.device)  # decided once, passed down
+        optimizer, scheduler, scaler = build_optimizer(model, args, total_iterations, precision)
         state = (
             resume_state(checkpoint, args.resume, model, optimizer, scheduler, scaler) if args.resume else TrainState()
         )
@@ -449,13 +449,13 @@ def main(args: argparse.Namespace) -> int:
     config = FitConfig(total_iterations=total_iterations, run_dir=run_dir, num_classes=NUM_CLASSES,
                        class_names=CLASS_NAMES, val_every=args.val_every, val_interval=args.val_interval,
                        seed=args.seed, rank=context.rank,
-                       precision=resolve_precision(args.amp, args.amp_dtype, args.device),
+                       precision=precision,
                        channels_last=args.channels_last, log_every=args.log_every, ignore_index=IGNORE_INDEX,
                        batch_transform=finish_batch_on_device(train_loader) if args.jitter_on_device else None,
                        checkpoint_extra={"args": plain_args(args)},
                        on_log=None if training_log is None else training_log.training,
                        on_validation=None if training_log is None else
-                       show_validation(training_log, val_loader.dataset, args, context.device))
+                       show_validation(training_log, val_loader.dataset, args, context.device, precision.dtype))
     try:
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,
                     context.device, config, state)
