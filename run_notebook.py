@@ -9,7 +9,6 @@ name=value`` (a Python literal, or a plain string) overrides one assignment.
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import nbformat
@@ -18,7 +17,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from cityscapes.files import write_bytes_atomic
-from cityscapes.flags import Parser
+from cityscapes.flags import Parser, one_line, report_error
 
 
 def parse_parameter(text: str) -> tuple[str, object]:
@@ -73,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parameters = dict(parse_parameter(text) for text in args.param)
         execute_notebook(args.notebook, parameters, args.output, cwd=Path.cwd())
-    except (ValueError, CellExecutionError) as error:
-        print(f"error: {args.notebook}: {error}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError, CellExecutionError) as error:
+        return report_error(ValueError(f"{args.notebook}: {one_line(error)}") if isinstance(error, ValueError)
+                            else error, failures=(CellExecutionError,))
     print(f"executed {args.notebook}" + (f" -> {args.output}" if args.output else ""))
     return 0
 

@@ -31,7 +31,7 @@ from cityscapes.cache import CACHE_DIR
 from cityscapes.dataset import CityscapesSegmentation, SeededSampler
 from cityscapes.files import read_png, write_csv
 from cityscapes.flags import Parser
-from cityscapes.transforms import resize_then_crop_transforms, train_transforms
+from cityscapes.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE, resize_then_crop_transforms, train_transforms
 
 PIPELINES = {  # name -> (crop first?, from the cache?, colour jitter left to the training device?, PNG decoder)
     "resize-then-crop, PNG (before)": (False, False, False, "opencv"),  # the 2026-11-24 pipeline, rebuilt here
@@ -51,8 +51,8 @@ def decoder(name: str) -> contextlib.AbstractContextManager:
 
 def build_dataset(root: Path, crop_first: bool, cached: bool, jitter_on_device: bool,
                   crop: tuple[int, int]) -> CityscapesSegmentation:
-    transforms = (train_transforms(crop, (0.5, 2.0), jitter_on_device=jitter_on_device) if crop_first
-                  else resize_then_crop_transforms(crop, (0.5, 2.0)))
+    transforms = (train_transforms(crop, RECIPE_SCALE_RANGE, jitter_on_device=jitter_on_device) if crop_first
+                  else resize_then_crop_transforms(crop, RECIPE_SCALE_RANGE))
     return CityscapesSegmentation(root, "train", transforms, cache_root=root / CACHE_DIR if cached else None)
 
 
@@ -126,7 +126,9 @@ def main(args: argparse.Namespace) -> list[dict]:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="benchmarks/data_loading.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True, help="data set with generated masks (and a cache)")
-    parser.add_argument("--crop", type=int, nargs=2, default=[768, 768], metavar=("H", "W"), help="training crop")
+    parser.add_argument(
+        "--crop", type=int, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"), help="training crop"
+    )
     parser.add_argument("--samples", type=int, default=40, help="timed samples per process")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader processes (0: single process only)")
     parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_data_loading.csv"), help="CSV to write")

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from cityscapes.files import write_csv
 from cityscapes.flags import Parser
+from cityscapes.transforms import RECIPE_CROP_SIZE
 from cityscapes.visualize import save_figure
 from deeplabv3plus.engine import train_one_epoch
 from deeplabv3plus.loss import SegmentationLoss
@@ -144,7 +145,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="memory format / torch.compile")
     parser.add_argument("--modes", nargs="+", choices=["model", "loader"], default=["model"],
                         help="model: batches already on the device; loader: the real training loader on --data-root")
-    parser.add_argument("--crop", type=int, nargs=2, default=[768, 768], metavar=("H", "W"), help="training crop")
+    parser.add_argument(
+        "--crop", type=int, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"), help="training crop"
+    )
     parser.add_argument("--batch", type=int, default=2, help="images per step and process (the recipe: 8 over 4 GPUs)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (cuDNN autotuning, compile)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cityscapes.files import OutputError, check_output_folder, free_bytes, read_png, write_bytes_atomic, write_json
-from cityscapes.flags import Parser
+from cityscapes.flags import Parser, report_error
 from cityscapes.paths import GENERATED_DIR, city_of, generated_mask_path, image_files, stem_of
 
 __all__ = ["CACHE_DIR", "CacheError", "FrameCache", "build_cache", "cache_command"]
@@ -210,13 +209,9 @@ def main(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         counts = build_cache(args.data_root, args.splits, cache_root)
         seconds = time.perf_counter() - start
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # the disk filled up meanwhile: every entry in the manifest is complete
-        print(f"error: cannot write {error.filename or cache_root}: {error.strerror}; free space and run again (the "
-              "frames cached so far are kept)", file=sys.stderr)
-        return 1
+    except (OSError, ValueError) as error:  # a disk that filled up meanwhile: every entry in the manifest is complete
+        return report_error(error, writing=cache_root,
+                            write_advice="free space and run again (the frames cached so far are kept)")
     print(f"{counts['written']} frames written, {counts['up_to_date']} up to date -> {cache_root} "
           f"({seconds:.1f} s, {counts['written'] / max(seconds, 1e-9):.1f} frames/s)")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,19 @@ def missing_provided_masks(root: Path, split: str) -> tuple[list[Path], int]:
     """The shipped ``gtFine/{split}/*/*_gtFine_labelIds.png`` that the split's images lack, and the image count."""
     stems = [stem_of(path) for path in image_files(root, split)]
     return [path for path in (provided_mask_path(root, split, stem) for stem in stems) if not path.exists()], len(stems)
+
+
+def choose_ground_truth(root: Path, split: str, requested: str | None) -> str:
+    """``requested`` (``provided`` / ``generated``), or by default ``provided`` when every frame of the split has its
+    shipped labelIds; falls back to ``generated`` with a one-line notice naming how many are missing."""
+    if split == "test" or requested == "generated":
+        return "generated"
+    missing, total = missing_provided_masks(root, split)
+    if requested == "provided" or not missing:
+        return "provided"  # an explicit request with missing files fails in the dataset, naming the first
+    print(f"notice: {len(missing)} of {total} {split} frames have no shipped gtFine labelIds (first: {missing[0]}); "
+          "scoring against the masks generated from the polygons", file=sys.stderr)
+    return "generated"
 
 
 class CityscapesSegmentation(Dataset):
@@ -88,6 +102,14 @@ class CityscapesSegmentation(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def label_id_files(self) -> list[Path]:
+        """The labelIds PNGs the scores are computed against (shipped or generated), one per frame in order: the
+        official evaluation's ground truth."""
+        if self.ground_truth == "provided":
+            return list(self.masks)
+        return [generated_mask_path(self.root / GENERATED_DIR, self.split, stem_of(path), "labelIds")
+                for path in self.images]
 
     def image_sizes(self) -> list[tuple[int, int]]:
         """(height, width) of every image, from the PNG headers (no pixel is decoded)."""

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ except ImportError:  # pragma: no cover - the fallback is tested by patching thi
 __all__ = [
     "TEMPORARY_SUFFIX",
     "OutputError",
+    "WrittenAside",
     "check_output_file",
     "check_output_folder",
     "decode_png",
@@ -93,6 +95,37 @@ def remove_empty_folders(folders: Iterable[Path]) -> None:
     for folder in folders:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+class WrittenAside:
+    """A folder's new output written aside (``.{name}.partial`` beside it) and put in place only when complete, so
+    an interrupted or failed run leaves the previous output as it was."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = Path(final)
+        self.work = self.final.with_name(f".{self.final.name}.partial")
+        self.made = missing_folders(self.work.parent)  # removed again if nothing is put in place
+
+    def begin(self) -> Path:
+        """The empty folder to write into (a killed run's leftovers removed)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        return self.work
+
+    def put_in_place(self) -> None:
+        """Replace the previous output with the complete new one (two renames; the old folder is deleted last)."""
+        previous = self.final.with_name(f".{self.final.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        if self.final.exists():
+            self.final.rename(previous)
+        self.work.rename(self.final)
+        shutil.rmtree(previous, ignore_errors=True)
+
+    def abandon(self) -> str:
+        """Drop what was written aside (and the folders made for it); what the user still has, in words."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        remove_empty_folders(self.made)
+        return f"{self.final} keeps its previous output" if self.final.exists() else "nothing was written"
 
 
 def free_bytes(path: Path) -> int:

@@ -10,10 +10,19 @@ import argparse
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["DefaultsOnceFormatter", "Parser", "bounded_int", "inference_scale", "non_negative_float",
-           "non_negative_int", "positive_float", "positive_int"]
+__all__ = ["BAD_INPUT", "FAILURE", "INTERRUPTED", "DefaultsOnceFormatter", "FlagError", "Parser", "bounded_int",
+           "inference_scale", "non_negative_float", "non_negative_int", "one_line", "positive_float", "positive_int",
+           "report_error"]
+
+BAD_INPUT, FAILURE, INTERRUPTED = 2, 1, 130
+"""Exit statuses of every CLI: a bad flag or file; a failure while running (a write, a non-finite loss); Ctrl-C."""
+
+
+class FlagError(ValueError):
+    """A flag whose value contradicts another flag or a file; the message names the flag and the fix."""
 
 
 class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -65,3 +74,33 @@ inference_scale = _number(float, lambda value: 0.125 <= value <= 8, "a scale fro
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
     """An integer in ``low..high``."""
     return _number(int, lambda value: low <= value <= high, f"an integer from {low} to {high}")
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an error in one line: a loader worker's re-raised error carries the worker's traceback, of
+    which the last line is the original message."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    prefix = f"{type(error).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+def report_error(error: BaseException, state: str = "", writing: Path | str | None = None,
+                 write_advice: str = "free space (or fix permissions) and run again",
+                 failures: tuple[type[BaseException], ...] = ()) -> int:
+    """Print the one line of an error that ends a command and return its exit status, the same for every CLI.
+
+    Ctrl-C: ``interrupted: {state}``, 130. An OSError other than a missing file (a full disk, a permission while
+    writing ``error.filename`` or ``writing``): ``cannot write FILE: reason; {write_advice}``, 1. A non-finite
+    loss (FloatingPointError) or one of ``failures``: 1. Anything else (a missing or bad file, a bad flag:
+    FileNotFoundError, ValueError): 2. ``state`` says what was kept, and ends every line that has one."""
+    then = f"; {state}" if state else ""
+    if isinstance(error, KeyboardInterrupt):
+        print(f"interrupted{': ' + state if state else ''}", file=sys.stderr)
+        return INTERRUPTED
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+        print(f"error: cannot write {error.filename or writing}: {error.strerror or one_line(error)}; {write_advice}"
+              f"{then}", file=sys.stderr)
+        return FAILURE
+    print(f"error: {one_line(error)}{then}", file=sys.stderr)
+    return FAILURE if isinstance(error, (FloatingPointError, *failures)) else BAD_INPUT

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from cityscapes.files import check_output_folder, is_up_to_date, png_is_complete, write_csv, write_png
-from cityscapes.flags import Parser, positive_int
+from cityscapes.flags import Parser, positive_int, report_error
 from cityscapes.labels import LABEL_ID_TO_COLOR, LABEL_ID_TO_TRAIN_ID, resolve_label
 from cityscapes.paths import (
     GENERATED_DIR,
@@ -343,13 +343,9 @@ def run_compare(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     try:
         return run_compare(args) if args.command == "compare" else run_generate(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a full disk or a permission while writing: the files written so far are complete
-        print(f"error: cannot write {error.filename or args.out}: {error.strerror}; free space (or fix permissions), "
-              "then run again: masks already written are kept", file=sys.stderr)
-        return 1
+    except (OSError, ValueError) as error:  # a write that fails leaves the masks written so far complete
+        return report_error(error, writing=args.out, write_advice="free space (or fix permissions), then run again: "
+                                                                  "masks already written are kept")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ of colour and normalisation steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,8 @@ from torchvision.transforms.v2 import functional as F
 from cityscapes.labels import IGNORE_INDEX
 
 __all__ = [
+    "RECIPE_CROP_SIZE",
+    "RECIPE_SCALE_RANGE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CropFirstTrainTransform",
@@ -43,6 +45,9 @@ __all__ = [
     "train_transforms",
 ]
 
+RECIPE_CROP_SIZE = (768, 768)
+RECIPE_SCALE_RANGE = (0.5, 2.0)
+"""The DeepLabV3+ Cityscapes recipe's training crop (H, W) and random scale range, named once."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -50,7 +55,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class RandomScale(v2.Transform):
     """Resize image and mask together by a factor drawn uniformly from ``scale_range``."""
 
-    def __init__(self, scale_range: tuple[float, float] = (0.5, 2.0)) -> None:
+    def __init__(self, scale_range: tuple[float, float] = RECIPE_SCALE_RANGE) -> None:
         super().__init__()
         self.scale_range = scale_range
 
@@ -175,8 +180,14 @@ class CropFirstTrainTransform:
 
     takes_arrays = True  # the dataset may pass memory maps, read lazily
 
-    def __init__(self, crop_size: Sequence[int] = (768, 768), scale_range: tuple[float, float] = (0.5, 2.0),
-                 flip_probability: float = 0.5, color_jitter: float = 0.25, jitter_on_device: bool = False) -> None:
+    def __init__(
+        self,
+        crop_size: Sequence[int] = RECIPE_CROP_SIZE,
+        scale_range: tuple[float, float] = RECIPE_SCALE_RANGE,
+        flip_probability: float = 0.5,
+        color_jitter: float = 0.25,
+        jitter_on_device: bool = False,
+    ) -> None:
         self.crop_size = tuple(crop_size)
         self.scale_range = tuple(scale_range)
         self.flip = v2.RandomHorizontalFlip(flip_probability)
@@ -194,6 +205,11 @@ class CropFirstTrainTransform:
         if self.jitter_on_device:
             return image, mask, _encode_jitter(self.jitter.make_params([image]))
         return self.normalise(self.jitter(image), mask)
+
+    def batch_step(self) -> Callable[[torch.Tensor, dict], torch.Tensor]:
+        """``step(images, meta)``: :meth:`finish_on_device` of a batch with its ``meta["jitter"]`` (the training loop's
+        batch transform)."""
+        return lambda images, meta: self.finish_on_device(images, meta["jitter"])
 
     def finish_on_device(self, images: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
         """(N, 3, h, w) uint8 crops on any device and their (N, 8) jitter parameters -> normalised float crops."""
@@ -232,15 +248,23 @@ def _decode_jitter(row: Sequence[float]) -> dict[str, Any]:
     return {"fn_idx": [int(index) for index in row[:4]], **factors}
 
 
-def train_transforms(crop_size: Sequence[int] = (768, 768), scale_range: tuple[float, float] = (0.5, 2.0),
-                     flip_probability: float = 0.5, color_jitter: float = 0.25,
-                     jitter_on_device: bool = False) -> CropFirstTrainTransform:
+def train_transforms(
+    crop_size: Sequence[int] = RECIPE_CROP_SIZE,
+    scale_range: tuple[float, float] = RECIPE_SCALE_RANGE,
+    flip_probability: float = 0.5,
+    color_jitter: float = 0.25,
+    jitter_on_device: bool = False,
+) -> CropFirstTrainTransform:
     """Random scale, random crop (padding with 0 / ignore), horizontal flip, colour jitter, normalisation."""
     return CropFirstTrainTransform(crop_size, scale_range, flip_probability, color_jitter, jitter_on_device)
 
 
-def resize_then_crop_transforms(crop_size: Sequence[int] = (768, 768), scale_range: tuple[float, float] = (0.5, 2.0),
-                                flip_probability: float = 0.5, color_jitter: float = 0.25) -> v2.Compose:
+def resize_then_crop_transforms(
+    crop_size: Sequence[int] = RECIPE_CROP_SIZE,
+    scale_range: tuple[float, float] = RECIPE_SCALE_RANGE,
+    flip_probability: float = 0.5,
+    color_jitter: float = 0.25,
+) -> v2.Compose:
     """The reference pipeline: the whole frame resized (antialiased bilinear / nearest), then cropped, flipped,
     jittered and normalised. Same random draws as :func:`train_transforms`; several times slower on full frames."""
     return v2.Compose([

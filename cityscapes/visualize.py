@@ -1,4 +1,4 @@
-"""Pictures: colourised masks, overlays, prediction GIFs, training curves, mask agreement.
+"""Pictures of the Cityscapes format: colourised masks, overlays, GIFs, side-by-side frames, mask agreement.
 
 Figures are built with matplotlib's object API (``Figure``), so nothing here
 depends on a display or a pyplot backend.
@@ -58,52 +58,6 @@ def plot_mask_agreement(comparison: MaskComparison) -> Figure:
     images.set_xlabel("image (sorted)")
     images.set_ylabel("pixel agreement (%)")
     images.set_title("Per-image agreement")
-    return figure
-
-
-CURVES = {  # figure file stem -> (history key(s) drawn, y label)
-    "dlv3p_loss": (("train_loss", "val_loss"), "cross-entropy loss"),
-    "dlv3p_miou": (("miou",), "val mIoU"),
-    "dlv3p_mdice": (("mean_dice",), "val mean Dice"),
-    "dlv3p_mpacc": (("pixel_accuracy",), "val pixel accuracy"),
-}
-
-
-def plot_training_curve(histories: dict[str, list[dict]], keys: tuple[str, ...], ylabel: str) -> Figure:
-    """One panel per run (side by side, e.g. OS8 and OS16), a line per history key against iteration."""
-    figure = Figure(figsize=(5.5 * len(histories), 4), layout="constrained")
-    axes = figure.subplots(1, len(histories), squeeze=False, sharey=True)[0]
-    for axis, (run, history) in zip(axes, histories.items()):
-        iterations = [row["iteration"] for row in history]
-        for key in keys:
-            axis.plot(iterations, [row[key] for row in history], marker="o", markersize=3, label=key.replace("_", " "))
-        axis.set_title(run)
-        axis.set_xlabel("iteration")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    axes[0].set_ylabel(ylabel)
-    return figure
-
-
-def plot_per_class_iou(per_class: dict[str, dict[str, float | None]]) -> Figure:
-    """Grouped bars of the last validation's IoU per class, one colour per run; "n/a" where a class is absent."""
-    runs = list(per_class)
-    names = list(next(iter(per_class.values())))
-    figure = Figure(figsize=(13, 4.5), layout="constrained")
-    axis = figure.subplots()
-    width = 0.8 / len(runs)
-    for offset, run in enumerate(runs):
-        positions = np.arange(len(names)) + offset * width - 0.4 + width / 2
-        values = [per_class[run][name] for name in names]
-        axis.bar(positions, [100 * (value or 0.0) for value in values], width, label=run)
-        for position, value in zip(positions, values):
-            if value is None:  # absent from ground truth and prediction: no score, not a zero
-                axis.text(position, 1, "n/a", ha="center", va="bottom", rotation=90, fontsize=8)
-    axis.set_xticks(range(len(names)), names, rotation=60, ha="right")
-    axis.set_ylabel("val IoU (%)")
-    axis.set_ylim(0, 100)
-    axis.legend()
-    axis.set_title("Per-class IoU at the last validation")
     return figure
 
 

@@ -18,10 +18,13 @@ from torch import nn
 
 from cityscapes.files import write_bytes_atomic
 
-__all__ = ["CheckpointError", "load_checkpoint", "on_the_host", "save_checkpoint", "unwrap_model", "weights_digest"]
+__all__ = ["CheckpointError", "load_checkpoint", "model_config", "on_the_host", "save_checkpoint", "unwrap_model",
+           "weights_digest"]
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config")
+LEGACY_MODEL_CONFIG = {"aux_head": False, "stem": "7x7", "head": "dense"}
+"""What checkpoints written before the auxiliary head and the model variants existed were: the default model."""
 
 
 class CheckpointError(ValueError):
@@ -97,6 +100,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a DeepLabV3+ checkpoint of this project (no {' / '.join(REQUIRED_KEYS)})")
     return checkpoint
+
+
+def model_config(checkpoint: dict) -> dict:
+    """The rebuild arguments of a checkpoint's model, with what older checkpoints lack filled in (once, here)."""
+    return {**LEGACY_MODEL_CONFIG, **checkpoint["model_config"]}
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor], length: int = 12) -> str:

@@ -14,25 +14,47 @@ import torch
 
 from cityscapes.files import OutputError, check_output_file, check_output_folder
 from cityscapes.flags import (
+    FlagError,
     Parser,
     bounded_int,
     inference_scale,
     non_negative_float,
     non_negative_int,
+    one_line,
     positive_float,
     positive_int,
+    report_error,
 )
+from deeplabv3plus.inference import InferenceOptions
+from deeplabv3plus.precision import precision_from_flags
 
-__all__ = ["FlagError", "Parser", "bounded_int", "crop_size", "device", "inference_scale", "non_negative_float",
-           "non_negative_int", "one_line", "output_file", "output_folder", "positive_float", "positive_int",
-           "scale_range"]
+__all__ = [
+    "FlagError",
+    "Parser",
+    "add_checkpoint_flags",
+    "add_inference_flags",
+    "bounded_int",
+    "crop_size",
+    "device",
+    "given_flags",
+    "inference_scale",
+    "non_negative_float",
+    "non_negative_int",
+    "one_line",
+    "output_file",
+    "output_folder",
+    "positive_float",
+    "plain_values",
+    "positive_int",
+    "inference_options",
+    "report_error",
+    "scale_range",
+]
 
+DEFAULT_WINDOW, DEFAULT_WINDOW_STRIDE = (769, 769), (513, 513)
+"""Sliding windows of --mode slide: mmsegmentation's Cityscapes test setting."""
 MAX_CROP_SIDE = 4096
 """Largest training or inference window side: twice Cityscapes' width; a larger one only fills memory."""
-
-
-class FlagError(ValueError):
-    """A flag whose value contradicts another flag or a file; the message names the flag and the fix."""
 
 
 def crop_side(text: str) -> int:
@@ -95,10 +117,48 @@ def output_file(path: Path, flag: str, overwrite: bool = False) -> Path:
         raise FlagError(str(error)) from None
 
 
-def one_line(error: BaseException) -> str:
-    """The message of an error in one line: a loader worker's re-raised error carries the worker's traceback, of
-    which the last line is the original message."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else type(error).__name__
-    prefix = f"{type(error).__name__}: "
-    return last[len(prefix):] if last.startswith(prefix) else last
+def add_checkpoint_flags(parser: argparse.ArgumentParser, eval_output_stride: bool = True) -> None:
+    """``--model-weights-path`` (required) and, unless asked not to, ``--eval-output-stride``: the flags of every
+    command that uses a trained model."""
+    parser.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True,
+                        help="checkpoint written by train_dlv3p.py (saved/{run}/best.pth) or deeplabv3plus.convert")
+    if eval_output_stride:
+        parser.add_argument("--eval-output-stride", "--eval_output_stride", type=int, choices=[8, 16], default=None,
+                            help="run the same weights at this output stride (e.g. trained OS16, tested OS8)")
+
+
+def add_inference_flags(parser: argparse.ArgumentParser) -> None:
+    """The Inference group shared by test_dlv3p.py and predict_dlv3p.py; read back with :func:`inference_options`."""
+    group = parser.add_argument_group("Inference")
+    group.add_argument("--mode", choices=["whole", "slide"], default="whole",
+                       help="whole images in one pass, or overlapping --crop windows every --stride pixels")
+    group.add_argument("--crop", type=crop_side, nargs=2, default=list(DEFAULT_WINDOW), metavar=("H", "W"),
+                       help="sliding window size (--mode slide)")
+    group.add_argument("--stride", type=crop_side, nargs=2, default=list(DEFAULT_WINDOW_STRIDE), metavar=("H", "W"),
+                       help="sliding window step (--mode slide)")
+    group.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    group.add_argument("--scales", type=inference_scale, nargs="+", default=[1.0],
+                       help="multi-scale inference (e.g. 0.75 1.0 1.25)")
+    group.add_argument("--amp", action="store_true", help="mixed precision inference")
+    group.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default=None,
+                       help="autocast dtype with --amp (default: float16 on CUDA, bfloat16 on CPU)")
+    group.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    group.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
+
+
+def inference_options(args: argparse.Namespace) -> InferenceOptions:
+    """The options of :func:`add_inference_flags`' flags, checked (FlagError / ValueError naming the flag)."""
+    precision = precision_from_flags(args.amp, args.amp_dtype, args.device)
+    return InferenceOptions(args.mode, tuple(args.crop), tuple(args.stride), args.flip, tuple(args.scales),
+                            precision.dtype, args.channels_last)
+
+
+def plain_values(args: argparse.Namespace) -> dict:
+    """The flags' values as JSON-able plain values (paths as text)."""
+    return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
+
+
+def given_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """The flags of this invocation whose values differ from the parser's defaults."""
+    return {key: value for key, value in plain_values(args).items() if value != parser.get_default(key)
+            and not (isinstance(value, str) and value == str(parser.get_default(key)))}

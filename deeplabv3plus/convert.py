@@ -23,7 +23,6 @@ import argparse
 import io
 import pickle
 import re
-import sys
 import zipfile
 from pathlib import Path
 
@@ -166,9 +165,8 @@ def main(args: argparse.Namespace) -> int:
             depth = convert_mmseg_backbone(args.input, args.output, args.trust_pickle)
             print(f"wrote {args.output}: ImageNet ResNetV1c {depth}; train with --arch mmseg --backbone {depth} "
                   f"--pretrained-backbone {args.output}")
-    except (ConversionError, cli.FlagError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as error:
+        return cli.report_error(error)
     return 0
 
 

@@ -18,7 +18,6 @@ import argparse
 import io
 import logging
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from cityscapes.files import write_bytes_atomic, write_json
 from deeplabv3plus import cli
+from deeplabv3plus.run_folder import run_name_of
 
 __all__ = ["export_onnx", "parity_report"]
 
@@ -146,12 +146,12 @@ def onnx_output_path(out: Path | None, checkpoint: Path) -> Path:
     if out is not None and out.suffix.lower() == ".onnx":
         return cli.output_file(out, "--out", overwrite=True)  # a file this tool makes: a new export replaces it
     folder = cli.output_folder(out or checkpoint.parent, "--out")
-    return folder / f"{checkpoint.resolve().parent.name}.onnx"
+    return folder / f"{run_name_of(checkpoint)}.onnx"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.Parser(description="Export a DeepLabV3+ checkpoint to ONNX and check it against PyTorch.")
-    parser.add_argument("--model-weights-path", "--model_weights_path", type=Path, required=True, help="checkpoint")
+    cli.add_checkpoint_flags(parser, eval_output_stride=False)
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     parser.add_argument("--height", type=cli.crop_side, default=1024, help="input height of a fixed-size export")
     parser.add_argument("--width", type=cli.crop_side, default=2048, help="input width of a fixed-size export")
@@ -175,9 +175,8 @@ def main(args: argparse.Namespace) -> int:
         model = load_trained_model(args.model_weights_path, "cpu")
         exporter = export_onnx(model, onnx_path, args.height, args.width, args.dynamic)
         report = parity_report(model, onnx_path, _inputs(args))
-    except (FileNotFoundError, ValueError, MissingDependency) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError, MissingDependency) as error:
+        return cli.report_error(error)
     report = {"onnx": str(onnx_path), "exporter": exporter, "dynamic": args.dynamic,
               "input_size": None if args.dynamic else [args.height, args.width], **report}
     write_json(onnx_path.with_name(onnx_path.name + ".parity.json"), report)

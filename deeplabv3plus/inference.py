@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint
+from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_config
 from deeplabv3plus.model import DeepLabV3Plus, model_from_config, without_aux_head
 from deeplabv3plus.precision import autocast
 
-__all__ = ["MIN_SCALED_SIDE", "check_inference_options", "load_trained_model", "predict", "sliding_window_logits",
-           "window_origins"]
+__all__ = ["MIN_SCALED_SIDE", "InferenceOptions", "check_inference_options", "load_trained_model", "predict",
+           "sliding_window_logits", "window_origins"]
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a model predicts: whole images or ``crop`` windows every ``stride`` pixels, flip, scales, the autocast
+    dtype (None: float32) and the memory format. Checked when made (stride <= crop)."""
+
+    mode: str = "whole"
+    crop: tuple[int, int] = (769, 769)
+    stride: tuple[int, int] = (513, 513)
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        check_inference_options(self.mode, self.crop, self.stride, self.scales)
+
+    def predict_kwargs(self) -> dict:
+        """The keyword arguments of :func:`predict` (and of ``engine.evaluate``, which passes them on)."""
+        kwargs = {"flip": self.flip, "scales": self.scales, "amp_dtype": self.amp_dtype}
+        if self.mode == "slide":
+            kwargs.update(mode="slide", crop=self.crop, stride=self.stride)
+        return kwargs
 
 
 def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone: str | None = None,
@@ -30,7 +55,7 @@ def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone:
     contents of ``path``, to read the file once.
     """
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
-    config = dict(checkpoint["model_config"])
+    config = model_config(checkpoint)
     for flag, key, wanted in (
         ("--backbone", "backbone", backbone),
         ("--output-stride", "output_stride", output_stride),

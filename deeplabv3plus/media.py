@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cityscapes.flags import Parser, non_negative_int, positive_float
+from cityscapes.flags import Parser, non_negative_int, positive_float, report_error
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -150,8 +150,6 @@ def images_to_video(images: Sequence[Path], path: Path, fps: float = 4.0) -> Pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m deeplabv3plus.media FOLDER OUT.mp4 [--fps N] [--frames N]``: a clip of a folder's images."""
-    import sys
-
     parser = Parser(prog="python -m deeplabv3plus.media",
                     description="Make an MP4 of the images in a folder (sorted, recursive).")
     parser.add_argument("folder", type=Path, help="folder of images of one size")
@@ -164,8 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         images_to_video(images, args.out, args.fps)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error, writing=args.out)
     print(f"wrote {args.out}: {len(images)} frames at {args.fps:g} fps")
     return 0
 

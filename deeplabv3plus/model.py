@@ -80,10 +80,10 @@ def build_model(backbone: str = "resnet50", output_stride: int = 16, num_classes
 
 
 def model_from_config(config: dict, output_stride: int | None = None, aux_head: bool = False) -> DeepLabV3Plus:
-    """The model a checkpoint's ``model_config`` describes (checkpoints without a stem/head are the default variant),
-    optionally at another output stride; without the auxiliary head unless asked."""
+    """The model a full model config (``checkpoint.model_config``) describes, optionally at another output stride;
+    without the auxiliary head unless asked."""
     return build_model(config["backbone"], output_stride or config["output_stride"], config["num_classes"],
-                       aux_head=aux_head, stem=config.get("stem", "7x7"), head=config.get("head", "dense"))
+                       aux_head=aux_head, stem=config["stem"], head=config["head"])
 
 
 def without_aux_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,17 +1,20 @@
 """Mixed precision, decided once: the autocast dtype (or none) and whether a GradScaler runs.
 
-Every script and loop asks :func:`resolve_precision`; nothing else looks at
-``--amp`` / ``--amp-dtype``.
+Every script asks :func:`precision_from_flags` once and passes the result down;
+nothing else looks at ``--amp`` / ``--amp-dtype``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "resolve_precision"]
+from cityscapes.flags import FlagError
+
+__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "precision_from_flags", "resolve_precision"]
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -41,6 +44,19 @@ def resolve_precision(amp: bool, amp_dtype: str | None, device: torch.device | s
     device_type = torch.device(device).type
     dtype = AMP_DTYPES[amp_dtype or ("float16" if device_type == "cuda" else "bfloat16")]
     return Precision(dtype, use_scaler=dtype == torch.float16 and device_type == "cuda")
+
+
+def precision_from_flags(amp: bool, amp_dtype: str | None, device: torch.device | str) -> Precision:
+    """:func:`resolve_precision` for a command's flags, the one place they are checked: ``--amp-dtype`` without
+    ``--amp`` is refused (FlagError: it would be ignored); float16 on the CPU is warned about (many times slower
+    than float32 there)."""
+    if amp_dtype is not None and not amp:
+        raise FlagError(f"argument --amp-dtype: {amp_dtype} takes effect only with --amp; add --amp or drop it")
+    precision = resolve_precision(amp, amp_dtype, device)
+    if precision.dtype == torch.float16 and torch.device(device).type == "cpu":
+        logging.getLogger(__name__).warning(
+            "warning: float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16")
+    return precision
 
 
 def cpu_supports_bfloat16() -> bool:

@@ -24,13 +24,16 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from cityscapes.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE
+from deeplabv3plus.checkpoint import model_config
 from deeplabv3plus.cli import FlagError, crop_size
 
-__all__ = ["DEFAULT_ITERATIONS", "KEPT_DEFAULTS", "RUN_DEFAULTS", "ResumeRecord", "resolve_run_settings",
-           "resume_record", "saved_settings"]
+__all__ = ["DEFAULT_ITERATIONS", "KEPT_DEFAULTS", "RUN_DEFAULTS", "ResumeRecord", "check_batch_size",
+           "resolve_run_settings", "resume_record", "saved_settings"]
 
 RUN_DEFAULTS = {
-    "backbone": "resnet50", "output_stride": 8, "crop_size": [768, 768], "scale_range": [0.5, 2.0], "batch_size": 8,
+    "backbone": "resnet50", "output_stride": 8, "crop_size": list(RECIPE_CROP_SIZE),
+    "scale_range": list(RECIPE_SCALE_RANGE), "batch_size": 8,
     "lr": 0.01, "backbone_lr_multiplier": 1.0, "momentum": 0.9, "weight_decay": 5e-4, "power": 0.9,
     "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0, "aux_loss_weight": 0.4, "arch": "deeplabv3plus",
 }
@@ -52,11 +55,11 @@ def _flag(key: str) -> str:
 def saved_settings(checkpoint: dict) -> dict:
     """The settings a checkpoint was trained with, the model's from its config (older checkpoints lack some)."""
     saved = dict(checkpoint.get("args", {}))
-    config = checkpoint["model_config"]
+    config = model_config(checkpoint)
     saved.update({key: config[key] for key in ("backbone", "output_stride")})
     # checkpoints written before the auxiliary head and the --arch presets existed
-    saved.setdefault("aux_loss_weight", RUN_DEFAULTS["aux_loss_weight"] if config.get("aux_head") else 0.0)
-    saved.setdefault("arch", "mmseg" if config.get("stem") == "deep" else "deeplabv3plus")
+    saved.setdefault("aux_loss_weight", RUN_DEFAULTS["aux_loss_weight"] if config["aux_head"] else 0.0)
+    saved.setdefault("arch", "mmseg" if config["stem"] == "deep" else "deeplabv3plus")
     return saved
 
 
@@ -124,3 +127,11 @@ def resume_record(given: dict, from_iteration: int, notes: list) -> ResumeRecord
     """What args.json appends for one resume: when, from which iteration, the flags given and what changed."""
     return {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "from_iteration": from_iteration, "given": given, "changed": notes}
+
+
+def check_batch_size(batch_size: int, world_size: int) -> None:
+    """FlagError unless the batch splits evenly over the processes, at least 2 images each (batch norm)."""
+    if batch_size % world_size:
+        raise FlagError(f"argument --batch-size: {batch_size} must divide evenly over {world_size} processes")
+    if batch_size // world_size < 2:
+        raise FlagError("argument --batch-size: each process needs at least 2 images per batch (batch norm); raise it")

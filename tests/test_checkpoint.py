@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap_model
+from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_config, save_checkpoint, unwrap_model
 
 
 class Tiny(nn.Module):
@@ -84,3 +84,13 @@ def test_damaged_checkpoints_are_found_by_their_checksums(tmp_path):
     with pytest.raises(CheckpointError, match="random.pth: not a checkpoint") as error:
         load_checkpoint(tmp_path / "random.pth")
     assert "weights_only" not in str(error.value)  # not torch's advice to load it unsafely
+
+
+def test_model_config_fills_what_older_checkpoints_lack():
+    """Checkpoints written before the auxiliary head and the model variants: the default model, filled in one place."""
+    old = {"model": {}, "model_config": {"backbone": "resnet50", "output_stride": 16, "num_classes": 19}}
+    assert model_config(old) == {"backbone": "resnet50", "output_stride": 16, "num_classes": 19, "aux_head": False,
+                                 "stem": "7x7", "head": "dense"}
+    new = {"model": {}, "model_config": {"backbone": "resnet101", "output_stride": 8, "num_classes": 5,
+                                         "aux_head": True, "stem": "deep", "head": "separable"}}
+    assert model_config(new) == new["model_config"]

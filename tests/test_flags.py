@@ -1,4 +1,5 @@
-"""The shared flag rules: every CLI's --help says each default once."""
+"""The shared flag rules: every CLI's --help says each default once; one mapping of errors to exit statuses; the
+inference flags shared by test and predict."""
 
 import re
 
@@ -8,7 +9,8 @@ import predict_dlv3p
 import test_dlv3p
 import train_dlv3p
 from cityscapes import cache, check, generate_gt, synthetic
-from deeplabv3plus import convert, export
+from cityscapes.flags import report_error
+from deeplabv3plus import cli, convert, export
 
 PARSERS = {"train_dlv3p": train_dlv3p, "test_dlv3p": test_dlv3p, "predict_dlv3p": predict_dlv3p, "export": export,
            "convert": convert, "cache": cache, "check": check, "generate_gt": generate_gt, "synthetic": synthetic}
@@ -27,3 +29,40 @@ def test_help_says_each_default_once(name):
 def test_train_help_names_the_recipe_default_and_the_resumed_run():
     text = re.sub(r"\s+", " ", train_dlv3p.get_args_parser().format_help())
     assert "(default: [768, 768], or the resumed run's)" in text and "(default: 4)" in text
+
+
+@pytest.mark.parametrize(("error", "status", "line"), [
+    (KeyboardInterrupt(), 130, "interrupted: the previous output is kept"),
+    (OSError(28, "No space left on device", "out/a.png"), 1,
+     "error: cannot write out/a.png: No space left on device; free space (or fix permissions) and run again; the "
+     "previous output is kept"),
+    (FloatingPointError("loss is nan at iteration 3"), 1,
+     "error: loss is nan at iteration 3; the previous output is kept"),
+    (FileNotFoundError("data/x.png: image not found"), 2,
+     "error: data/x.png: image not found; the previous output is kept"),
+    (ValueError("worker traceback\nValueError: x.png: damaged"), 2,
+     "error: x.png: damaged; the previous output is kept"),
+])
+def test_every_cli_maps_an_error_to_one_line_and_one_exit_status(error, status, line, capsys):
+    assert report_error(error, "the previous output is kept") == status
+    assert capsys.readouterr().err.strip() == line
+
+
+def test_test_and_predict_share_the_inference_flags():
+    def inference_flags(parser):
+        group = next(group for group in parser._action_groups if group.title == "Inference")
+        return {action.dest: (action.default, action.choices) for action in group._group_actions}
+
+    assert inference_flags(test_dlv3p.get_args_parser()) == inference_flags(predict_dlv3p.get_args_parser())
+    args = predict_dlv3p.get_args_parser().parse_args(["x.png", "--model-weights-path", "m.pth", "--mode", "slide",
+                                                       "--crop", "64", "64", "--stride", "32", "48", "--flip"])
+    options = cli.inference_options(args)
+    assert options.predict_kwargs() == {"flip": True, "scales": (1.0,), "amp_dtype": None, "mode": "slide",
+                                        "crop": (64, 64), "stride": (32, 48)}
+    with pytest.raises(ValueError, match=r"argument --stride: \[96, 48\] leaves gaps between --crop"):
+        cli.inference_options(predict_dlv3p.get_args_parser().parse_args(["x.png", "--model-weights-path", "m.pth",
+                                                                           "--mode", "slide", "--crop", "64", "64",
+                                                                           "--stride", "96", "48"]))
+    with pytest.raises(cli.FlagError, match="argument --amp-dtype: bfloat16 takes effect only with --amp"):
+        cli.inference_options(test_dlv3p.get_args_parser().parse_args(
+            ["--model-weights-path", "m.pth", "--amp-dtype", "bfloat16"]))

@@ -13,8 +13,10 @@ from helpers import interrupt_training_at_epoch
 
 import train_dlv3p
 from cityscapes.files import read_png, write_png
+from deeplabv3plus import training
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import HISTORY_COLUMNS, read_history
+from deeplabv3plus.precision import precision_from_flags
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -423,19 +425,25 @@ def test_jitter_on_the_device_trains_the_same_weights(tiny_root, tmp_path):
 
 def test_cudnn_autotuning_on_cuda_unless_deterministic():
     try:
-        train_dlv3p.configure_kernels(torch.device("cuda"), deterministic=False)  # flags only: no GPU needed
+        training.configure_kernels(torch.device("cuda"), deterministic=False)  # flags only: no GPU needed
         assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
-        train_dlv3p.configure_kernels(torch.device("cuda"), deterministic=True)
+        training.configure_kernels(torch.device("cuda"), deterministic=True)
         assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
         assert torch.are_deterministic_algorithms_enabled()
-        train_dlv3p.configure_kernels(torch.device("cpu"), deterministic=False)
+        training.configure_kernels(torch.device("cpu"), deterministic=False)
         assert not torch.backends.cudnn.benchmark
     finally:
-        train_dlv3p.configure_kernels(torch.device("cpu"), deterministic=False)
+        training.configure_kernels(torch.device("cpu"), deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_float16_on_the_cpu_is_warned_about(tiny_root, tmp_path, caplog):
+def test_float16_on_the_cpu_is_warned_about(caplog):
+    """The scripts decide precision with precision_from_flags alone (train, test and predict), so it is tested here."""
     with caplog.at_level("WARNING"):
-        assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--amp", "--amp-dtype", "float16")) == 0
+        assert precision_from_flags(True, "float16", "cpu").dtype == torch.float16
     assert "float16 autocast on the CPU is many times slower than float32; use --amp-dtype bfloat16" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        precision_from_flags(True, "bfloat16", "cpu")
+        precision_from_flags(False, None, "cpu")
+    assert "float16 autocast" not in caplog.text

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityscapes.visualize import colorize_train_ids, overlay, plot_training_curve, save_figure, save_gif, side_by_side
+from cityscapes.visualize import colorize_train_ids, overlay, save_figure, save_gif, side_by_side
+from deeplabv3plus.figures import plot_training_curve
 
 
 def test_colorize_uses_the_official_palette():

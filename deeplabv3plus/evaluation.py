@@ -1,0 +1,120 @@
+"""A scored split: how it was scored (its protocol), the scores as a report, and the files of a split's output
+(metrics.json, class_iou.csv, confusion_matrix.png, the labelIds zip, the official evaluation)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from cityscapes.files import write_csv, write_json
+from cityscapes.labels import CATEGORY_NAMES, CLASS_NAMES, TRAIN_ID_TO_CATEGORY_ID
+from cityscapes.paths import stem_of
+from cityscapes.submission import make_submission_zip, prediction_path
+from cityscapes.visualize import save_figure
+from deeplabv3plus.checkpoint import model_config, weights_digest
+from deeplabv3plus.engine import EvaluationResult
+from deeplabv3plus.figures import plot_confusion_matrix
+from deeplabv3plus.inference import InferenceOptions
+from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
+from deeplabv3plus.precision import AMP_DTYPES
+from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
+
+__all__ = ["evaluation_protocol", "format_report", "score_report", "submission_zip_name", "write_class_scores",
+           "write_split_outputs"]
+
+
+def evaluation_protocol(split: str, dataset, checkpoint: dict, options: InferenceOptions,
+                        eval_output_stride: int | None, ground_truth: str) -> EvaluationProtocol:
+    """How a split is scored: the data (``dataset``: its image count and sizes), the checkpoint, the inference
+    options and the ground truth in words."""
+    train_stride = model_config(checkpoint)["output_stride"]
+    slide = options.mode == "slide"
+    amp_name = {dtype: name for name, dtype in AMP_DTYPES.items()}.get(options.amp_dtype)
+    return EvaluationProtocol(
+        split=split, images=len(dataset), image_size=image_size_of(dataset.image_sizes()), mode=options.mode,
+        window=options.crop if slide else None, stride=options.stride if slide else None, flip=options.flip,
+        scales=options.scales, train_output_stride=train_stride, test_output_stride=eval_output_stride or train_stride,
+        amp_dtype=amp_name, ground_truth=ground_truth, checkpoint_iteration=checkpoint.get("iteration"),
+        weights=weights_digest(checkpoint["model"]))
+
+
+def _none_for_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value  # JSON has no NaN
+
+
+def score_report(result: EvaluationResult, protocol: EvaluationProtocol) -> dict:
+    """All scores of a labelled split, as plain values (per-class and per-category IoU by name), protocol first."""
+    scores = result.scores()
+    categories = scores_from_confusion_matrix(category_confusion_matrix(
+        result.confusion.matrix, torch.as_tensor(TRAIN_ID_TO_CATEGORY_ID), len(CATEGORY_NAMES)))
+    return {
+        "protocol": protocol.as_dict(),
+        "mean_iou": scores["mean_iou"], "mean_dice": scores["mean_dice"], "pixel_accuracy": scores["pixel_accuracy"],
+        "mean_class_accuracy": scores["mean_class_accuracy"], "category_mean_iou": categories["mean_iou"],
+        "class_iou": {name: _none_for_nan(value) for name, value in zip(CLASS_NAMES, scores["iou"])},
+        "class_dice": {name: _none_for_nan(value) for name, value in zip(CLASS_NAMES, scores["dice"])},
+        "category_iou": {name: _none_for_nan(value) for name, value in zip(CATEGORY_NAMES, categories["iou"])},
+        "val_loss": result.loss, "images": result.images,
+        "seconds_per_image": result.seconds_per_image, "peak_memory_mb": result.peak_memory_mb,
+        "confusion_matrix": result.confusion.matrix.tolist(),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def format_report(report: dict) -> str:
+    """The protocol in words, the per-class and per-category table, then the means."""
+    lines = [f"protocol: {report['protocol']['description']}", f"{'class':<16}{'IoU':>8}{'Dice':>8}"]
+    for name in CLASS_NAMES:
+        lines.append(f"{name:<16}{_percent(report['class_iou'][name]):>8}{_percent(report['class_dice'][name]):>8}")
+    lines.append(f"{'category':<16}{'IoU':>8}")
+    lines += [f"{name:<16}{_percent(iou):>8}" for name, iou in report["category_iou"].items()]
+    lines.append(f"mIoU {100 * report['mean_iou']:.2f}  mean Dice {100 * report['mean_dice']:.2f}  "
+                 f"pixel accuracy {100 * report['pixel_accuracy']:.2f}  mean class accuracy "
+                 f"{100 * report['mean_class_accuracy']:.2f}  category mIoU {100 * report['category_mean_iou']:.2f}")
+    if "official_mean_iou" in report:
+        lines.append(f"cityscapesscripts evalPixelLevelSemanticLabeling: mIoU {100 * report['official_mean_iou']:.2f}, "
+                     f"category mIoU {100 * report['official_category_mean_iou']:.2f}")
+    return "\n".join(lines)
+
+
+def submission_zip_name(model_name: str, split: str) -> str:
+    """``{model_name}_{split}_labelIds.zip``: the zip of a split's labelIds PNGs."""
+    return f"{model_name}_{split}_labelIds.zip"
+
+
+def write_split_outputs(result: EvaluationResult, dataset, protocol: EvaluationProtocol, work_dir: Path,
+                        model_name: str, official_eval: bool) -> dict | None:
+    """In ``work_dir``, beside the labelIds PNGs already written there: their zip and, on a labelled split,
+    metrics.json (the score report, with cityscapesscripts' own scores when ``official_eval``), class_iou.csv and
+    confusion_matrix.png. Returns the report (None on a split without labels)."""
+    # the files of this split's images (written by every rank), never leftovers of an earlier run
+    prediction_files = [prediction_path(work_dir, stem_of(path)) for path in dataset.images]
+    make_submission_zip(prediction_files, work_dir / submission_zip_name(model_name, protocol.split))
+    if not dataset.has_labels:
+        return None
+    report = score_report(result, protocol)
+    if official_eval:
+        from cityscapes.official_eval import evaluate_official
+
+        official = evaluate_official(prediction_files, dataset.label_id_files(),
+                                     export_file=work_dir / "official_eval.json")
+        report["official_mean_iou"] = official["averageScoreClasses"]
+        report["official_category_mean_iou"] = official["averageScoreCategories"]
+    write_json(work_dir / "metrics.json", report)
+    title = f"{model_name}, {protocol.split}: confusion matrix (rows: recall, %; red: the largest confusions)"
+    save_figure(plot_confusion_matrix(result.confusion.matrix.cpu().tolist(), CLASS_NAMES, title),
+                work_dir / "confusion_matrix.png")
+    write_class_scores(work_dir / "class_iou.csv", report, CLASS_NAMES)
+    return report
+
+
+def write_class_scores(path: Path, report: dict, class_names: Sequence[str]) -> None:
+    """class_iou.csv: class, IoU, Dice."""
+    write_csv(path, ({"class": name, "iou": report["class_iou"][name], "dice": report["class_dice"][name]}
+                     for name in class_names), ["class", "iou", "dice"])

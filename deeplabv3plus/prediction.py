@@ -1,0 +1,127 @@
+"""Segmenting image files and videos with a trained model: colour, overlay and id PNGs of images, overlay (or side
+by side) MP4s of videos, and the per-class pixel shares of every image and frame."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from tqdm import tqdm
+
+from cityscapes.files import write_csv, write_png
+from cityscapes.flags import FlagError
+from cityscapes.labels import CLASS_NAMES, NUM_CLASSES
+from cityscapes.submission import train_ids_to_label_ids
+from cityscapes.transforms import eval_transforms
+from cityscapes.visualize import colorize_train_ids, overlay, side_by_side
+from deeplabv3plus.inference import InferenceOptions, predict
+from deeplabv3plus.media import InputFile, VideoWriter, read_image, read_video
+
+__all__ = ["OutputOptions", "Predictor", "class_shares", "predict_images", "predict_video"]
+
+SHARE_COLUMNS = ["name", *CLASS_NAMES]
+
+
+class Predictor:
+    """RGB uint8 frames in, (H, W) trainId predictions out, with the run's inference settings."""
+
+    def __init__(self, model: torch.nn.Module, options: InferenceOptions, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.normalise = eval_transforms()
+        self.options = options.predict_kwargs()
+        self.channels_last = options.channels_last
+
+    def __call__(self, frames: list[np.ndarray]) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB frames of one size -> (N, H, W) uint8 trainIds."""
+        batch = tv_tensors.Image(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
+        images = self.normalise(batch).as_subclass(torch.Tensor).to(self.device)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return predict(self.model, images, **self.options).argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def _batches(items: Iterator, size: int, key=lambda frame: frame.shape) -> Iterator[list]:
+    """Consecutive items grouped in batches of at most ``size`` with the same ``key`` (the frame shape)."""
+    batch: list = []
+    for item in items:
+        if batch and (len(batch) == size or key(item) != key(batch[0])):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def class_shares(train_ids: np.ndarray) -> list[float]:
+    """Fraction of the pixels predicted as each of the 19 classes."""
+    return (np.bincount(train_ids.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] / train_ids.size).tolist()
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What is written: the colour mask's opacity in overlays, id PNGs of images, videos side by side, the batch."""
+
+    alpha: float = 0.5
+    save_ids: bool = False
+    side_by_side: bool = False
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise FlagError(f"argument --alpha: must be from 0 to 1, got {self.alpha}")
+
+
+def predict_images(images: list[InputFile], predictor: Predictor, options: OutputOptions, out: Path) -> list[str]:
+    """Colour, overlay (and id) PNGs of every image, and class_shares.csv; the one-line errors of those skipped."""
+    errors, shares = [], []
+
+    def readable() -> Iterator[tuple[InputFile, np.ndarray]]:  # one image in memory at a time (and its batch)
+        for entry in tqdm(images, desc="images", unit="image", dynamic_ncols=True):
+            try:
+                yield entry, read_image(entry.path)
+            except ValueError as error:
+                errors.append(str(error))
+
+    for batch in _batches(readable(), options.batch_size, key=lambda item: item[1].shape):
+        for (entry, image), train_ids in zip(batch, predictor([image for _, image in batch])):
+            stem = out / entry.relative.with_suffix("")
+            color = colorize_train_ids(train_ids)
+            write_png(stem.with_name(f"{stem.name}_color.png"), color)
+            write_png(stem.with_name(f"{stem.name}_overlay.png"), overlay(image, color, options.alpha))
+            if options.save_ids:
+                write_png(stem.with_name(f"{stem.name}_trainIds.png"), train_ids)
+                write_png(stem.with_name(f"{stem.name}_labelIds.png"), train_ids_to_label_ids(train_ids))
+            shares.append({"name": str(entry.relative), **dict(zip(CLASS_NAMES, class_shares(train_ids)))})
+    if shares:
+        write_csv(out / "class_shares.csv", shares, SHARE_COLUMNS)
+    return errors
+
+
+def predict_video(entry: InputFile, predictor: Predictor, options: OutputOptions, out: Path) -> Path:
+    """The overlay (or side-by-side) MP4 of a video and its per-frame class shares; ValueError if unreadable."""
+    frames, fps, count = read_video(entry.path)
+    stem = out / entry.relative.with_suffix("")
+    video_path = stem.with_name(f"{stem.name}_{'side_by_side' if options.side_by_side else 'overlay'}.mp4")
+    writer, shares = None, []
+    try:
+        with tqdm(total=count or None, desc=entry.path.name, unit="frame", dynamic_ncols=True) as bar:
+            for batch in _batches(frames, options.batch_size):
+                for frame, train_ids in zip(batch, predictor(batch)):
+                    picture = (side_by_side(frame, train_ids, None, ("image", "prediction")) if options.side_by_side
+                               else overlay(frame, colorize_train_ids(train_ids), options.alpha))
+                    if writer is None:
+                        writer = VideoWriter(video_path, fps, (picture.shape[1], picture.shape[0]))
+                    writer.write(picture)
+                    shares.append({"name": f"frame {len(shares)}", **dict(zip(CLASS_NAMES, class_shares(train_ids)))})
+                bar.update(len(batch))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    writer.close()
+    write_csv(stem.with_name(f"{stem.name}_class_shares.csv"), shares, SHARE_COLUMNS)
+    return video_path

@@ -1,0 +1,166 @@
+"""The parts a training run is built from: the model (with its initial weights), the optimizer (with its LR schedule
+and AMP scaler), the resumed state, and the TensorBoard log with its validation previews."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from cityscapes.dataset import SeededSampler
+from cityscapes.flags import FlagError
+from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_config, unwrap_model
+from deeplabv3plus.distributed import DistributedContext, ShardSampler
+from deeplabv3plus.engine import TrainState, poly_lr_factor
+from deeplabv3plus.figures import prediction_frames
+from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, without_aux_head
+from deeplabv3plus.optimizer import build_sgd
+from deeplabv3plus.precision import Precision
+from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
+
+__all__ = ["build_loaders", "build_optimizer", "build_training_model", "clamp_warmup", "configure_kernels",
+           "load_initial_weights", "open_training_log", "resume_state", "show_validation", "wrap_for_training"]
+
+log = logging.getLogger(__name__)
+
+
+def build_training_model(settings: dict, num_classes: int, pretrained_backbone: str | None,
+                         init_weights: Path | None, context: DistributedContext, sync_bn: bool,
+                         channels_last: bool) -> nn.Module:
+    """The run's model on its device: ``settings`` give arch, backbone, output_stride and aux_loss_weight; started
+    from ``init_weights`` (a checkpoint) or an ImageNet/local ``pretrained_backbone``; SyncBN across several CUDA
+    processes when ``sync_bn``."""
+    model = build_model(settings["backbone"], settings["output_stride"], num_classes, pretrained_backbone,
+                        aux_head=settings["aux_loss_weight"] > 0, **ARCHITECTURES[settings["arch"]])
+    if init_weights is not None:
+        load_initial_weights(model, init_weights)
+    model = model.to(context.device)
+    if context.enabled and sync_bn and context.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def load_initial_weights(model: nn.Module, path: Path) -> None:
+    """Start from a checkpoint's weights (--init-weights); an auxiliary head it lacks starts from scratch."""
+    checkpoint = load_checkpoint(path)
+    config = {key: model_config(checkpoint)[key] for key in ("backbone", "stem", "head")}
+    wanted = {key: model.config[key] for key in ("backbone", "stem", "head")}
+    if config != wanted:
+        raise CheckpointError(f"{path}: holds a {config} model but the flags ask for {wanted}; pass the matching "
+                              "--arch / --backbone")
+    state = checkpoint["model"] if model.aux_head is not None else without_aux_head(checkpoint["model"])
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not key.startswith("aux_head.") for key in missing):
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model (missing {missing[:2]}, unexpected {unexpected[:2]})"
+        )
+
+
+def clamp_warmup(warmup_iters: int, total_iterations: int) -> int:
+    """The warm-up of a run, shortened to a tenth of the run (with a warning) where it would never reach the peak
+    LR."""
+    if warmup_iters < total_iterations:
+        return warmup_iters
+    clamped = total_iterations // 10
+    log.warning("warning: --warmup-iters %d is not shorter than the run (%d iterations); using %d, a tenth of it",
+                warmup_iters, total_iterations, clamped)
+    return clamped
+
+
+def build_optimizer(model: nn.Module, settings: dict, total_iterations: int, device: torch.device,
+                    precision: Precision):
+    """SGD over backbone/head parameter groups (fused on CUDA: no host sync per step), poly LR with warm-up
+    (stepped per iteration), AMP scaler; ``settings`` give lr, backbone_lr_multiplier, momentum, weight_decay,
+    power and warmup_iters."""
+    groups = parameter_groups(model, settings["lr"], settings["weight_decay"], settings["backbone_lr_multiplier"])
+    optimizer = build_sgd(groups, settings["lr"], settings["momentum"], settings["weight_decay"], device)
+    power, warmup = settings["power"], settings["warmup_iters"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda iteration: poly_lr_factor(iteration, total_iterations, power, warmup))
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
+    return optimizer, scheduler, scaler
+
+
+def resume_state(checkpoint: dict, path: Path, model: nn.Module, optimizer, scheduler, scaler) -> TrainState:
+    """Load a training checkpoint into model, optimizer, scheduler and scaler; the saved TrainState."""
+    if "optimizer" not in checkpoint:
+        raise CheckpointError(f"{path}: has no optimizer state, so training cannot resume from it")
+    unwrap_model(model).load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    return TrainState.from_checkpoint(checkpoint)
+
+
+def configure_kernels(device: torch.device, deterministic: bool) -> None:
+    """Fixed training crops: cuDNN autotuning on CUDA, unless a reproducible run is asked for."""
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def wrap_for_training(model: nn.Module, compile_model: bool,
+                      context: DistributedContext) -> tuple[nn.Module, nn.Module]:
+    """(the model validation runs, the model training runs): torch.compile'd if asked, and DDP under torchrun."""
+    eval_model = torch.compile(model) if compile_model else model
+    if not context.enabled:
+        return eval_model, eval_model
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return eval_model, nn.parallel.DistributedDataParallel(eval_model, device_ids=device_ids)
+
+
+def open_training_log(run_dir: Path, wanted: bool | None, iteration: int) -> TrainingLog | None:
+    """TensorBoard logs in {run}/tb, unless off (``wanted`` False) or not installed. A run resumed at ``iteration``
+    appends, and what a killed run logged past that iteration is dropped (it is trained again)."""
+    if wanted is False:
+        return None
+    if not tensorboard_available():
+        log.info("TensorBoard logging is off (pip install -r requirements-tensorboard.txt turns it on)")
+        return None
+    training_log = TrainingLog(run_dir / TB_DIR, purge_step=iteration + 1 if iteration else None)
+    log.info("TensorBoard logs in %s; view them with: tensorboard --logdir %s", run_dir / TB_DIR, run_dir.parent)
+    return training_log
+
+
+def show_validation(training_log: TrainingLog, val_set, preview_frames: int, class_names: Sequence[str],
+                    device: torch.device, amp_dtype: torch.dtype | None) -> Callable[[nn.Module, dict], None]:
+    """After each validation: its scores, and image | prediction | ground truth of the first val frames."""
+    indices = range(min(preview_frames, len(val_set)))
+
+    def show(model: nn.Module, row: dict) -> None:
+        training_log.validation(row["iteration"], row, class_names)
+        if indices:
+            training_log.images(row["iteration"], prediction_frames(model, val_set, indices, device, amp_dtype))
+        training_log.flush()
+
+    return show
+
+
+def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, val_batch_size: int, workers: int,
+                  seed: int, context: DistributedContext) -> tuple[DataLoader, DataLoader]:
+    """Training loader (shuffled, DistributedSampler under DDP, a seed per sample from the sampler's own generator,
+    ``batch_size`` in total over the processes) and validation loader (each process its shard). Persistent workers
+    with a deeper prefetch queue; pinned memory on CUDA."""
+    per_process = batch_size // context.world_size
+    if len(train_set) < batch_size:
+        raise FlagError(f"{train_set.root}: the train split has {len(train_set)} images, fewer than --batch-size "
+                        f"{batch_size}")
+    if context.enabled:
+        train_sampler = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=seed,
+                                           drop_last=True)
+    else:
+        train_sampler = RandomSampler(train_set)
+    options = {"num_workers": workers, "pin_memory": context.device.type == "cuda"}
+    if workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=4)
+    # the loader's own generator: its workers' base seed is not drawn from the global random state either
+    train_loader = DataLoader(train_set, per_process, sampler=SeededSampler(train_sampler, seed, context.rank),
+                              drop_last=True, generator=torch.Generator().manual_seed(seed), **options)
+    val_loader = DataLoader(
+        val_set, val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size), **options
+    )
+    return train_loader, val_loader
