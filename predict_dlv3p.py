@@ -2,8 +2,9 @@
 
     python predict_dlv3p.py --model_weights_path saved/dlv3p_resnet50_os8/best.pth photos/ dashcam.mp4 'more/*.jpg'
 
-For each image it writes {name}_color.png (the Cityscapes palette) and
-{name}_overlay.png (and with --save-ids {name}_trainIds.png / _labelIds.png),
+For each image it writes {name}_color.png (the palette of the checkpoint's class
+table) and {name}_overlay.png (and with --save-ids {name}_trainIds.png and the
+data set's own values: _labelIds.png for Cityscapes, _ids.png for others),
 mirroring the input names under --out; for each video an MP4 of the overlay (or
 image | prediction side by side) at the source frame rate, and a CSV of the
 per-class pixel shares of every frame. Images and frames of any size.
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from deeplabv3plus import cli
+from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.inference import load_trained_model
 from deeplabv3plus.media import find_inputs
 from deeplabv3plus.prediction import OutputOptions, Predictor, predict_images, predict_video
@@ -50,13 +52,15 @@ def main(args: argparse.Namespace) -> int:
         inputs, unmatched = find_inputs(args.inputs)
         if not inputs:
             raise FileNotFoundError(f"{' '.join(args.inputs)}: no image or video found; name files, folders or globs")
-        model = load_trained_model(args.model_weights_path, device, eval_output_stride=args.eval_output_stride)
+        checkpoint = load_checkpoint(args.model_weights_path)
+        model = load_trained_model(args.model_weights_path, device, eval_output_stride=args.eval_output_stride,
+                                   checkpoint=checkpoint)
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         out = cli.output_folder(args.out or Path("outputs") / "predict" / run_name_of(args.model_weights_path), "--out")
     except (FileNotFoundError, ValueError) as error:
         return cli.report_error(error)
-    predictor = Predictor(model, options, device)
+    predictor = Predictor(model, options, device, checkpoint_classes(checkpoint))
     errors = [f"{argument}: matches no file" for argument in unmatched]
     videos = []
     try:

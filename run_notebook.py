@@ -16,8 +16,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from cityscapes.files import write_bytes_atomic
-from cityscapes.flags import Parser, one_line, report_error
+from segdata.files import write_bytes_atomic
+from segdata.flags import Parser, one_line, report_error
 
 
 def parse_parameter(text: str) -> tuple[str, object]:

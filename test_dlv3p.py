@@ -22,20 +22,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from cityscapes.check import check_before_run
-from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, choose_ground_truth
-from cityscapes.files import WrittenAside
-from cityscapes.labels import CLASS_NAMES, IGNORE_INDEX
-from cityscapes.paths import SPLITS
-from cityscapes.submission import PredictionWriter
-from cityscapes.transforms import eval_transforms
+from cityscapes.dataset import GROUND_TRUTHS
 from deeplabv3plus import cli, evaluation
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
-from deeplabv3plus.checkpoint import load_checkpoint
+from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
 from deeplabv3plus.engine import evaluate
 from deeplabv3plus.inference import check_inference_options, load_trained_model
 from deeplabv3plus.run_folder import run_name_of
+from segdata.classes import IGNORE_INDEX
+from segdata.files import WrittenAside
+from segdata.prediction_files import PredictionWriter, ids_kind
+from segdata.registry import DATASETS, cityscapes_only, open_scored_split
+from segdata.transforms import eval_transforms
 
 log = logging.getLogger("test_dlv3p")
 
@@ -49,8 +48,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--output-stride", "--output_stride", type=int, choices=sorted(DILATION_BY_OUTPUT_STRIDE),
                        default=None, help="must match the checkpoint if given")
     data = parser.add_argument_group("Data")
+    data.add_argument("--dataset", choices=DATASETS, default=None,
+                      help="the data set's layout (default: the one the checkpoint was trained on; its class table "
+                           "comes from the checkpoint)")
     data.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root")
-    data.add_argument("--split", choices=SPLITS, default="val", help="split to predict")
+    data.add_argument("--split", default="val", help="split to predict (Cityscapes: train, val or test)")
     data.add_argument("--ground-truth", "--ground_truth", choices=list(GROUND_TRUTHS), default=None,
                       help="score against the shipped gtFine labelIds (provided, as the server; the default when every "
                            "frame has one) or the masks generate_gt drew from the polygons (generated)")
@@ -77,16 +79,17 @@ def main(args: argparse.Namespace) -> int:
         model_name = args.model_name or run_name_of(args.model_weights_path)
         output = WrittenAside(cli.output_folder(args.out, "--out") / model_name / args.split)
         checkpoint = load_checkpoint(args.model_weights_path)
+        classes = checkpoint_classes(checkpoint)
+        kind = args.dataset or checkpoint.get("args", {}).get("dataset", "cityscapes")
+        cityscapes_only(kind, classes, {"--official-eval": args.official_eval, "--ground-truth": args.ground_truth})
         model = load_trained_model(args.model_weights_path, context.device, args.backbone, args.output_stride,
                                    args.eval_output_stride, checkpoint=checkpoint)
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        ground_truth = choose_ground_truth(args.data_root, args.split, args.ground_truth)
-        check_before_run(args.data_root, [args.split],
-                         needs_masks=[args.split] if ground_truth == "generated" and args.split != "test" else [])
-        dataset = CityscapesSegmentation(args.data_root, args.split, eval_transforms(), ground_truth=ground_truth)
+        dataset, scored_against = open_scored_split(kind, args.data_root, args.split, classes, eval_transforms(),
+                                                    args.ground_truth)
         protocol = evaluation.evaluation_protocol(args.split, dataset, checkpoint, options, args.eval_output_stride,
-                                                  GROUND_TRUTHS[ground_truth] if dataset.has_labels else "")
+                                                  scored_against)
         check_inference_options(options.mode, options.crop, options.stride, options.scales,
                                 min(dataset.image_sizes(), key=min))
     except (FileNotFoundError, ValueError) as error:
@@ -99,9 +102,9 @@ def main(args: argparse.Namespace) -> int:
     loader = DataLoader(dataset, args.batch_size, sampler=ShardSampler(len(dataset), context.rank, context.world_size),
                         num_workers=args.workers, pin_memory=context.device.type == "cuda")
     try:
-        writer = PredictionWriter(work_dir, save_color=args.save_color)
+        writer = PredictionWriter(work_dir, save_color=args.save_color, classes=classes)
         try:
-            result = evaluate(model, loader, context.device, len(CLASS_NAMES), ignore_index=IGNORE_INDEX,
+            result = evaluate(model, loader, context.device, classes.num_classes, ignore_index=IGNORE_INDEX,
                               channels_last=options.channels_last, on_prediction=writer, description=args.split,
                               **options.predict_kwargs())
         finally:
@@ -109,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
         if context.enabled:
             torch.distributed.barrier()
         if context.is_main:
-            report = evaluation.write_split_outputs(result, dataset, protocol, work_dir, model_name, args.official_eval)
+            report = evaluation.write_split_outputs(result, dataset, protocol, work_dir, model_name, args.official_eval,
+                                                    classes)
             output.put_in_place()
     except (KeyboardInterrupt, OSError, ValueError) as error:
         kept = output.abandon() if context.is_main else ""
@@ -118,9 +122,11 @@ def main(args: argparse.Namespace) -> int:
         if context.enabled:
             torch.distributed.destroy_process_group()
     if context.is_main:
+        kind_of_ids = ids_kind(classes)
         zip_path = output.final / evaluation.submission_zip_name(model_name, args.split)
-        log.info("%d labelIds PNGs in %s; %s", len(dataset), output.final / "labelIds",
-                 f"upload {zip_path}" if args.split == "test" else f"zipped to {zip_path} (val: not for the server)")
+        log.info("%d %s PNGs in %s%s", len(dataset), kind_of_ids, output.final / kind_of_ids,
+                 "" if kind_of_ids != "labelIds" else f"; upload {zip_path}" if args.split == "test"
+                 else f"; zipped to {zip_path} (val: not for the server)")
         if report is not None:
             print(evaluation.format_report(report))
         memory = "GPU allocated" if context.device.type == "cuda" else "process RSS"

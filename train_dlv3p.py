@@ -17,14 +17,9 @@ from pathlib import Path
 
 import torch
 
-from cityscapes.cache import CACHE_DIR
-from cityscapes.check import check_before_run
-from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation
-from cityscapes.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from cityscapes.transforms import eval_transforms, train_transforms
 from deeplabv3plus import cli, run, training
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
-from deeplabv3plus.checkpoint import load_checkpoint
+from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.distributed import DistributedContext, init_distributed_mode
 from deeplabv3plus.engine import FitConfig, TrainState, fit
 from deeplabv3plus.loss import SegmentationLoss
@@ -33,6 +28,17 @@ from deeplabv3plus.precision import AMP_DTYPES, precision_from_flags
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from deeplabv3plus.run_folder import RunFolder, default_run_name, run_name_of
 from deeplabv3plus.tensorboard_log import tensorboard_available
+from segdata.cache import CACHE_DIR
+from segdata.classes import IGNORE_INDEX, ClassTable
+from segdata.dataset import SegmentationDataset
+from segdata.registry import (
+    DATASETS,
+    check_before_training,
+    class_table,
+    ground_truth_of,
+    open_split,
+)
+from segdata.transforms import eval_transforms, train_transforms
 
 log = logging.getLogger("train_dlv3p")
 
@@ -42,8 +48,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe = lambda key: f" (default: {run.RUN_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     kept = lambda key: f" (default: {run.KEPT_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     data = parser.add_argument_group("Data")
+    data.add_argument("--dataset", choices=DATASETS, default=None,
+                      help="cityscapes, PASCAL voc 2012, or a folder of your own (with --classes)" + recipe("dataset"))
     data.add_argument("--data-root", "--data_root", type=Path, default=None,
-                      help="folder holding leftImg8bit/, gtFine/ and generated_gt/" + kept("data_root"))
+                      help="the data set's folder (Cityscapes': leftImg8bit/, gtFine/, generated_gt/)"
+                      + kept("data_root"))
+    data.add_argument("--classes", type=Path, default=None,
+                      help="class table (JSON or CSV) of --dataset folder; see docs/own-data.md")
+    data.add_argument("--train-split", default=None,
+                      help="the split trained on, e.g. aug for VOC's augmented set" + recipe("train_split"))
     data.add_argument("--crop-size", "--crop_size", type=cli.crop_side, nargs="+", default=None, metavar="SIZE",
                       help="training crop: one size (square) or height width" + recipe("crop_size"))
     data.add_argument("--scale-range", "--scale_range", type=cli.positive_float, nargs=2, default=None,
@@ -53,7 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="colour jitter and normalisation of each batch on the training device instead of in the "
                            "loader workers (default: on for CUDA; the same random draws either way)")
     data.add_argument("--cache", action="store_true",
-                      help="read training frames from the decoded cache (python -m cityscapes.cache) instead of PNGs")
+                      help="read training frames from the decoded cache (python -m cityscapes.cache, or segdata.cache "
+                           "for other data sets) instead of decoding the files")
     data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=None,
                       help="training batch size in total, split over the processes" + recipe("batch_size"))
     data.add_argument("--val-batch-size", "--val_batch_size", type=cli.positive_int, default=1,
@@ -144,6 +158,8 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
     vars(args).update(settings)
     args.data_root = Path(args.data_root).resolve()  # recorded absolute: --resume alone works from any folder
     args.init_weights = None if args.init_weights is None else Path(args.init_weights)
+    args.classes = None if args.classes is None else Path(args.classes)
+
     args.scale_range = list(cli.scale_range(args.scale_range))
     run.check_batch_size(args.batch_size, context.world_size)
     if args.tensorboard and not tensorboard_available():
@@ -158,13 +174,22 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
     return args, changes
 
 
-def build_datasets(args: argparse.Namespace) -> tuple[CityscapesSegmentation, CityscapesSegmentation]:
+def build_datasets(args: argparse.Namespace, classes: ClassTable) -> tuple[SegmentationDataset, SegmentationDataset]:
     """Train (crop-first random crops, from the decoded cache with --cache) and val (full images) splits."""
-    check_before_run(args.data_root, ["train", "val"], needs_masks=["train", "val"])
+    check_before_training(args.dataset, args.data_root, [args.train_split, "val"], classes)
     transforms = train_transforms(args.crop_size, tuple(args.scale_range), jitter_on_device=args.jitter_on_device)
     cache_root = args.data_root / CACHE_DIR if args.cache else None
-    return (CityscapesSegmentation(args.data_root, "train", transforms, cache_root=cache_root),
-            CityscapesSegmentation(args.data_root, "val", eval_transforms()))
+    return (open_split(args.dataset, args.data_root, args.train_split, classes, transforms, cache_root),
+            open_split(args.dataset, args.data_root, "val", classes, eval_transforms()))
+
+
+def run_classes(args: argparse.Namespace, checkpoint: dict | None) -> ClassTable:
+    """The run's class table: the data set's, and a resumed run's own (a different --classes is refused)."""
+    classes = class_table(args.dataset, args.classes)
+    if checkpoint is not None and checkpoint_classes(checkpoint) != classes:
+        raise cli.FlagError(f"argument --classes: {args.classes} describes other classes than the run in "
+                            f"{args.resume} was trained on; resume with its own table, or start a new run")
+    return classes
 
 
 def build_criterion(args: argparse.Namespace) -> torch.nn.Module:
@@ -182,7 +207,8 @@ def main(args: argparse.Namespace) -> int:
         precision = precision_from_flags(args.amp, args.amp_dtype, args.device)  # decided once, passed down
         args.amp_dtype = precision.name
         folder = RunFolder.claim(args.save_dir, args.run_name, args.resume, args.overwrite)
-        train_set, val_set = build_datasets(args)
+        classes = run_classes(args, checkpoint)
+        train_set, val_set = build_datasets(args, classes)
         train_loader, val_loader = training.build_loaders(train_set, val_set, args.batch_size, args.val_batch_size,
                                                           args.workers, args.seed, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
@@ -190,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         fresh = not args.resume
         model = training.build_training_model(
-            vars(args), NUM_CLASSES, args.pretrained_backbone if fresh and not args.init_weights else None,
+            vars(args), classes.num_classes, args.pretrained_backbone if fresh and not args.init_weights else None,
             args.init_weights if fresh else None, context, args.sync_bn, args.channels_last)
         optimizer, scheduler, scaler = training.build_optimizer(model, vars(args), total_iterations, context.device,
                                                                 precision)
@@ -203,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
         folder.prepare(replace=args.overwrite and fresh)
         protocol = EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
                                       train_output_stride=args.output_stride, test_output_stride=args.output_stride,
-                                      amp_dtype=args.amp_dtype, ground_truth=GROUND_TRUTHS["generated"])
+                                      amp_dtype=args.amp_dtype, ground_truth=ground_truth_of(args.dataset))
         folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict()},
                       None if fresh else run.resume_record(given, state.iteration, changes))
         for change in changes:
@@ -214,15 +240,15 @@ def main(args: argparse.Namespace) -> int:
     eval_model, train_model = training.wrap_for_training(model, args.compile, context)
     training_log = training.open_training_log(folder.path, args.tensorboard, state.iteration) \
         if context.is_main else None
-    config = FitConfig(total_iterations=total_iterations, run_dir=folder.path, num_classes=NUM_CLASSES,
-                       class_names=CLASS_NAMES, val_every=args.val_every, val_interval=args.val_interval,
+    config = FitConfig(total_iterations=total_iterations, run_dir=folder.path, num_classes=classes.num_classes,
+                       class_names=classes.names, val_every=args.val_every, val_interval=args.val_interval,
                        seed=args.seed, rank=context.rank, precision=precision, channels_last=args.channels_last,
                        log_every=args.log_every, ignore_index=IGNORE_INDEX,
                        batch_transform=train_set.transforms.batch_step() if args.jitter_on_device else None,
-                       checkpoint_extra={"args": cli.plain_values(args)},
+                       checkpoint_extra={"args": cli.plain_values(args), "classes": classes.as_dict()},
                        on_log=None if training_log is None else training_log.training,
                        on_validation=None if training_log is None else training.show_validation(
-                           training_log, val_set, args.preview_frames, CLASS_NAMES, context.device, precision.dtype))
+                           training_log, val_set, args.preview_frames, classes, context.device, precision.dtype))
     try:
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,
                     context.device, config, state)

@@ -26,12 +26,13 @@ import cv2
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from cityscapes import files
-from cityscapes.cache import CACHE_DIR
-from cityscapes.dataset import CityscapesSegmentation, SeededSampler
-from cityscapes.files import read_png, write_csv
-from cityscapes.flags import Parser
-from cityscapes.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE, resize_then_crop_transforms, train_transforms
+from cityscapes.dataset import CityscapesSegmentation
+from segdata import files
+from segdata.cache import CACHE_DIR
+from segdata.dataset import SeededSampler
+from segdata.files import read_png, write_csv
+from segdata.flags import Parser
+from segdata.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE, resize_then_crop_transforms, train_transforms
 
 PIPELINES = {  # name -> (crop first?, from the cache?, colour jitter left to the training device?, PNG decoder)
     "resize-then-crop, PNG (before)": (False, False, False, "opencv"),  # the 2026-11-24 pipeline, rebuilt here
@@ -45,7 +46,7 @@ COLUMNS = ["pipeline", "processes", "samples_per_s", "ms_per_sample", "frame_siz
 
 
 def decoder(name: str) -> contextlib.AbstractContextManager:
-    """"opencv": PNGs decoded as before (OpenCV alone); "project": cityscapes.files.decode_png as it is."""
+    """"opencv": PNGs decoded as before (OpenCV alone); "project": segdata.files.decode_png as it is."""
     return mock.patch.object(files, "pyspng", None) if name == "opencv" else contextlib.nullcontext()
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
-from cityscapes.files import write_csv
-from cityscapes.flags import Parser
 from cityscapes.generate_gt import generate
 from cityscapes.paths import polygon_files
 from cityscapes.synthetic import write_dataset
+from segdata.files import write_csv
+from segdata.flags import Parser
 
 ENCODINGS = {"labelIds": "ids", "labelTrainIds": "trainIds", "color": "color"}
 

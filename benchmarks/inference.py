@@ -25,11 +25,11 @@ import torch
 from matplotlib.figure import Figure
 from torch.utils.flop_counter import FlopCounterMode
 
-from cityscapes.files import write_csv
-from cityscapes.flags import Parser
-from cityscapes.visualize import save_figure
 from deeplabv3plus.inference import sliding_window_logits
 from deeplabv3plus.model import build_model
+from segdata.files import write_csv
+from segdata.flags import Parser
+from segdata.pictures import save_figure
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 COLUMNS = ["backbone", "output_stride", "precision", "mode", "height", "width", "batch", "params_m", "gflops",

@@ -5,7 +5,7 @@ One thread, best of --repeats passes over the files of each kind, from memory
 trainId masks (grey 8-bit), colour masks (RGBA) and instanceIds (grey 16-bit)
 of a data root. Decoders: OpenCV (libpng), Pillow, pyspng (libspng),
 imagecodecs' libspng and libpng (zlib-ng), each where installed; "project"
-is ``cityscapes.files.decode_png`` (what every hot path calls).
+is ``segdata.files.decode_png`` (what every hot path calls).
 
     python -m cityscapes.synthetic --out data/bench --frames-per-split 10 --height 1024 --width 2048 --photo-like
     python -m cityscapes.generate_gt --data-root data/bench
@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cityscapes.files import decode_png, write_csv
-from cityscapes.flags import Parser
+from segdata.files import decode_png, write_csv
+from segdata.flags import Parser
 
 COLUMNS = ["kind", "files", "mean_mb", "decoder", "ms_per_file", "identical_pixels"]
 

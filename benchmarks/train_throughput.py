@@ -24,15 +24,15 @@ import torch
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, RandomSampler
 
-from cityscapes.files import write_csv
-from cityscapes.flags import Parser
-from cityscapes.transforms import RECIPE_CROP_SIZE
-from cityscapes.visualize import save_figure
 from deeplabv3plus.engine import train_one_epoch
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import build_model
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import resolve_precision
+from segdata.files import write_csv
+from segdata.flags import Parser
+from segdata.pictures import save_figure
+from segdata.transforms import RECIPE_CROP_SIZE
 
 PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 VARIANTS = {"eager": (False, False), "channels_last": (True, False), "compile": (False, True),
@@ -50,7 +50,7 @@ def batches(config: dict, device: torch.device, steps: int):
         masks = torch.randint(0, 19, (config["batch"], height, width), generator=generator).to(device)
         return [(images, masks, {})] * steps
     from cityscapes.dataset import CityscapesSegmentation
-    from cityscapes.transforms import train_transforms
+    from segdata.transforms import train_transforms
 
     dataset = CityscapesSegmentation(config["data_root"], "train", train_transforms((height, width)))
     sampler = RandomSampler(dataset, replacement=True, num_samples=steps * config["batch"])

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cityscapes.files import is_up_to_date, read_png
-from cityscapes.flags import Parser
 from cityscapes.labels import IGNORE_INDEX, LABELS, NUM_CLASSES
 from cityscapes.paths import (
     GENERATED_DIR,
@@ -34,6 +32,8 @@ from cityscapes.paths import (
     provided_mask_path,
     stem_of,
 )
+from segdata.files import is_up_to_date, read_png
+from segdata.flags import Parser
 
 __all__ = ["OFFICIAL_COUNTS", "DataCheckError", "Problem", "SplitReport", "check_data", "check_before_run"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cityscapes.files import read_png
 from cityscapes.labels import LABELS
 from cityscapes.paths import GENERATED_DIR, generated_mask_path, stem_of
+from segdata.files import read_png
 
 __all__ = ["MaskComparison", "compare_split"]
 

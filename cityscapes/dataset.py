@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset, Sampler
-from torchvision import tv_tensors
 
-from cityscapes.files import read_png
-from cityscapes.labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
+from cityscapes.labels import CITYSCAPES_CLASSES, IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID
 from cityscapes.paths import GENERATED_DIR, generated_mask_path, image_files, polygons_path, provided_mask_path, stem_of
+from segdata.dataset import SegmentationDataset
+from segdata.files import read_png
 
-__all__ = ["GROUND_TRUTHS", "CityscapesSegmentation", "SeededSampler", "missing_provided_masks"]
+__all__ = ["GROUND_TRUTHS", "CityscapesSegmentation", "choose_ground_truth", "missing_provided_masks"]
 
 GROUND_TRUTHS = {
     "generated": "generated from polygons",
@@ -45,7 +42,7 @@ def choose_ground_truth(root: Path, split: str, requested: str | None) -> str:
     return "generated"
 
 
-class CityscapesSegmentation(Dataset):
+class CityscapesSegmentation(SegmentationDataset):
     """``(image, mask, meta)`` for every image of ``{root}/leftImg8bit/{split}``, sorted by name.
 
     image: (3, H, W) (uint8 ``tv_tensors.Image`` untransformed, float after the v2
@@ -57,7 +54,7 @@ class CityscapesSegmentation(Dataset):
     uses; ``"provided"`` reads the ``gtFine/*_gtFine_labelIds.png`` the data set
     ships, mapped to trainIds with the label table, what the benchmark scores against.
 
-    With ``cache_root`` (see ``cityscapes.cache``) frames are read from the decoded
+    With ``cache_root`` (see ``segdata.cache``) frames are read from the decoded
     cache as memory maps instead of PNGs; a transform with ``takes_arrays`` (the
     crop-first training transform) then reads only the rows it crops.
 
@@ -71,6 +68,7 @@ class CityscapesSegmentation(Dataset):
             raise ValueError(f"ground_truth must be one of {', '.join(GROUND_TRUTHS)}, got {ground_truth!r}")
         self.root = Path(root)
         self.split = split
+        self.kind, self.classes = "cityscapes", CITYSCAPES_CLASSES
         self.transforms = transforms
         self.ground_truth = ground_truth
         self.has_labels = split != "test"
@@ -94,14 +92,11 @@ class CityscapesSegmentation(Dataset):
                 raise FileNotFoundError(
                     f"{missing[0]}: {len(missing)} of {len(self.masks)} {split} masks are missing; {fix}"
                 )
-        self.cache = None
-        if cache_root is not None:
-            from cityscapes.cache import FrameCache
+        self.use_cache(cache_root)
 
-            self.cache = FrameCache.open(self.root, split, self.images, self.masks, cache_root)
-
-    def __len__(self) -> int:
-        return len(self.images)
+    def stem(self, index: int) -> str:
+        """``{city}_{seq}_{frame}``: the name the server matches predictions by."""
+        return stem_of(self.images[index])
 
     def label_id_files(self) -> list[Path]:
         """The labelIds PNGs the scores are computed against (shipped or generated), one per frame in order: the
@@ -111,18 +106,8 @@ class CityscapesSegmentation(Dataset):
         return [generated_mask_path(self.root / GENERATED_DIR, self.split, stem_of(path), "labelIds")
                 for path in self.images]
 
-    def image_sizes(self) -> list[tuple[int, int]]:
-        """(height, width) of every image, from the PNG headers (no pixel is decoded)."""
-        sizes = []
-        for path in self.images:
-            with Image.open(path) as image:
-                sizes.append((image.height, image.width))
-        return sizes
-
-    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The untransformed (H, W, 3) uint8 image and (H, W) uint8 trainId mask (memory maps from the cache)."""
-        if self.cache is not None:
-            return self.cache.load(stem_of(self.images[index]))
+    def read_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (H, W, 3) uint8 image and (H, W) uint8 trainId mask decoded from their PNGs."""
         image = read_png(self.images[index])
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"{self.images[index]}: expected an RGB image, got shape {image.shape}")
@@ -156,59 +141,3 @@ class CityscapesSegmentation(Dataset):
                              f"{annotated[1]}; the image does not match its annotation: re-extract "
                              "leftImg8bit_trainvaltest.zip")
 
-    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        """The untransformed image and mask of one frame, as (3, H, W) and (H, W) uint8 tv_tensors."""
-        image, mask = self.load_arrays(index)
-        return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
-                tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):  # the caller's random state is left alone
-            if seed is not None:
-                torch.manual_seed(seed)
-            extra = ()
-            if getattr(self.transforms, "takes_arrays", False):
-                image, mask, *extra = self.transforms(*self.load_arrays(index))
-            else:
-                image, mask = self.load(index)
-                if self.transforms is not None:
-                    image, mask = self.transforms(image, mask)
-        meta = {"stem": stem_of(self.images[index]), "image_path": str(self.images[index])}
-        if extra:  # the colour jitter's parameters, applied to the batch on the device
-            meta["jitter"] = extra[0]
-        # uint8 masks: 8x less to ship from a worker and to copy to the GPU; the training device makes them int64
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), meta
-
-
-class SeededSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, seed)``: the indices of ``sampler``, each with a seed for its augmentation.
-
-    Order and seeds come from a generator of the sampler's own, seeded from
-    (``seed``, epoch, ``rank``) at every epoch: they do not depend on the global
-    random state, on which worker loads a sample, how many workers there are,
-    or whether the loader's persistent workers drew their base seed this epoch
-    or an earlier one, so a resumed run repeats an uninterrupted one exactly.
-    A ``RandomSampler`` inside shuffles with that generator; a
-    ``DistributedSampler`` shuffles by its own (seed, epoch).
-    """
-
-    def __init__(self, sampler: Sampler[int], seed: int = 0, rank: int = 0) -> None:
-        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank)
-        if hasattr(self.sampler, "generator"):
-            self.sampler.generator = generator
-        indices = list(self.sampler)
-        seeds = torch.randint(0, 2**62, (len(indices),), generator=generator).tolist()
-        return iter(zip(indices, seeds))
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch about to start (also passed on to a DistributedSampler)."""
-        self.epoch = epoch
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)

@@ -29,8 +29,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cityscapes.files import check_output_folder, is_up_to_date, png_is_complete, write_csv, write_png
-from cityscapes.flags import Parser, positive_int, report_error
 from cityscapes.labels import LABEL_ID_TO_COLOR, LABEL_ID_TO_TRAIN_ID, resolve_label
 from cityscapes.paths import (
     GENERATED_DIR,
@@ -43,6 +41,8 @@ from cityscapes.paths import (
     polygon_files,
     stem_of,
 )
+from segdata.files import check_output_folder, is_up_to_date, png_is_complete, write_csv, write_png
+from segdata.flags import Parser, positive_int, report_error
 
 __all__ = [
     "AnnotationError",
@@ -318,7 +318,8 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     """Print the agreement table; write per-image and per-class CSVs and a figure to ``args.out``."""
     from cityscapes.compare_gt import compare_split
-    from cityscapes.visualize import plot_mask_agreement, save_figure
+    from cityscapes.visualize import plot_mask_agreement
+    from segdata.pictures import save_figure
 
     out = check_output_folder(Path(args.out), "--out")  # before any work
     start = time.perf_counter()

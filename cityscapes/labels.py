@@ -10,8 +10,12 @@ from __future__ import annotations
 import numpy as np
 from cityscapesscripts.helpers.labels import Label, category2labels, labels, name2label
 
+from segdata.classes import IGNORE_INDEX as SEGDATA_IGNORE_INDEX
+from segdata.classes import ClassTable
+
 __all__ = [
     "CATEGORY_NAMES",
+    "CITYSCAPES_CLASSES",
     "CLASS_NAMES",
     "IGNORE_INDEX",
     "LABELS",
@@ -29,7 +33,7 @@ __all__ = [
 LABELS: tuple[Label, ...] = tuple(labels)
 NAME_TO_LABEL: dict[str, Label] = dict(name2label)
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = SEGDATA_IGNORE_INDEX
 """trainId of every pixel that is not evaluated (unlabeled, void classes, ...)."""
 
 TRAIN_LABELS: tuple[Label, ...] = tuple(
@@ -76,6 +80,14 @@ TRAIN_ID_TO_CATEGORY_ID = np.array(
     [CATEGORY_NAMES.index(label.category) for label in TRAIN_LABELS], dtype=np.int64
 )
 """(19,) int64: trainId -> index into CATEGORY_NAMES."""
+
+
+CITYSCAPES_CLASSES = ClassTable(
+    "cityscapes", CLASS_NAMES, tuple(tuple(label.color) for label in TRAIN_LABELS),
+    tuple(tuple(label.id for label in _DRAWN if label.trainId == train_id) for train_id in range(NUM_CLASSES)),
+    ignore=tuple(label.id for label in _DRAWN if not 0 <= label.trainId < IGNORE_INDEX))
+"""Cityscapes as a class table: the 19 train classes, their colours, the labelIds of each (``value_lookup()`` is
+LABEL_ID_TO_TRAIN_ID) and the labelIds that are not trained on."""
 
 
 def resolve_label(name: str) -> Label | None:

@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cityscapes.files import write_json, write_png
-from cityscapes.flags import Parser, positive_int
 from cityscapes.labels import LABEL_ID_TO_COLOR, resolve_label
 from cityscapes.paths import SPLITS, frame_stem, image_path, polygons_path, provided_mask_path
+from segdata.files import write_json, write_png
+from segdata.flags import Parser, positive_int
 
 __all__ = ["CITIES", "MARKER_FILE", "make_scene", "render_image", "render_provided_masks", "write_dataset"]
 
@@ -294,6 +294,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photo-like", action="store_true",
                         help="camera images with a photograph's grain and compression, as large and as slow to "
                              "decode as real Cityscapes frames (for benchmarks)")
+    parser.add_argument("--layout", choices=["cityscapes", "folder", "voc"], default="cityscapes",
+                        help="the same street scenes as a folder data set (images/, masks/, classes.json) or in the "
+                             "PASCAL VOC 2012 layout, for own-data training without a download")
+    parser.add_argument("--colour-masks", action="store_true", help="--layout folder: colour masks, not index masks")
     return parser
 
 
@@ -301,11 +305,30 @@ def main(args: argparse.Namespace) -> int:
     if args.frames_per_split < 1 or args.height < 16 or args.width < 16:
         raise SystemExit("error: --frames-per-split must be >= 1 and --height/--width >= 16")
     try:
+        if args.layout != "cityscapes":
+            return _write_other_layout(args)
         stems = write_dataset(args.out, args.frames_per_split, args.height, args.width, args.seed,
                               photo_like=args.photo_like)
     except FileExistsError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"wrote {len(stems)} synthetic frames ({args.height}x{args.width}) to {args.out}")
+    return 0
+
+
+def _write_other_layout(args: argparse.Namespace) -> int:
+    from cityscapes.synthetic_layouts import write_folder_dataset, write_voc_dataset
+
+    _check_output_root(args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / MARKER_FILE).write_text(f"Synthetic {args.layout}-layout data written by cityscapes.synthetic\n")
+    if args.layout == "voc":
+        root = write_voc_dataset(args.out, args.frames_per_split, args.height, args.width, args.seed)
+        print(f"wrote a synthetic PASCAL VOC 2012 layout to {root}: train with --dataset voc --data-root {args.out}")
+        return 0
+    table = write_folder_dataset(args.out, args.frames_per_split, args.height, args.width, args.seed,
+                                 colour_masks=args.colour_masks)
+    print(f"wrote a synthetic folder data set to {args.out}: train with --dataset folder --data-root {args.out} "
+          f"--classes {table}")
     return 0
 
 

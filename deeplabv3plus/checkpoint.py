@@ -16,10 +16,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cityscapes.files import write_bytes_atomic
+from segdata.classes import ClassTable, indexed_palette
+from segdata.files import write_bytes_atomic
 
-__all__ = ["CheckpointError", "load_checkpoint", "model_config", "on_the_host", "save_checkpoint", "unwrap_model",
-           "weights_digest"]
+__all__ = [
+    "CheckpointError",
+    "checkpoint_classes",
+    "load_checkpoint",
+    "model_config",
+    "on_the_host",
+    "save_checkpoint",
+    "unwrap_model",
+    "weights_digest",
+]
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config")
@@ -105,6 +114,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 def model_config(checkpoint: dict) -> dict:
     """The rebuild arguments of a checkpoint's model, with what older checkpoints lack filled in (once, here)."""
     return {**LEGACY_MODEL_CONFIG, **checkpoint["model_config"]}
+
+
+def checkpoint_classes(checkpoint: dict) -> ClassTable:
+    """The class table a checkpoint was trained with; Cityscapes' for 19-class checkpoints written before tables
+    travelled in checkpoints (and for converted Cityscapes weights)."""
+    if "classes" in checkpoint:
+        return ClassTable.from_dict(checkpoint["classes"], source="the checkpoint's class table")
+    from cityscapes.labels import CITYSCAPES_CLASSES
+
+    count = model_config(checkpoint)["num_classes"]
+    if count == CITYSCAPES_CLASSES.num_classes:
+        return CITYSCAPES_CLASSES
+    return ClassTable("unnamed", tuple(f"class {index}" for index in range(count)), indexed_palette(count),
+                      tuple((index,) for index in range(count)))
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor], length: int = 12) -> str:

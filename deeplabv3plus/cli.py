@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
-from cityscapes.files import OutputError, check_output_file, check_output_folder
-from cityscapes.flags import (
+from deeplabv3plus.inference import InferenceOptions
+from deeplabv3plus.precision import precision_from_flags
+from segdata.files import OutputError, check_output_file, check_output_folder
+from segdata.flags import (
     FlagError,
     Parser,
     bounded_int,
@@ -25,8 +27,6 @@ from cityscapes.flags import (
     positive_int,
     report_error,
 )
-from deeplabv3plus.inference import InferenceOptions
-from deeplabv3plus.precision import precision_from_flags
 
 __all__ = [
     "FlagError",
@@ -110,7 +110,7 @@ def output_folder(path: Path, flag: str) -> Path:
 
 
 def output_file(path: Path, flag: str, overwrite: bool = False) -> Path:
-    """A file an output may be written to: see :func:`cityscapes.files.check_output_file`; FlagError otherwise."""
+    """A file an output may be written to: see :func:`segdata.files.check_output_file`; FlagError otherwise."""
     try:
         return check_output_file(path, flag, overwrite)
     except OutputError as error:

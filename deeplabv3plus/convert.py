@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from cityscapes.files import write_bytes_atomic
 from cityscapes.labels import NUM_CLASSES
 from deeplabv3plus import cli
 from deeplabv3plus.checkpoint import save_checkpoint
 from deeplabv3plus.model import ARCHITECTURES, build_model
+from segdata.files import write_bytes_atomic
 
 __all__ = ["ConversionError", "convert_mmseg", "convert_mmseg_backbone", "map_mmseg_key"]
 

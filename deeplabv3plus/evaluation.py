@@ -9,11 +9,7 @@ from pathlib import Path
 
 import torch
 
-from cityscapes.files import write_csv, write_json
-from cityscapes.labels import CATEGORY_NAMES, CLASS_NAMES, TRAIN_ID_TO_CATEGORY_ID
-from cityscapes.paths import stem_of
-from cityscapes.submission import make_submission_zip, prediction_path
-from cityscapes.visualize import save_figure
+from cityscapes.submission import make_submission_zip
 from deeplabv3plus.checkpoint import model_config, weights_digest
 from deeplabv3plus.engine import EvaluationResult
 from deeplabv3plus.figures import plot_confusion_matrix
@@ -21,6 +17,10 @@ from deeplabv3plus.inference import InferenceOptions
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
 from deeplabv3plus.precision import AMP_DTYPES
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
+from segdata.classes import ClassTable
+from segdata.files import write_csv, write_json
+from segdata.pictures import save_figure
+from segdata.prediction_files import ids_kind, prediction_path
 
 __all__ = ["evaluation_protocol", "format_report", "score_report", "submission_zip_name", "write_class_scores",
            "write_split_outputs"]
@@ -45,18 +45,29 @@ def _none_for_nan(value: float) -> float | None:
     return None if math.isnan(value) else value  # JSON has no NaN
 
 
-def score_report(result: EvaluationResult, protocol: EvaluationProtocol) -> dict:
-    """All scores of a labelled split, as plain values (per-class and per-category IoU by name), protocol first."""
-    scores = result.scores()
+def _category_scores(result: EvaluationResult, classes: ClassTable) -> dict:
+    """Cityscapes' category IoU (its 7 categories) of a Cityscapes split; nothing for other data sets."""
+    if classes.name != "cityscapes":
+        return {}
+    from cityscapes.labels import CATEGORY_NAMES, TRAIN_ID_TO_CATEGORY_ID
+
     categories = scores_from_confusion_matrix(category_confusion_matrix(
         result.confusion.matrix, torch.as_tensor(TRAIN_ID_TO_CATEGORY_ID), len(CATEGORY_NAMES)))
+    return {"category_mean_iou": categories["mean_iou"],
+            "category_iou": {name: _none_for_nan(value) for name, value in zip(CATEGORY_NAMES, categories["iou"])}}
+
+
+def score_report(result: EvaluationResult, protocol: EvaluationProtocol, classes: ClassTable) -> dict:
+    """All scores of a labelled split, as plain values (per-class IoU and Dice by name; Cityscapes' categories too),
+    protocol first."""
+    scores = result.scores()
     return {
         "protocol": protocol.as_dict(),
         "mean_iou": scores["mean_iou"], "mean_dice": scores["mean_dice"], "pixel_accuracy": scores["pixel_accuracy"],
-        "mean_class_accuracy": scores["mean_class_accuracy"], "category_mean_iou": categories["mean_iou"],
-        "class_iou": {name: _none_for_nan(value) for name, value in zip(CLASS_NAMES, scores["iou"])},
-        "class_dice": {name: _none_for_nan(value) for name, value in zip(CLASS_NAMES, scores["dice"])},
-        "category_iou": {name: _none_for_nan(value) for name, value in zip(CATEGORY_NAMES, categories["iou"])},
+        "mean_class_accuracy": scores["mean_class_accuracy"],
+        "class_iou": {name: _none_for_nan(value) for name, value in zip(classes.names, scores["iou"])},
+        "class_dice": {name: _none_for_nan(value) for name, value in zip(classes.names, scores["dice"])},
+        **_category_scores(result, classes),
         "val_loss": result.loss, "images": result.images,
         "seconds_per_image": result.seconds_per_image, "peak_memory_mb": result.peak_memory_mb,
         "confusion_matrix": result.confusion.matrix.tolist(),
@@ -70,13 +81,15 @@ def _percent(value: float | None) -> str:
 def format_report(report: dict) -> str:
     """The protocol in words, the per-class and per-category table, then the means."""
     lines = [f"protocol: {report['protocol']['description']}", f"{'class':<16}{'IoU':>8}{'Dice':>8}"]
-    for name in CLASS_NAMES:
+    for name in report["class_iou"]:
         lines.append(f"{name:<16}{_percent(report['class_iou'][name]):>8}{_percent(report['class_dice'][name]):>8}")
-    lines.append(f"{'category':<16}{'IoU':>8}")
-    lines += [f"{name:<16}{_percent(iou):>8}" for name, iou in report["category_iou"].items()]
+    if "category_iou" in report:
+        lines.append(f"{'category':<16}{'IoU':>8}")
+        lines += [f"{name:<16}{_percent(iou):>8}" for name, iou in report["category_iou"].items()]
+    categories = f"  category mIoU {100 * report['category_mean_iou']:.2f}" if "category_mean_iou" in report else ""
     lines.append(f"mIoU {100 * report['mean_iou']:.2f}  mean Dice {100 * report['mean_dice']:.2f}  "
                  f"pixel accuracy {100 * report['pixel_accuracy']:.2f}  mean class accuracy "
-                 f"{100 * report['mean_class_accuracy']:.2f}  category mIoU {100 * report['category_mean_iou']:.2f}")
+                 f"{100 * report['mean_class_accuracy']:.2f}{categories}")
     if "official_mean_iou" in report:
         lines.append(f"cityscapesscripts evalPixelLevelSemanticLabeling: mIoU {100 * report['official_mean_iou']:.2f}, "
                      f"category mIoU {100 * report['official_category_mean_iou']:.2f}")
@@ -89,16 +102,18 @@ def submission_zip_name(model_name: str, split: str) -> str:
 
 
 def write_split_outputs(result: EvaluationResult, dataset, protocol: EvaluationProtocol, work_dir: Path,
-                        model_name: str, official_eval: bool) -> dict | None:
-    """In ``work_dir``, beside the labelIds PNGs already written there: their zip and, on a labelled split,
-    metrics.json (the score report, with cityscapesscripts' own scores when ``official_eval``), class_iou.csv and
-    confusion_matrix.png. Returns the report (None on a split without labels)."""
+                        model_name: str, official_eval: bool, classes: ClassTable) -> dict | None:
+    """In ``work_dir``, beside the id PNGs already written there: for Cityscapes the zip of its labelIds PNGs and, on
+    a labelled split, metrics.json (the score report, with cityscapesscripts' own scores when ``official_eval``),
+    class_iou.csv and confusion_matrix.png. Returns the report (None on a split without labels)."""
     # the files of this split's images (written by every rank), never leftovers of an earlier run
-    prediction_files = [prediction_path(work_dir, stem_of(path)) for path in dataset.images]
-    make_submission_zip(prediction_files, work_dir / submission_zip_name(model_name, protocol.split))
+    prediction_files = [prediction_path(work_dir, dataset.stem(index), ids_kind(classes))
+                        for index in range(len(dataset))]
+    if classes.name == "cityscapes":
+        make_submission_zip(prediction_files, work_dir / submission_zip_name(model_name, protocol.split))
     if not dataset.has_labels:
         return None
-    report = score_report(result, protocol)
+    report = score_report(result, protocol, classes)
     if official_eval:
         from cityscapes.official_eval import evaluate_official
 
@@ -108,9 +123,9 @@ def write_split_outputs(result: EvaluationResult, dataset, protocol: EvaluationP
         report["official_category_mean_iou"] = official["averageScoreCategories"]
     write_json(work_dir / "metrics.json", report)
     title = f"{model_name}, {protocol.split}: confusion matrix (rows: recall, %; red: the largest confusions)"
-    save_figure(plot_confusion_matrix(result.confusion.matrix.cpu().tolist(), CLASS_NAMES, title),
+    save_figure(plot_confusion_matrix(result.confusion.matrix.cpu().tolist(), classes.names, title),
                 work_dir / "confusion_matrix.png")
-    write_class_scores(work_dir / "class_iou.csv", report, CLASS_NAMES)
+    write_class_scores(work_dir / "class_iou.csv", report, classes.names)
     return report
 
 

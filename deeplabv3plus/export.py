@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cityscapes.files import write_bytes_atomic, write_json
 from deeplabv3plus import cli
 from deeplabv3plus.run_folder import run_name_of
+from segdata.files import write_bytes_atomic, write_json
 
 __all__ = ["export_onnx", "parity_report"]
 
@@ -80,22 +80,31 @@ def export_onnx(model: torch.nn.Module, path: Path, height: int, width: int, dyn
     return exporter
 
 
-def _inputs(args: argparse.Namespace) -> Iterator[torch.Tensor]:
-    """(1, 3, H, W) normalised inputs: images of a split (resized to the export size unless --dynamic), or random."""
-    if args.data_root is None:
+def parity_inputs(dataset, count: int, size: tuple[int, int], resize: bool) -> Iterator[torch.Tensor]:
+    """(1, 3, H, W) normalised inputs of the parity check: the first ``count`` images of ``dataset`` (resized to
+    ``size`` when ``resize``), or random inputs of ``size`` without a data set."""
+    if dataset is None:
         generator = torch.Generator().manual_seed(0)
-        for _ in range(args.num_images):
-            yield torch.randn(1, 3, args.height, args.width, generator=generator)
+        for _ in range(count):
+            yield torch.randn(1, 3, *size, generator=generator)
         return
-    from cityscapes.dataset import CityscapesSegmentation
-    from cityscapes.transforms import eval_transforms
-
-    dataset = CityscapesSegmentation(args.data_root, args.split, eval_transforms())
-    for index in range(min(args.num_images, len(dataset))):
+    for index in range(min(count, len(dataset))):
         image = dataset[index][0][None]
-        if not args.dynamic and image.shape[-2:] != (args.height, args.width):
-            image = F.interpolate(image, size=(args.height, args.width), mode="bilinear", align_corners=False)
+        if resize and image.shape[-2:] != tuple(size):
+            image = F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
         yield image
+
+
+def _parity_split(checkpoint: dict, data_root: Path | None, split: str):
+    """The split of the data set the checkpoint was trained on (its layout and classes from the checkpoint)."""
+    if data_root is None:
+        return None
+    from deeplabv3plus.checkpoint import checkpoint_classes
+    from segdata.registry import open_split
+    from segdata.transforms import eval_transforms
+
+    kind = checkpoint.get("args", {}).get("dataset", "cityscapes")
+    return open_split(kind, data_root, split, checkpoint_classes(checkpoint), eval_transforms())
 
 
 def _median_ms(run, repeats: int = 3) -> float:
@@ -167,14 +176,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from deeplabv3plus.checkpoint import load_checkpoint
     from deeplabv3plus.inference import load_trained_model
 
     try:
         _require_onnx()
         onnx_path = onnx_output_path(args.out, args.model_weights_path)
-        model = load_trained_model(args.model_weights_path, "cpu")
+        checkpoint = load_checkpoint(args.model_weights_path)
+        model = load_trained_model(args.model_weights_path, "cpu", checkpoint=checkpoint)
         exporter = export_onnx(model, onnx_path, args.height, args.width, args.dynamic)
-        report = parity_report(model, onnx_path, _inputs(args))
+        inputs = parity_inputs(_parity_split(checkpoint, args.data_root, args.split), args.num_images,
+                               (args.height, args.width), resize=not args.dynamic)
+        report = parity_report(model, onnx_path, inputs)
     except (OSError, ValueError, MissingDependency) as error:
         return cli.report_error(error)
     report = {"onnx": str(onnx_path), "exporter": exporter, "dynamic": args.dynamic,

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from cityscapes.dataset import CityscapesSegmentation
-from cityscapes.files import write_csv
-from cityscapes.paths import stem_of
-from cityscapes.transforms import eval_transforms
-from cityscapes.visualize import save_figure, save_gif, side_by_side
+from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.history import read_history, read_per_class_iou
 from deeplabv3plus.inference import load_trained_model, predict
+from segdata.dataset import SegmentationDataset
+from segdata.files import write_csv
+from segdata.pictures import save_figure, save_gif, side_by_side
+from segdata.registry import open_split
+from segdata.transforms import eval_transforms
 
 __all__ = [
     "CURVES",
@@ -175,28 +176,34 @@ def _class_colours(count: int) -> list[tuple[int, int, int]]:
     return [tuple(int(channel) for channel in TRAIN_ID_TO_COLOR[index]) for index in range(count)]
 
 
-def prediction_frames(model: torch.nn.Module, dataset: CityscapesSegmentation, indices: Sequence[int],
-                      device: torch.device | str, amp_dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
-    """image | prediction | ground truth of the frames at ``indices``, by stem: what a run shows at each validation."""
+def prediction_frames(model: torch.nn.Module, dataset: SegmentationDataset, indices: Sequence[int],
+                      palette: np.ndarray, device: torch.device | str,
+                      amp_dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
+    """image | prediction | ground truth of the frames at ``indices`` (coloured by ``palette``, a class table's), by
+    stem: what a run shows at each validation."""
     frames = {}
     for index in indices:
         image, ground_truth = dataset.load(index)
         normalised, _ = dataset.transforms(image, ground_truth)
         prediction = predict(model, normalised[None].to(device), amp_dtype=amp_dtype).argmax(1)[0].cpu().numpy()
-        frames[stem_of(dataset.images[index])] = side_by_side(image.permute(1, 2, 0).numpy(), prediction,
-                                                              ground_truth.numpy() if dataset.has_labels else None)
+        frames[dataset.stem(index)] = side_by_side(image.permute(1, 2, 0).numpy(), prediction,
+                                                   ground_truth.numpy() if dataset.has_labels else None, palette)
     return frames
 
 
 def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None = None, split: str = "val",
                         num_frames: int = 8, frame_ms: int = 800, device: str = "cpu") -> Path:
-    """Predict the first ``num_frames`` images of a split; write image | prediction | ground truth as a GIF.
+    """Predict the first ``num_frames`` images of a split of the data set the checkpoint was trained on (its
+    layout and class table travel in the checkpoint); write image | prediction | ground truth as a GIF.
 
     ``out_path`` defaults to ``outputs/dlv3p_os{stride}.gif``.
     """
-    model = load_trained_model(checkpoint, device)
+    contents = load_checkpoint(checkpoint)
+    model = load_trained_model(checkpoint, device, checkpoint=contents)
     if out_path is None:
         out_path = Path("outputs") / f"dlv3p_os{model.config['output_stride']}.gif"
-    dataset = CityscapesSegmentation(data_root, split, eval_transforms())
-    frames = prediction_frames(model, dataset, range(min(num_frames, len(dataset))), device)
+    classes = checkpoint_classes(contents)
+    dataset = open_split(contents.get("args", {}).get("dataset", "cityscapes"), data_root, split, classes,
+                         eval_transforms())
+    frames = prediction_frames(model, dataset, range(min(num_frames, len(dataset))), classes.palette(), device)
     return save_gif(list(frames.values()), out_path, frame_ms)

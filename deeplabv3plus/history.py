@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from cityscapes.files import write_csv, write_json
+from segdata.files import write_csv, write_json
 
 __all__ = ["HISTORY_COLUMNS", "read_history", "read_per_class_iou", "write_history"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cityscapes.flags import Parser, non_negative_int, positive_float, report_error
+from segdata.flags import Parser, non_negative_int, positive_float, report_error
 
 __all__ = [
     "IMAGE_SUFFIXES",

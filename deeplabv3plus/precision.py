@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cityscapes.flags import FlagError
+from segdata.flags import FlagError
 
 __all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "precision_from_flags", "resolve_precision"]
 

@@ -12,25 +12,25 @@ import torch
 from torchvision import tv_tensors
 from tqdm import tqdm
 
-from cityscapes.files import write_csv, write_png
-from cityscapes.flags import FlagError
-from cityscapes.labels import CLASS_NAMES, NUM_CLASSES
-from cityscapes.submission import train_ids_to_label_ids
-from cityscapes.transforms import eval_transforms
-from cityscapes.visualize import colorize_train_ids, overlay, side_by_side
 from deeplabv3plus.inference import InferenceOptions, predict
 from deeplabv3plus.media import InputFile, VideoWriter, read_image, read_video
+from segdata.classes import ClassTable
+from segdata.files import write_csv, write_png
+from segdata.flags import FlagError
+from segdata.pictures import overlay, side_by_side
+from segdata.transforms import eval_transforms
 
 __all__ = ["OutputOptions", "Predictor", "class_shares", "predict_images", "predict_video"]
 
-SHARE_COLUMNS = ["name", *CLASS_NAMES]
-
 
 class Predictor:
-    """RGB uint8 frames in, (H, W) trainId predictions out, with the run's inference settings."""
+    """RGB uint8 frames in, (H, W) train-id predictions out, with the run's inference settings; ``classes``: the
+    checkpoint's class table (names, colours, mask values of the outputs)."""
 
-    def __init__(self, model: torch.nn.Module, options: InferenceOptions, device: torch.device) -> None:
-        self.model, self.device = model, device
+    def __init__(self, model: torch.nn.Module, options: InferenceOptions, device: torch.device,
+                 classes: ClassTable) -> None:
+        self.model, self.device, self.classes = model, device, classes
+        self.palette = classes.palette()
         self.normalise = eval_transforms()
         self.options = options.predict_kwargs()
         self.channels_last = options.channels_last
@@ -56,9 +56,16 @@ def _batches(items: Iterator, size: int, key=lambda frame: frame.shape) -> Itera
         yield batch
 
 
-def class_shares(train_ids: np.ndarray) -> list[float]:
-    """Fraction of the pixels predicted as each of the 19 classes."""
-    return (np.bincount(train_ids.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] / train_ids.size).tolist()
+def class_shares(train_ids: np.ndarray, classes: ClassTable) -> dict[str, float]:
+    """Fraction of the pixels predicted as each class, by name."""
+    counts = np.bincount(train_ids.ravel(), minlength=classes.num_classes)[: classes.num_classes]
+    return dict(zip(classes.names, (counts / train_ids.size).tolist()))
+
+
+def _id_pngs(train_ids: np.ndarray, classes: ClassTable) -> dict[str, np.ndarray]:
+    """--save-ids: the train ids, and the data set's own mask values (Cityscapes: labelIds)."""
+    own = "labelIds" if classes.name == "cityscapes" else "ids"
+    return {"trainIds": train_ids, own: classes.mask_values()[train_ids]}
 
 
 @dataclass(frozen=True)
@@ -89,15 +96,14 @@ def predict_images(images: list[InputFile], predictor: Predictor, options: Outpu
     for batch in _batches(readable(), options.batch_size, key=lambda item: item[1].shape):
         for (entry, image), train_ids in zip(batch, predictor([image for _, image in batch])):
             stem = out / entry.relative.with_suffix("")
-            color = colorize_train_ids(train_ids)
+            color = predictor.palette[train_ids]
             write_png(stem.with_name(f"{stem.name}_color.png"), color)
             write_png(stem.with_name(f"{stem.name}_overlay.png"), overlay(image, color, options.alpha))
-            if options.save_ids:
-                write_png(stem.with_name(f"{stem.name}_trainIds.png"), train_ids)
-                write_png(stem.with_name(f"{stem.name}_labelIds.png"), train_ids_to_label_ids(train_ids))
-            shares.append({"name": str(entry.relative), **dict(zip(CLASS_NAMES, class_shares(train_ids)))})
+            for kind, ids in (_id_pngs(train_ids, predictor.classes) if options.save_ids else {}).items():
+                write_png(stem.with_name(f"{stem.name}_{kind}.png"), ids)
+            shares.append({"name": str(entry.relative), **class_shares(train_ids, predictor.classes)})
     if shares:
-        write_csv(out / "class_shares.csv", shares, SHARE_COLUMNS)
+        write_csv(out / "class_shares.csv", shares, ["name", *predictor.classes.names])
     return errors
 
 
@@ -111,17 +117,17 @@ def predict_video(entry: InputFile, predictor: Predictor, options: OutputOptions
         with tqdm(total=count or None, desc=entry.path.name, unit="frame", dynamic_ncols=True) as bar:
             for batch in _batches(frames, options.batch_size):
                 for frame, train_ids in zip(batch, predictor(batch)):
-                    picture = (side_by_side(frame, train_ids, None, ("image", "prediction")) if options.side_by_side
-                               else overlay(frame, colorize_train_ids(train_ids), options.alpha))
+                    picture = (side_by_side(frame, train_ids, None, predictor.palette, ("image", "prediction"))
+                               if options.side_by_side else overlay(frame, predictor.palette[train_ids], options.alpha))
                     if writer is None:
                         writer = VideoWriter(video_path, fps, (picture.shape[1], picture.shape[0]))
                     writer.write(picture)
-                    shares.append({"name": f"frame {len(shares)}", **dict(zip(CLASS_NAMES, class_shares(train_ids)))})
+                    shares.append({"name": f"frame {len(shares)}", **class_shares(train_ids, predictor.classes)})
                 bar.update(len(batch))
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     writer.close()
-    write_csv(stem.with_name(f"{stem.name}_class_shares.csv"), shares, SHARE_COLUMNS)
+    write_csv(stem.with_name(f"{stem.name}_class_shares.csv"), shares, ["name", *predictor.classes.names])
     return video_path

@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from cityscapes.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE
 from deeplabv3plus.checkpoint import model_config
 from deeplabv3plus.cli import FlagError, crop_size
+from segdata.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE
 
 __all__ = ["DEFAULT_ITERATIONS", "KEPT_DEFAULTS", "RUN_DEFAULTS", "ResumeRecord", "check_batch_size",
            "resolve_run_settings", "resume_record", "saved_settings"]
@@ -36,10 +36,11 @@ RUN_DEFAULTS = {
     "scale_range": list(RECIPE_SCALE_RANGE), "batch_size": 8,
     "lr": 0.01, "backbone_lr_multiplier": 1.0, "momentum": 0.9, "weight_decay": 5e-4, "power": 0.9,
     "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0, "aux_loss_weight": 0.4, "arch": "deeplabv3plus",
+    "dataset": "cityscapes", "train_split": "train",
 }
 """The recipe's value of every flag that defines a run."""
 KEPT_DEFAULTS = {"data_root": "data", "val_every": 10, "val_interval": None, "pretrained_backbone": "imagenet",
-                 "init_weights": None}
+                 "init_weights": None, "classes": None}
 """Settings a resumed run keeps unless they are given again."""
 DEFAULT_ITERATIONS = 80_000
 LENGTH_KEYS = ("iters", "epochs")
@@ -60,6 +61,7 @@ def saved_settings(checkpoint: dict) -> dict:
     # checkpoints written before the auxiliary head and the --arch presets existed
     saved.setdefault("aux_loss_weight", RUN_DEFAULTS["aux_loss_weight"] if config["aux_head"] else 0.0)
     saved.setdefault("arch", "mmseg" if config["stem"] == "deep" else "deeplabv3plus")
+    saved.setdefault("dataset", "cityscapes")  # checkpoints written before other data sets
     return saved
 
 

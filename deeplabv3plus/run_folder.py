@@ -7,12 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
-from cityscapes.files import missing_folders, remove_empty_folders, remove_stale_temporaries, write_json
-from cityscapes.flags import FlagError, report_error
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.cli import output_folder
 from deeplabv3plus.run import KEPT_DEFAULTS, LENGTH_KEYS
 from deeplabv3plus.tensorboard_log import TB_DIR
+from segdata.files import missing_folders, remove_empty_folders, remove_stale_temporaries, write_json
+from segdata.flags import FlagError, report_error
 
 __all__ = ["LAST", "RUN_FILES", "RunFolder", "default_run_name", "run_name_of"]
 

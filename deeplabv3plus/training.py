@@ -4,15 +4,13 @@ and AMP scaler), the resumed state, and the TensorBoard log with its validation 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from cityscapes.dataset import SeededSampler
-from cityscapes.flags import FlagError
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_config, unwrap_model
 from deeplabv3plus.distributed import DistributedContext, ShardSampler
 from deeplabv3plus.engine import TrainState, poly_lr_factor
@@ -21,6 +19,9 @@ from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, wi
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import Precision
 from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
+from segdata.classes import ClassTable
+from segdata.dataset import SeededSampler
+from segdata.flags import FlagError
 
 __all__ = ["build_loaders", "build_optimizer", "build_training_model", "clamp_warmup", "configure_kernels",
            "load_initial_weights", "open_training_log", "resume_state", "show_validation", "wrap_for_training"]
@@ -44,8 +45,10 @@ def build_training_model(settings: dict, num_classes: int, pretrained_backbone: 
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def load_initial_weights(model: nn.Module, path: Path) -> None:
-    """Start from a checkpoint's weights (--init-weights); an auxiliary head it lacks starts from scratch."""
+def load_initial_weights(model: nn.Module, path: Path) -> list[str]:
+    """Start from a checkpoint's weights (--init-weights); an auxiliary head it lacks starts from scratch, and so do
+    the classifiers when the checkpoint has another number of classes (fine-tuning, e.g. Cityscapes' 19 onto your
+    5). Returns the names of the weights initialised afresh for a class count, which are also logged."""
     checkpoint = load_checkpoint(path)
     config = {key: model_config(checkpoint)[key] for key in ("backbone", "stem", "head")}
     wanted = {key: model.config[key] for key in ("backbone", "stem", "head")}
@@ -53,11 +56,20 @@ def load_initial_weights(model: nn.Module, path: Path) -> None:
         raise CheckpointError(f"{path}: holds a {config} model but the flags ask for {wanted}; pass the matching "
                               "--arch / --backbone")
     state = checkpoint["model"] if model.aux_head is not None else without_aux_head(checkpoint["model"])
+    ours, theirs = model.state_dict(), model_config(checkpoint)["num_classes"]
+    afresh = [key for key, value in state.items() if key in ours and value.shape != ours[key].shape
+              and value.shape[0] == theirs and ours[key].shape[0] == model.config["num_classes"]]
+    state = {key: value for key, value in state.items() if key not in afresh}
+    if afresh:
+        log.info("fine-tuning from %d to %d classes: %s initialised afresh", theirs, model.config["num_classes"],
+                 ", ".join(afresh))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if key not in afresh]
     if unexpected or any(not key.startswith("aux_head.") for key in missing):
         raise CheckpointError(
             f"{path}: the weights do not fit the model (missing {missing[:2]}, unexpected {unexpected[:2]})"
         )
+    return afresh
 
 
 def clamp_warmup(warmup_iters: int, total_iterations: int) -> int:
@@ -126,15 +138,16 @@ def open_training_log(run_dir: Path, wanted: bool | None, iteration: int) -> Tra
     return training_log
 
 
-def show_validation(training_log: TrainingLog, val_set, preview_frames: int, class_names: Sequence[str],
+def show_validation(training_log: TrainingLog, val_set, preview_frames: int, classes: ClassTable,
                     device: torch.device, amp_dtype: torch.dtype | None) -> Callable[[nn.Module, dict], None]:
     """After each validation: its scores, and image | prediction | ground truth of the first val frames."""
     indices = range(min(preview_frames, len(val_set)))
 
     def show(model: nn.Module, row: dict) -> None:
-        training_log.validation(row["iteration"], row, class_names)
+        training_log.validation(row["iteration"], row, classes.names)
         if indices:
-            training_log.images(row["iteration"], prediction_frames(model, val_set, indices, device, amp_dtype))
+            training_log.images(row["iteration"], prediction_frames(model, val_set, indices, classes.palette(), device,
+                                                                    amp_dtype))
         training_log.flush()
 
     return show

@@ -11,9 +11,9 @@ from helpers import interrupt_training_at_epoch
 
 import test_dlv3p
 import train_dlv3p
-from cityscapes.files import write_png
 from cityscapes.paths import image_files, polygon_files
 from deeplabv3plus.checkpoint import load_checkpoint
+from segdata.files import write_png
 
 
 def snapshot(*folders):
@@ -271,7 +271,7 @@ def test_validation_without_labelled_pixels(tiny_copy, tmp_path, capsys, caplog)
 
 
 def test_an_interrupted_evaluation_keeps_the_previous_output(trained_run, tiny_copy, tmp_path, capsys, monkeypatch):
-    from cityscapes.submission import PredictionWriter
+    from segdata.prediction_files import PredictionWriter
 
     argv = evaluation_argv(trained_run, tiny_copy, tmp_path, "--split", "val")
     assert outcome(test_dlv3p, argv, capsys)[0] == 0
@@ -345,6 +345,7 @@ def test_export_checks_its_output_before_the_export(trained_run, capsys, tmp_pat
 
 def test_generate_gt_and_cache_check_their_output_first(tiny_copy, tmp_path, capsys, monkeypatch):
     from cityscapes import cache, generate_gt
+    from segdata import cache as frame_cache
 
     a_file = tmp_path / "a_file"
     a_file.write_text("")
@@ -360,7 +361,7 @@ def test_generate_gt_and_cache_check_their_output_first(tiny_copy, tmp_path, cap
     code, err = outcome(cache, ["--data-root", tiny_copy, "--cache-dir", a_file], capsys)
     assert code == 2
     assert_one_line(err, f"argument --cache-dir: {a_file} is a file, not a folder")
-    monkeypatch.setattr(cache, "free_bytes", lambda path: 1000)  # a nearly full disk
+    monkeypatch.setattr(frame_cache, "free_bytes", lambda path: 1000)  # a nearly full disk
     code, err = outcome(cache, ["--data-root", tiny_copy, "--cache-dir", tmp_path / "cache"], capsys)
     assert code == 2
     assert_one_line(err, "the cache needs 0.00 GB and 0.00 GB are free", "--cache-dir")
@@ -369,8 +370,9 @@ def test_generate_gt_and_cache_check_their_output_first(tiny_copy, tmp_path, cap
 
 def test_a_cache_stopped_by_a_full_disk_keeps_a_true_manifest(tiny_copy, tmp_path, capsys, monkeypatch):
     from cityscapes import cache
+    from segdata import cache as frame_cache
 
-    real_write, writes = cache.write_bytes_atomic, []
+    real_write, writes = frame_cache.write_bytes_atomic, []
 
     def fill_up(path, payload):
         writes.append(path)
@@ -378,11 +380,11 @@ def test_a_cache_stopped_by_a_full_disk_keeps_a_true_manifest(tiny_copy, tmp_pat
             raise OSError(28, "No space left on device", str(path))
         real_write(path, payload)
 
-    monkeypatch.setattr(cache, "write_bytes_atomic", fill_up)
+    monkeypatch.setattr(frame_cache, "write_bytes_atomic", fill_up)
     code, err = outcome(cache, ["--data-root", tiny_copy, "--cache-dir", tmp_path / "cache"], capsys)
     assert code == 1
     assert_one_line(err, "No space left on device", "the frames cached so far are kept")
-    manifest = json.loads((tmp_path / "cache" / cache.MANIFEST).read_text())
+    manifest = json.loads((tmp_path / "cache" / frame_cache.MANIFEST).read_text())
     assert list(manifest["frames"]) == ["train/aachen_000000_000019"]  # the complete frame, not the half-written one
 
 

@@ -7,11 +7,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from cityscapes.cache import CacheError, build_cache, entry_paths, get_args_parser, main
-from cityscapes.dataset import CityscapesSegmentation, SeededSampler
-from cityscapes.files import read_png
+from cityscapes.cache import build_cache, get_args_parser, main
+from cityscapes.dataset import CityscapesSegmentation
 from cityscapes.paths import generated_mask_path, image_files, stem_of
-from cityscapes.transforms import train_transforms
+from segdata.cache import CacheError, entry_paths
+from segdata.dataset import SeededSampler
+from segdata.files import read_png
+from segdata.transforms import train_transforms
 
 
 def test_cached_arrays_equal_the_pngs(tiny_copy, capsys):

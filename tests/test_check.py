@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cityscapes.check import DataCheckError, check_before_run, check_data, get_args_parser, main
-from cityscapes.files import read_png, write_png
 from cityscapes.paths import generated_mask_path, image_files, polygon_files, provided_mask_path, stem_of
+from segdata.files import read_png, write_png
 
 
 def run(tiny_copy, capsys, *extra):

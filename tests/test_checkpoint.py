@@ -48,7 +48,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cityscapes.files.os.replace", interrupted)
+    monkeypatch.setattr("segdata.files.os.replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model, epoch=2)
     assert path.read_bytes() == before and load_checkpoint(path)["epoch"] == 1

@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from cityscapes.compare_gt import MaskComparison, compare_split
-from cityscapes.files import read_png, write_png
 from cityscapes.generate_gt import main, parse_args
 from cityscapes.paths import generated_mask_path, provided_mask_path, stem_of
+from segdata.files import read_png, write_png
 
 
 def test_counts_on_hand_made_masks():

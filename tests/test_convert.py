@@ -8,13 +8,13 @@ import torch
 
 import test_dlv3p
 import train_dlv3p
-from cityscapes.files import read_png
 from cityscapes.labels import TRAIN_ID_TO_LABEL_ID
 from cityscapes.paths import image_files, stem_of
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.convert import get_args_parser, main
 from deeplabv3plus.inference import load_trained_model
 from deeplabv3plus.model import ARCHITECTURES, build_model
+from segdata.files import read_png
 
 mmseg_reference = pytest.importorskip("mmseg_reference")
 pytest.importorskip("mmseg")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cityscapes.dataset import CityscapesSegmentation
-from cityscapes.files import read_png, write_png
-from cityscapes.transforms import eval_transforms
+from segdata.files import read_png, write_png
+from segdata.transforms import eval_transforms
 
 
 def test_items_are_images_with_their_masks(tiny_root):

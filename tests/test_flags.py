@@ -9,8 +9,8 @@ import predict_dlv3p
 import test_dlv3p
 import train_dlv3p
 from cityscapes import cache, check, generate_gt, synthetic
-from cityscapes.flags import report_error
 from deeplabv3plus import cli, convert, export
+from segdata.flags import report_error
 
 PARSERS = {"train_dlv3p": train_dlv3p, "test_dlv3p": test_dlv3p, "predict_dlv3p": predict_dlv3p, "export": export,
            "convert": convert, "cache": cache, "check": check, "generate_gt": generate_gt, "synthetic": synthetic}

@@ -6,10 +6,10 @@ import pytest
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image
 
-from cityscapes.files import read_png
 from cityscapes.generate_gt import generate, main, parse_args
 from cityscapes.paths import MASK_KINDS, generated_mask_path, polygon_files, stem_of
 from cityscapes.synthetic import write_dataset
+from segdata.files import read_png
 
 ENCODINGS = {"labelIds": "ids", "labelTrainIds": "trainIds", "color": "color"}
 
@@ -203,7 +203,7 @@ def test_interrupted_write_leaves_no_broken_png(tiny_root, tmp_path, monkeypatch
     def interrupted(source, destination):  # the process dies after writing, before the rename
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cityscapes.files.os.replace", interrupted)
+    monkeypatch.setattr("segdata.files.os.replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate(root, splits=["train"], workers=1, overwrite=True, progress=False)
     assert target.read_bytes() == old

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityscapes import files
-from cityscapes.files import decode_png, read_png, spng_can_decode
+from segdata import files
+from segdata.files import decode_png, read_png, spng_can_decode
 
 
 def opencv(data: bytes) -> np.ndarray:

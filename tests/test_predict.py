@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import predict_dlv3p
-from cityscapes.files import read_png
 from cityscapes.labels import TRAIN_ID_TO_COLOR
 from cityscapes.paths import image_files
+from segdata.files import read_png
 
 
 def run(trained_run, *arguments):

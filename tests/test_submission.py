@@ -3,8 +3,9 @@ import zipfile
 import numpy as np
 import torch
 
-from cityscapes.files import read_png
-from cityscapes.submission import PredictionWriter, make_submission_zip, prediction_path
+from cityscapes.submission import make_submission_zip
+from segdata.files import read_png
+from segdata.prediction_files import PredictionWriter, prediction_path
 
 
 def test_writer_converts_to_label_ids_and_zip_is_reproducible(tmp_path):
@@ -24,7 +25,7 @@ def test_writer_converts_to_label_ids_and_zip_is_reproducible(tmp_path):
 
 def test_writer_saves_colour_and_overlay(tmp_path):
     image_path = tmp_path / "img.png"
-    from cityscapes.files import write_png
+    from segdata.files import write_png
     write_png(image_path, np.zeros((2, 2, 3), np.uint8))
     writer = PredictionWriter(tmp_path / "out", save_color=True)
     writer(torch.zeros(1, 2, 2, dtype=torch.long), {"stem": ["aachen_000000_000019"], "image_path": [str(image_path)]})

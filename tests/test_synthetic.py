@@ -4,9 +4,9 @@ import re
 import numpy as np
 import pytest
 
-from cityscapes.files import read_png
 from cityscapes.labels import resolve_label
 from cityscapes.synthetic import CITIES, MARKER_FILE, get_args_parser, main, write_dataset
+from segdata.files import read_png
 
 SPECIAL_LABELS = {"cargroup", "persongroup", "license plate", "ego vehicle", "rectification border", "out of roi"}
 

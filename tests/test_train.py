@@ -12,11 +12,11 @@ import torch
 from helpers import interrupt_training_at_epoch
 
 import train_dlv3p
-from cityscapes.files import read_png, write_png
 from deeplabv3plus import training
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import HISTORY_COLUMNS, read_history
 from deeplabv3plus.precision import precision_from_flags
+from segdata.files import read_png, write_png
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from cityscapes.transforms import (
+from segdata.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RandomScale,

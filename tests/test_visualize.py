@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cityscapes.visualize import colorize_train_ids, overlay, save_figure, save_gif, side_by_side
+from cityscapes.labels import CITYSCAPES_CLASSES
+from cityscapes.visualize import colorize_train_ids
 from deeplabv3plus.figures import plot_training_curve
+from segdata.pictures import overlay, save_figure, save_gif, side_by_side
 
 
 def test_colorize_uses_the_official_palette():
@@ -18,13 +20,15 @@ def test_overlay_blends_exactly():
 
 
 def test_side_by_side_frame_layout():
+    palette = CITYSCAPES_CLASSES.palette()
     frame = side_by_side(
-        np.zeros((40, 60, 3), np.uint8), np.zeros((40, 60), np.uint8), np.full((40, 60), 255, np.uint8)
+        np.zeros((40, 60, 3), np.uint8), np.zeros((40, 60), np.uint8), np.full((40, 60), 255, np.uint8), palette
     )
     assert frame.shape == (56, 180, 3)  # a 16-pixel title bar over three panels
     assert frame[20, 70].tolist() == [128, 64, 128]  # prediction panel: road
     assert frame[20, 130].tolist() == [0, 0, 0]  # ground truth: ignore is black
-    assert side_by_side(np.zeros((40, 60, 3), np.uint8), np.zeros((40, 60), np.uint8), None).shape == (56, 120, 3)
+    assert side_by_side(np.zeros((40, 60, 3), np.uint8), np.zeros((40, 60), np.uint8), None, palette).shape == (
+        56, 120, 3)
 
 
 def test_gif_and_figure_files(tmp_path):

@@ -1,6 +1,6 @@
 """Command-line flags shared by every CLI of the project: one-line errors and one rule per kind of number.
 
-``deeplabv3plus.cli`` adds the model-side flags; the ``cityscapes.*`` CLIs use
+``deeplabv3plus.cli`` adds the model-side flags; the data CLIs (``cityscapes.*``, ``segdata.*``) use
 these directly, so a bad flag anywhere ends in one line naming it and exit 2.
 """
 

@@ -27,7 +27,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from cityscapes.labels import IGNORE_INDEX
+from segdata.classes import IGNORE_INDEX
 
 __all__ = [
     "RECIPE_CROP_SIZE",

@@ -1,4 +1,4 @@
-"""Reading and atomically writing the files of a Cityscapes-style tree (PNG, JSON, CSV)."""
+"""Reading and atomically writing data-set files (PNG, JSON, CSV), output checks, and outputs written aside."""
 
 from __future__ import annotations
 

@@ -1,0 +1,226 @@
+"""A decoded cache of any data set: each frame's image and train-id mask as memory-mappable uint8 arrays, with a
+manifest.
+
+CLI::
+
+    python -m segdata.cache --dataset folder --data-root data/own --classes data/own/classes.json --splits train
+    python -m cityscapes.cache --data-root data --splits train val        # Cityscapes, as before
+
+writes ``{data-root}/cache/{split}/{frame}.image.npy`` ((H, W, 3) RGB) and ``{frame}.mask.npy`` ((H, W) train
+ids, after the class table), atomically, and records in ``cache/manifest.json`` the source files (path, size,
+mtime) and the class table each entry was made from. Entries whose sources changed, or that a killed run left
+without a manifest record, are found and rebuilt by the next run. Training with ``--cache`` then reads only the
+rows under each crop window (decoding, most of a sample's time, is gone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from segdata.files import OutputError, check_output_folder, free_bytes, write_bytes_atomic, write_json
+from segdata.flags import Parser, report_error
+
+__all__ = ["CACHE_DIR", "CacheError", "FrameCache", "build_cache", "cache_command", "entry_paths", "main"]
+
+CACHE_DIR = "cache"
+MANIFEST = "manifest.json"
+VERSION = 2  # version 1 named Cityscapes entries by city; its caches are rebuilt
+BYTES_PER_PIXEL = 4  # 3 for the RGB image, 1 for the train-id mask
+
+
+class CacheError(ValueError):
+    """A cache entry that is missing, stale or unreadable; the message names the frame and the rebuilding command."""
+
+
+def cache_command(dataset) -> str:
+    """The command that (re)builds the cache of a data set's split."""
+    if dataset.kind == "cityscapes":
+        return f"python -m cityscapes.cache --data-root {dataset.root} --splits {dataset.split}"
+    classes = f" --classes {dataset.classes.source}" if dataset.kind == "folder" else ""
+    return (f"python -m segdata.cache --dataset {dataset.kind} --data-root {dataset.root}{classes} --splits "
+            f"{dataset.split}")
+
+
+def _source_record(path: Path) -> list:
+    stat = Path(path).stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def _record(dataset, index: int) -> dict:
+    """What an entry was made from: its image and mask files, and the class table that mapped the mask."""
+    table = hashlib.sha256(json.dumps(dataset.classes.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    return {"image": _source_record(dataset.images[index]), "mask": _source_record(dataset.masks[index]),
+            "classes": table}
+
+
+def entry_paths(cache_root: Path, split: str, stem: str) -> tuple[Path, Path]:
+    """The (image, mask) array files of one frame."""
+    base = Path(cache_root) / split / stem
+    return base.with_name(base.name + ".image.npy"), base.with_name(base.name + ".mask.npy")
+
+
+def _read_manifest(cache_root: Path) -> dict:
+    path = Path(cache_root) / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+        return manifest["frames"] if manifest.get("version") == VERSION else {}
+    except (ValueError, KeyError, AttributeError) as error:
+        raise CacheError(
+            f"{path}: not a readable cache manifest ({error}); delete {cache_root} and rebuild it"
+        ) from None
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+@dataclass
+class FrameCache:
+    """Read access to the cached arrays of one split, checked against the manifest when opened."""
+
+    cache_root: Path
+    split: str
+    command: str
+
+    @classmethod
+    def open(cls, dataset, cache_root: Path) -> FrameCache:
+        """The cache of a data set's split; CacheError naming the first frame that is missing or out of date."""
+        cache_root, frames, command = Path(cache_root), _read_manifest(cache_root), cache_command(dataset)
+        for index in range(len(dataset)):
+            stem = dataset.stem(index)
+            record = frames.get(f"{dataset.split}/{stem}")
+            if record is None:
+                raise CacheError(f"{stem} ({dataset.split}): not in the cache {cache_root}; build it with {command}")
+            if record != _record(dataset, index):
+                raise CacheError(f"{stem} ({dataset.split}): its image or mask changed since it was cached; rebuild "
+                                 f"with {command}")
+        return cls(cache_root, dataset.split, command)
+
+    def load(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (H, W, 3) image and (H, W) mask of a frame as read-only memory maps."""
+        image_path, mask_path = entry_paths(self.cache_root, self.split, stem)
+        try:
+            image, mask = np.load(image_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise CacheError(f"{stem} ({self.split}): cache entry unreadable ({error}); rebuild with "
+                             f"{self.command}") from None
+        if image.ndim != 3 or image.shape[:2] != mask.shape:
+            raise CacheError(f"{stem} ({self.split}): cache entry damaged (shapes {image.shape}, {mask.shape}); "
+                             f"rebuild with {self.command}")
+        return image, mask
+
+
+def build_cache(datasets: Sequence, cache_root: Path, progress: bool = True, save_every: int = 50) -> dict[str, int]:
+    """Write the arrays of every frame of ``datasets`` (labelled splits, read from their files) whose entry is
+    missing or stale; returns counts (written, up to date)."""
+    cache_root = Path(cache_root)
+    frames = _read_manifest(cache_root)
+    jobs = []
+    for dataset in datasets:
+        for index in range(len(dataset)):
+            key, record = f"{dataset.split}/{dataset.stem(index)}", _record(dataset, index)
+            paths = entry_paths(cache_root, dataset.split, dataset.stem(index))
+            if frames.get(key) != record or not all(path.exists() for path in paths):
+                jobs.append((dataset, index, key, record, paths))
+    counts = {"written": 0, "up_to_date": sum(len(dataset) for dataset in datasets) - len(jobs)}
+
+    def save_manifest() -> None:
+        write_json(cache_root / MANIFEST, {"version": VERSION, "frames": dict(sorted(frames.items()))})
+
+    try:
+        for dataset, index, key, record, (image_out, mask_out) in tqdm(jobs, desc="cache", unit="frame",
+                                                                        disable=not progress):
+            frames.pop(key, None)  # not valid until both arrays are in place
+            image, mask = dataset.read_arrays(index)
+            write_bytes_atomic(image_out, _npy_bytes(image))
+            write_bytes_atomic(mask_out, _npy_bytes(mask))
+            frames[key] = record
+            counts["written"] += 1
+            if counts["written"] % save_every == 0:
+                save_manifest()
+    except BaseException:
+        with contextlib.suppress(OSError):  # on a full disk the manifest saved last stays, and stays true
+            save_manifest()  # the frames completed so far count: a rerun starts after them
+        raise
+    save_manifest()
+    return counts
+
+
+def required_bytes(datasets: Sequence) -> int:
+    """Disk the arrays take: (H x W x 4) bytes per frame, read from the image headers."""
+    return sum(height * width * BYTES_PER_PIXEL + 2 * 128 for dataset in datasets
+               for height, width in dataset.image_sizes())
+
+
+def cached_bytes(cache_root: Path) -> int:
+    """Disk the cache's arrays take already (a rebuild replaces them, so they count as free)."""
+    return sum(path.stat().st_size for path in cache_root.rglob("*.npy")) if cache_root.is_dir() else 0
+
+
+def get_args_parser(prog: str = "python -m segdata.cache", own_data: bool = True,
+                    splits: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The cache's flags; ``own_data``: --dataset and --classes (python -m cityscapes.cache has neither)."""
+    parser = Parser(prog=prog, description="Write the decoded image/mask cache that train_dlv3p.py --cache reads.")
+    if own_data:
+        parser.add_argument("--dataset", choices=["folder", "voc"], default="folder", help="the data set's layout")
+        parser.add_argument("--classes", type=Path, default=None, help="class table of --dataset folder")
+    parser.add_argument(
+        "--data-root", "--data_root", type=Path, default=Path("data"), help="data set root (default: data)"
+    )
+    parser.add_argument("--splits", nargs="+", choices=splits, default=["train"], help="splits to cache")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: {data-root}/cache)")
+    return parser
+
+
+def main(args: argparse.Namespace, open_splits=None) -> int:
+    """Build the cache of ``args.splits``; ``open_splits(args) -> datasets`` (default: through segdata.registry)."""
+    cache_root = args.cache_dir or args.data_root / CACHE_DIR
+    try:
+        check_output_folder(cache_root, "--cache-dir")
+        datasets = (open_splits or _open_splits)(args)
+        needed = required_bytes(datasets)
+        free = free_bytes(cache_root) + cached_bytes(cache_root)
+        print(f"the cache of {', '.join(args.splits)} takes {needed / 1e9:.2f} GB in {cache_root} ({free / 1e9:.2f} GB "
+              "free or cached)")
+        if needed > free:
+            raise OutputError(f"{cache_root}: the cache needs {needed / 1e9:.2f} GB and {free / 1e9:.2f} GB are free; "
+                              "free space, or choose a roomier --cache-dir")
+        start = time.perf_counter()
+        counts = build_cache(datasets, cache_root)
+        seconds = time.perf_counter() - start
+    except (OSError, ValueError) as error:  # a disk that filled up meanwhile: every entry in the manifest is complete
+        return report_error(error, writing=cache_root,
+                            write_advice="free space and run again (the frames cached so far are kept)")
+    print(f"{counts['written']} frames written, {counts['up_to_date']} up to date -> {cache_root} "
+          f"({seconds:.1f} s, {counts['written'] / max(seconds, 1e-9):.1f} frames/s)")
+    return 0
+
+
+def _open_splits(args: argparse.Namespace) -> list:
+    from segdata.registry import class_table, open_split
+
+    classes = class_table(args.dataset, args.classes)
+    datasets = [open_split(args.dataset, args.data_root, split, classes) for split in args.splits]
+    unlabelled = [dataset.split for dataset in datasets if not dataset.has_labels]
+    if unlabelled:
+        raise ValueError(f"argument --splits: {unlabelled[0]} has no masks; cache the splits a run trains on")
+    return datasets
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()))

@@ -1,0 +1,138 @@
+"""Check a data set before training: every image paired with its mask, every file decodable, image and mask of one
+size, every mask value (or colour) in the class table (with the likely cause where not), and how often each class
+occurs, as a table and a figure.
+
+    python -m segdata.check --dataset folder --data-root data/own --classes data/own/classes.json
+    python -m segdata.check --dataset voc --data-root data/VOCdevkit --splits train val
+
+``--dataset cityscapes`` runs ``python -m cityscapes.check``. Exit status 1 when a problem is found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from segdata.classes import IGNORE_INDEX, ClassTable
+from segdata.flags import Parser, report_error
+from segdata.folder import find_pairs
+from segdata.masks import MaskValueError, read_image, read_mask, to_train_ids
+from segdata.pictures import save_figure
+from segdata.registry import DATASETS, class_table, open_split
+
+__all__ = ["SplitReport", "check_split", "plot_class_frequencies"]
+
+
+@dataclass
+class SplitReport:
+    """What the check found in one split: frames, problems (one line each), pixels per train id and ignored."""
+
+    split: str
+    frames: int = 0
+    problems: list[str] = field(default_factory=list)
+    pixels: Counter = field(default_factory=Counter)
+
+    def frequency_rows(self, classes: ClassTable) -> list[tuple[str, int, float]]:
+        """(class, pixels, share of the labelled pixels) in train-id order."""
+        labelled = sum(count for train_id, count in self.pixels.items() if train_id != IGNORE_INDEX) or 1
+        return [(name, self.pixels[index], self.pixels[index] / labelled) for index, name in enumerate(classes.names)]
+
+
+def check_split(dataset: str, root: Path, split: str, classes: ClassTable) -> SplitReport:
+    """Open every image and mask of a split; the problems found and the class pixel counts."""
+    report = SplitReport(split)
+    if dataset == "folder":
+        report.problems += find_pairs(root, split)[3]  # every pairing problem (opening the split names the first)
+    if report.problems:
+        return report
+    try:
+        data = open_split(dataset, root, split, classes)
+    except (FileNotFoundError, ValueError) as error:
+        report.problems.append(str(error))
+        return report
+    report.frames = len(data)
+    for index in range(len(data)):
+        try:
+            image = read_image(data.images[index])
+            if not data.has_labels:
+                continue
+            mask = read_mask(data.masks[index])
+            if mask.shape[:2] != image.shape[:2]:
+                report.problems.append(f"{data.images[index]}: is {image.shape[0]}x{image.shape[1]} but its mask "
+                                       f"{data.masks[index]} is {mask.shape[0]}x{mask.shape[1]}")
+                continue
+            ids, counts = np.unique(to_train_ids(mask, classes, data.masks[index]), return_counts=True)
+            report.pixels.update(dict(zip(ids.tolist(), counts.tolist())))
+        except (FileNotFoundError, MaskValueError, ValueError) as error:
+            report.problems.append(str(error))
+    if data.has_labels and report.frames:
+        absent = [name for name, pixels, _ in report.frequency_rows(classes) if pixels == 0]
+        if absent and report.pixels[IGNORE_INDEX] and len(absent) == classes.num_classes - 1:
+            report.problems.append(f"{split}: only one class has pixels ({', '.join(absent)} none) and the rest is "
+                                   "ignored: masks saved as 0/255 with 255 ignored? give the class \"values\": [255]")
+    return report
+
+
+def plot_class_frequencies(reports: list[SplitReport], classes: ClassTable) -> Figure:
+    """Bars of each class's share of the labelled pixels, one colour per split."""
+    figure = Figure(figsize=(max(6.0, 0.5 * classes.num_classes + 2), 4), layout="constrained")
+    axis = figure.subplots()
+    width = 0.8 / max(len(reports), 1)
+    for offset, report in enumerate(reports):
+        shares = [100 * share for _, _, share in report.frequency_rows(classes)]
+        axis.bar(np.arange(classes.num_classes) + offset * width - 0.4 + width / 2, shares, width, label=report.split)
+    axis.set_xticks(range(classes.num_classes), classes.names, rotation=60, ha="right")
+    axis.set_ylabel("share of labelled pixels (%)")
+    axis.set_title(f"{classes.name}: class frequencies")
+    axis.legend()
+    return figure
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m segdata.check", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=DATASETS, default="folder", help="the data set's layout")
+    parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="the data set's folder")
+    parser.add_argument("--classes", type=Path, default=None, help="class table of --dataset folder")
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to check")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="where to write the class-frequency figure (default: outputs/check/{name}_classes.png)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.dataset == "cityscapes":
+        from cityscapes import check
+
+        return check.main(check.get_args_parser().parse_args(["--data-root", str(args.data_root), "--splits",
+                                                              *args.splits]))
+    try:
+        classes = class_table(args.dataset, args.classes)
+        reports = [check_split(args.dataset, args.data_root, split, classes) for split in args.splits]
+        figure_path = args.figure or Path("outputs") / "check" / f"{classes.name}_classes.png"
+        save_figure(plot_class_frequencies(reports, classes), figure_path)
+    except (OSError, ValueError) as error:
+        return report_error(error)
+    for report in reports:
+        print(f"{report.split}: {report.frames} frames, {sum(report.pixels.values())} pixels "
+              f"({report.pixels[IGNORE_INDEX]} ignored)")
+        for name, pixels, share in report.frequency_rows(classes):
+            print(f"  {name:<20}{pixels:>12}{100 * share:>8.2f}%")
+    print(f"class frequencies: {figure_path}")
+    problems = [problem for report in reports for problem in report.problems]
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s); the first: {problems[0]}", file=sys.stderr)
+        return 1
+    print(f"{args.data_root}: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()))

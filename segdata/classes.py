@@ -1,0 +1,184 @@
+"""Class tables: what a data set's masks mean. Class names and colours in train-id order, the mask values that map
+to each class, and the values that are ignored.
+
+A class table is plain JSON::
+
+    {"name": "drone-survey", "ignore": [255],
+     "classes": [{"name": "background", "color": [0, 0, 0]},
+                 {"name": "road", "color": [128, 64, 128], "values": [1, 7]}, ...]}
+
+(``values`` defaults to the class's position; ``ignore`` to ``[255]`` unless a class takes 255; colour masks
+may add ``"ignore_colors": [[0, 0, 0]]`` for unlabelled pixels), or CSV with a header ``name,r,g,b`` and an
+optional ``values`` column (values separated by spaces). Index masks are mapped by the values, colour masks by the
+colours. Train id 255 (:data:`IGNORE_INDEX`) is never scored. Cityscapes' table is derived from cityscapesscripts
+(``cityscapes.labels.CITYSCAPES_CLASSES``), PASCAL VOC's is :data:`VOC_CLASSES`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["IGNORE_INDEX", "VOC_CLASSES", "ClassTable", "ClassTableError", "indexed_palette", "load_class_table"]
+
+IGNORE_INDEX = 255
+"""The train id of every pixel that is not trained on or scored."""
+
+
+class ClassTableError(ValueError):
+    """A class table that cannot be used; the message names the file and what to fix."""
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """``names`` and ``colors`` (RGB) in train-id order, ``values``: the mask values of each class, ``ignore``: mask
+    values that are not trained on (mapped to IGNORE_INDEX)."""
+
+    name: str
+    names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    values: tuple[tuple[int, ...], ...]
+    ignore: tuple[int, ...] = (IGNORE_INDEX,)
+    ignore_colors: tuple[tuple[int, int, int], ...] = ()
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        where = self.source or f"the {self.name} class table"
+        if not 1 <= len(self.names) <= IGNORE_INDEX:
+            raise ClassTableError(f"{where}: needs 1 to 255 classes, has {len(self.names)}")
+        if not len(self.names) == len(self.colors) == len(self.values):
+            raise ClassTableError(f"{where}: every class needs a name, a colour and its mask values")
+        for label, items in (("class name", self.names), ("colour", self.colors)):
+            repeated = sorted({str(item) for item in items if items.count(item) > 1})
+            if repeated:
+                raise ClassTableError(f"{where}: the {label} {repeated[0]} is given to more than one class")
+        taken = [value for values in self.values for value in values] + list(self.ignore)
+        if any(not 0 <= value <= 255 for value in taken):
+            raise ClassTableError(f"{where}: mask values must be 0-255 (8-bit PNG masks)")
+        repeated = sorted({value for value in taken if taken.count(value) > 1})
+        if repeated:
+            raise ClassTableError(f"{where}: the mask value {repeated[0]} is given to more than one class (or both to "
+                                  "a class and to ignore)")
+        if set(self.colors) & set(self.ignore_colors):
+            raise ClassTableError(f"{where}: a colour is both a class's and ignored")
+        if any(not 0 <= channel <= 255 for color in (*self.colors, *self.ignore_colors) for channel in color):
+            raise ClassTableError(f"{where}: colours are RGB, 0-255 each")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def value_lookup(self) -> np.ndarray:
+        """(256,) int16: mask value -> train id, IGNORE_INDEX for ignored values, -1 for values the table lacks."""
+        table = np.full(256, -1, np.int16)
+        table[list(self.ignore)] = IGNORE_INDEX
+        for train_id, values in enumerate(self.values):
+            table[list(values)] = train_id
+        return table
+
+    def palette(self) -> np.ndarray:
+        """(256, 3) uint8: train id -> RGB colour; black for IGNORE_INDEX and ids past the table."""
+        palette = np.zeros((256, 3), np.uint8)
+        palette[: self.num_classes] = self.colors
+        return palette
+
+    def mask_values(self) -> np.ndarray:
+        """(256,) uint8: train id -> the first mask value of its class (IGNORE_INDEX -> the first ignored value):
+        predictions written in the data set's own values."""
+        table = np.full(256, self.ignore[0] if self.ignore else IGNORE_INDEX, np.uint8)
+        table[: self.num_classes] = [values[0] for values in self.values]
+        return table
+
+    def as_dict(self) -> dict:
+        """Plain values (what a checkpoint and a JSON file hold)."""
+        return {"name": self.name, "ignore": list(self.ignore), "ignore_colors": [list(c) for c in self.ignore_colors],
+                "classes": [{"name": name, "color": list(color), "values": list(values)}
+                            for name, color, values in zip(self.names, self.colors, self.values)]}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "") -> ClassTable:
+        """The table of :meth:`as_dict`'s form (``values`` default to the class's position)."""
+        where = source or "class table"
+        try:
+            classes = data["classes"]
+            values = tuple(tuple(int(value) for value in entry.get("values", [index]))
+                           for index, entry in enumerate(classes))
+            claimed = IGNORE_INDEX in {value for class_values in values for value in class_values}
+            return cls(
+                name=str(data.get("name", Path(source).stem if source else "custom")),
+                names=tuple(str(entry["name"]) for entry in classes),
+                colors=tuple(tuple(int(channel) for channel in entry["color"]) for entry in classes),
+                values=values,
+                ignore=tuple(int(value) for value in data.get("ignore", [] if claimed else [IGNORE_INDEX])),
+                ignore_colors=tuple(
+                    tuple(int(channel) for channel in color) for color in data.get("ignore_colors", [])
+                ),
+                source=source,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, ClassTableError):
+                raise
+            raise ClassTableError(
+                f"{where}: not a class table ({type(error).__name__}: {error}); write "
+                '{"classes": [{"name": ..., "color": [r, g, b], "values": [...]}, ...]}'
+            ) from None
+
+
+def _read_csv(path: Path) -> dict:
+    with open(path, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows or not {"name", "r", "g", "b"} <= set(rows[0]):
+        raise ClassTableError(f"{path}: a CSV class table needs a header name,r,g,b (and optionally values) and a row "
+                              "per class")
+    classes = []
+    for index, row in enumerate(rows):
+        entry = {"name": row["name"], "color": [row["r"], row["g"], row["b"]]}
+        if (row.get("values") or "").strip():
+            entry["values"] = row["values"].split()
+        else:
+            entry["values"] = [index]
+        classes.append(entry)
+    return {"name": path.stem, "classes": classes}
+
+
+def load_class_table(path: Path) -> ClassTable:
+    """The class table in a JSON or CSV file; ClassTableError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: class table not found; write one (see docs/own-data.md) and pass it with "
+                                "--classes")
+    try:
+        data = _read_csv(path) if path.suffix.lower() == ".csv" else json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ClassTableError(f"{path}: not readable as JSON or CSV ({error})") from None
+    if not isinstance(data, dict):
+        raise ClassTableError(f"{path}: a class table is a JSON object with a \"classes\" list")
+    data.setdefault("name", path.stem)
+    return ClassTable.from_dict(data, source=str(path))
+
+
+def indexed_palette(count: int) -> tuple[tuple[int, int, int], ...]:
+    """PASCAL VOC's colour map (the bit-interleaved palette of its SegmentationClass PNGs)."""
+    colors = []
+    for index in range(count):
+        red = green = blue = 0
+        value = index
+        for shift in range(7, -1, -1):
+            red |= (value & 1) << shift
+            green |= ((value >> 1) & 1) << shift
+            blue |= ((value >> 2) & 1) << shift
+            value >>= 3
+        colors.append((red, green, blue))
+    return tuple(colors)
+
+
+_VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+              "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+              "tvmonitor")
+VOC_CLASSES = ClassTable("voc", _VOC_NAMES, indexed_palette(len(_VOC_NAMES)),
+                         tuple((index,) for index in range(len(_VOC_NAMES))), ignore=(IGNORE_INDEX,))
+"""PASCAL VOC 2012: 21 classes (background included), object borders 255 (ignored)."""

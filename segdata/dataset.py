@@ -1,0 +1,149 @@
+"""What every segmentation data set shares: ``(image, mask, meta)`` samples of paired files, transformed with a
+seed per sample, and the sampler that gives those seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision import tv_tensors
+
+from segdata.classes import ClassTable
+from segdata.masks import read_image, read_mask, to_train_ids, unlabelled_mask
+
+__all__ = ["SeededSampler", "SegmentationDataset", "file_sizes"]
+
+
+def file_sizes(paths: list[Path]) -> list[tuple[int, int]]:
+    """(height, width) of image files, from their headers (no pixel is decoded)."""
+    sizes = []
+    for path in paths:
+        with Image.open(path) as image:
+            sizes.append((image.height, image.width))
+    return sizes
+
+
+class SegmentationDataset(Dataset):
+    """``(image, mask, meta)`` for the frames of one split; subclasses fill ``images`` (and ``masks`` where the split
+    has labels) and read a frame in :meth:`load_arrays`.
+
+    image: (3, H, W) (uint8 ``tv_tensors.Image`` untransformed, float after the v2
+    transforms); mask: (H, W) uint8 train ids with 255 = ignore (all 255 on a split
+    without labels; the loops make it int64 on the device); meta: ``{"stem",
+    "image_path"}``, the stem naming the frame's outputs.
+
+    An index may be ``(index, seed)`` (see :class:`SeededSampler`): the sample's
+    random augmentation then depends on that seed alone, whichever worker loads it.
+    """
+
+    root: Path
+    split: str
+    images: list[Path]
+    masks: list[Path]
+    has_labels: bool
+    classes: ClassTable
+    kind: str
+    """The data set's name for --dataset: cityscapes, voc or folder."""
+    transforms: Callable | None = None
+    cache = None
+    """A ``segdata.cache.FrameCache`` to read decoded frames from (see :meth:`use_cache`), or None."""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def stem(self, index: int) -> str:
+        """The name of a frame's outputs (a path relative to the split, without suffix, where frames nest)."""
+        return self.images[index].stem
+
+    def use_cache(self, cache_root: Path | None) -> None:
+        """Read frames from the decoded cache at ``cache_root`` (memory maps; CacheError now if it is missing or
+        stale); None: from the files."""
+        if cache_root is not None:
+            from segdata.cache import FrameCache
+
+            self.cache = FrameCache.open(self, cache_root)
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The untransformed (H, W, 3) uint8 image and (H, W) uint8 train-id mask: memory maps from the cache, or
+        :meth:`read_arrays`."""
+        if self.cache is not None:
+            return self.cache.load(self.stem(index))
+        return self.read_arrays(index)
+
+    def read_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The image and train-id mask decoded from their files (the mask mapped by the data set's class table
+        ``classes``; all 255 on a split without labels)."""
+        image = read_image(self.images[index])
+        if not self.has_labels:
+            return image, unlabelled_mask(image.shape)
+        mask = read_mask(self.masks[index])
+        if mask.shape[:2] != image.shape[:2]:
+            raise ValueError(f"{self.images[index]}: is {image.shape[0]}x{image.shape[1]} but its mask "
+                             f"{self.masks[index]} is {mask.shape[0]}x{mask.shape[1]}; a mask must have its image's "
+                             "size (python -m segdata.check lists every such pair)")
+        return image, to_train_ids(mask, self.classes, self.masks[index])
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of every image, from the file headers (no pixel is decoded)."""
+        return file_sizes(self.images)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """The untransformed image and mask of one frame, as (3, H, W) and (H, W) uint8 tv_tensors."""
+        image, mask = self.load_arrays(index)
+        return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
+                tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):  # the caller's random state is left alone
+            if seed is not None:
+                torch.manual_seed(seed)
+            extra = ()
+            if getattr(self.transforms, "takes_arrays", False):
+                image, mask, *extra = self.transforms(*self.load_arrays(index))
+            else:
+                image, mask = self.load(index)
+                if self.transforms is not None:
+                    image, mask = self.transforms(image, mask)
+        meta = {"stem": self.stem(index), "image_path": str(self.images[index])}
+        if extra:  # the colour jitter's parameters, applied to the batch on the device
+            meta["jitter"] = extra[0]
+        # uint8 masks: 8x less to ship from a worker and to copy to the GPU; the training device makes them int64
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), meta
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, seed)``: the indices of ``sampler``, each with a seed for its augmentation.
+
+    Order and seeds come from a generator of the sampler's own, seeded from
+    (``seed``, epoch, ``rank``) at every epoch: they do not depend on the global
+    random state, on which worker loads a sample, how many workers there are,
+    or whether the loader's persistent workers drew their base seed this epoch
+    or an earlier one, so a resumed run repeats an uninterrupted one exactly.
+    A ``RandomSampler`` inside shuffles with that generator; a
+    ``DistributedSampler`` shuffles by its own (seed, epoch).
+    """
+
+    def __init__(self, sampler: Sampler[int], seed: int = 0, rank: int = 0) -> None:
+        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank)
+        if hasattr(self.sampler, "generator"):
+            self.sampler.generator = generator
+        indices = list(self.sampler)
+        seeds = torch.randint(0, 2**62, (len(indices),), generator=generator).tolist()
+        return iter(zip(indices, seeds))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to start (also passed on to a DistributedSampler)."""
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)

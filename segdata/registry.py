@@ -1,0 +1,115 @@
+"""The data sets the scripts know by name (``--dataset``): Cityscapes, PASCAL VOC 2012 and a folder of your own, each
+a class table plus a file layout. The one place that maps a name to its class table, its splits and its checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from segdata.classes import VOC_CLASSES, ClassTable, load_class_table
+from segdata.dataset import SegmentationDataset, file_sizes
+from segdata.flags import FlagError
+from segdata.folder import FolderSegmentation, find_pairs
+from segdata.masks import read_mask, to_train_ids
+from segdata.voc import VOCSegmentation
+
+__all__ = ["DATASETS", "check_before_training", "cityscapes_only", "class_table", "ground_truth_of", "open_split",
+           "pairing_problems"]
+
+DATASETS = ("cityscapes", "voc", "folder")
+
+
+def class_table(dataset: str, classes_file: Path | None = None) -> ClassTable:
+    """The class table of ``--dataset`` (``--classes FILE`` for a folder data set; FlagError when it is missing, or
+    given for a data set with its own table)."""
+    if dataset == "folder":
+        if classes_file is None:
+            raise FlagError("argument --classes: --dataset folder needs a class table (--classes classes.json; see "
+                            "docs/own-data.md)")
+        return load_class_table(classes_file)
+    if classes_file is not None:
+        raise FlagError(f"argument --classes: {dataset} has its own class table; --classes is for --dataset folder")
+    if dataset == "voc":
+        return VOC_CLASSES
+    from cityscapes.labels import CITYSCAPES_CLASSES
+
+    return CITYSCAPES_CLASSES
+
+
+def cityscapes_only(dataset: str, classes: ClassTable, flags: dict[str, object]) -> None:
+    """FlagError naming the first of ``flags`` ({flag: value given}) that is given for a data set other than
+    Cityscapes: the steps only Cityscapes has (labelIds submissions, the official evaluation, provided vs generated
+    masks, the decoded cache)."""
+    name = classes.name if dataset == "cityscapes" else dataset
+    given = [flag for flag, value in flags.items() if value]
+    if name != "cityscapes" and given:
+        raise FlagError(f"argument {given[0]}: is for Cityscapes only; the {name} data set is scored by this "
+                        "project's metrics (val scores, per-class IoU, PNGs and figures): drop the flag")
+
+
+def open_split(dataset: str, root: Path, split: str, classes: ClassTable, transforms: Callable | None = None,
+               cache_root: Path | None = None) -> SegmentationDataset:
+    """The ``split`` of a data set at ``root``, read from the decoded cache at ``cache_root`` if given."""
+    if dataset == "folder":
+        return FolderSegmentation(root, split, classes, transforms, cache_root)
+    if dataset == "voc":
+        return VOCSegmentation(root, split, transforms, cache_root)
+    from cityscapes.dataset import CityscapesSegmentation
+
+    return CityscapesSegmentation(root, split, transforms, cache_root=cache_root)
+
+
+def check_before_training(dataset: str, root: Path, splits: list[str], classes: ClassTable) -> None:
+    """The fast check a run makes before any work (``splits[0]`` is the one trained on, which needs masks): for
+    Cityscapes its data check; for other data sets that every
+    image has its mask of the same size (from the file headers) and that the first mask of each split holds only
+    values (or colours) of the class table (a whole split saved the wrong way shows in its first mask).
+    ValueError / FileNotFoundError with one line."""
+    if dataset == "cityscapes":
+        from cityscapes.check import check_before_run
+
+        check_before_run(root, splits, needs_masks=splits)
+        return
+    for split in splits:
+        data = open_split(dataset, root, split, classes)
+        if split == splits[0] and not data.has_labels:
+            raise FileNotFoundError(f"{root}: the {split} split has no masks to train on")
+        if data.has_labels:
+            for image, mask, image_size, mask_size in zip(data.images, data.masks, data.image_sizes(),
+                                                          file_sizes(data.masks)):
+                if image_size != mask_size:
+                    raise ValueError(f"{image}: is {image_size[0]}x{image_size[1]} but its mask {mask} is "
+                                     f"{mask_size[0]}x{mask_size[1]}; a mask must have its image's size (python -m "
+                                     "segdata.check lists every such pair)")
+            to_train_ids(read_mask(data.masks[0]), classes, data.masks[0])
+
+
+def pairing_problems(root: Path, split: str) -> list[str]:
+    """Every image without a mask and mask without an image of a folder data set's split."""
+    return find_pairs(root, split)[3]
+
+
+def ground_truth_of(dataset: str) -> str:
+    """What a training run's validation scores against, in words (a protocol's ``ground_truth``)."""
+    if dataset != "cityscapes":
+        return f"the {dataset} masks"
+    from cityscapes.dataset import GROUND_TRUTHS
+
+    return GROUND_TRUTHS["generated"]
+
+
+def open_scored_split(dataset: str, root: Path, split: str, classes: ClassTable, transforms: Callable,
+                      ground_truth: str | None = None) -> tuple[SegmentationDataset, str]:
+    """A split to predict and score, after its fast check, and what it is scored against in words ("" without
+    labels). Cityscapes: the shipped labelIds when every frame has them, else the generated masks
+    (``ground_truth`` chooses)."""
+    if dataset != "cityscapes":
+        data = open_split(dataset, root, split, classes, transforms)
+        return data, ground_truth_of(dataset) if data.has_labels else ""
+    from cityscapes.check import check_before_run
+    from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, choose_ground_truth
+
+    chosen = choose_ground_truth(root, split, ground_truth)
+    check_before_run(root, [split], needs_masks=[split] if chosen == "generated" and split != "test" else [])
+    data = CityscapesSegmentation(root, split, transforms, ground_truth=chosen)
+    return data, GROUND_TRUTHS[chosen] if data.has_labels else ""
