@@ -25,20 +25,11 @@ from deeplabv3plus.engine import FitConfig, TrainState, fit
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import ARCHITECTURES
 from deeplabv3plus.precision import AMP_DTYPES, precision_from_flags
-from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
-from deeplabv3plus.run_folder import RunFolder, default_run_name, run_name_of
+from deeplabv3plus.run_folder import RunFolder, run_location
 from deeplabv3plus.tensorboard_log import tensorboard_available
+from segdata import registry, transforms
 from segdata.cache import CACHE_DIR
-from segdata.classes import IGNORE_INDEX, ClassTable
-from segdata.dataset import SegmentationDataset
-from segdata.registry import (
-    DATASETS,
-    check_before_training,
-    class_table,
-    ground_truth_of,
-    open_split,
-)
-from segdata.transforms import eval_transforms, train_transforms
+from segdata.classes import IGNORE_INDEX
 
 log = logging.getLogger("train_dlv3p")
 
@@ -48,7 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe = lambda key: f" (default: {run.RUN_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     kept = lambda key: f" (default: {run.KEPT_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     data = parser.add_argument_group("Data")
-    data.add_argument("--dataset", choices=DATASETS, default=None,
+    data.add_argument("--dataset", choices=registry.DATASETS, default=None,
                       help="cityscapes, PASCAL voc 2012, or a folder of your own (with --classes)" + recipe("dataset"))
     data.add_argument("--data-root", "--data_root", type=Path, default=None,
                       help="the data set's folder (Cityscapes': leftImg8bit/, gtFine/, generated_gt/)"
@@ -159,7 +150,6 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
     args.data_root = Path(args.data_root).resolve()  # recorded absolute: --resume alone works from any folder
     args.init_weights = None if args.init_weights is None else Path(args.init_weights)
     args.classes = None if args.classes is None else Path(args.classes)
-
     args.scale_range = list(cli.scale_range(args.scale_range))
     run.check_batch_size(args.batch_size, context.world_size)
     if args.tensorboard and not tensorboard_available():
@@ -167,29 +157,9 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
                             "requirements-tensorboard.txt, or drop the flag")
     if args.jitter_on_device is None:
         args.jitter_on_device = context.device.type == "cuda"
-    if args.save_dir is None:  # a resumed run continues in its own folder
-        args.save_dir = args.resume.parent.parent if args.resume else Path("saved")
-    if args.run_name is None:
-        args.run_name = run_name_of(args.resume) if args.resume else default_run_name(args.backbone, args.output_stride)
+    args.save_dir, args.run_name = run_location(args.save_dir, args.run_name, args.resume, args.backbone,
+                                                args.output_stride)
     return args, changes
-
-
-def build_datasets(args: argparse.Namespace, classes: ClassTable) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """Train (crop-first random crops, from the decoded cache with --cache) and val (full images) splits."""
-    check_before_training(args.dataset, args.data_root, [args.train_split, "val"], classes)
-    transforms = train_transforms(args.crop_size, tuple(args.scale_range), jitter_on_device=args.jitter_on_device)
-    cache_root = args.data_root / CACHE_DIR if args.cache else None
-    return (open_split(args.dataset, args.data_root, args.train_split, classes, transforms, cache_root),
-            open_split(args.dataset, args.data_root, "val", classes, eval_transforms()))
-
-
-def run_classes(args: argparse.Namespace, checkpoint: dict | None) -> ClassTable:
-    """The run's class table: the data set's, and a resumed run's own (a different --classes is refused)."""
-    classes = class_table(args.dataset, args.classes)
-    if checkpoint is not None and checkpoint_classes(checkpoint) != classes:
-        raise cli.FlagError(f"argument --classes: {args.classes} describes other classes than the run in "
-                            f"{args.resume} was trained on; resume with its own table, or start a new run")
-    return classes
 
 
 def build_criterion(args: argparse.Namespace) -> torch.nn.Module:
@@ -207,8 +177,11 @@ def main(args: argparse.Namespace) -> int:
         precision = precision_from_flags(args.amp, args.amp_dtype, args.device)  # decided once, passed down
         args.amp_dtype = precision.name
         folder = RunFolder.claim(args.save_dir, args.run_name, args.resume, args.overwrite)
-        classes = run_classes(args, checkpoint)
-        train_set, val_set = build_datasets(args, classes)
+        classes = registry.class_table(args.dataset, args.classes, checkpoint and checkpoint_classes(checkpoint))
+        train_set, val_set = registry.open_training_splits(
+            args.dataset, args.data_root, args.train_split, classes,
+            transforms.train_transforms(args.crop_size, args.scale_range, jitter_on_device=args.jitter_on_device),
+            transforms.eval_transforms(), args.data_root / CACHE_DIR if args.cache else None)
         train_loader, val_loader = training.build_loaders(train_set, val_set, args.batch_size, args.val_batch_size,
                                                           args.workers, args.seed, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
@@ -227,9 +200,8 @@ def main(args: argparse.Namespace) -> int:
     training.configure_kernels(context.device, args.deterministic)
     if context.is_main:
         folder.prepare(replace=args.overwrite and fresh)
-        protocol = EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
-                                      train_output_stride=args.output_stride, test_output_stride=args.output_stride,
-                                      amp_dtype=args.amp_dtype, ground_truth=ground_truth_of(args.dataset))
+        protocol = training.validation_protocol(val_set, args.output_stride, args.amp_dtype,
+                                                registry.ground_truth_of(args.dataset))
         folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict()},
                       None if fresh else run.resume_record(given, state.iteration, changes))
         for change in changes:
@@ -265,19 +237,8 @@ def main(args: argparse.Namespace) -> int:
         if context.enabled:
             torch.distributed.destroy_process_group()
     if context.is_main and state.history:
-        report_end(state, folder)
+        training.report_finished(state, folder.path)
     return 0
-
-
-def report_end(state: TrainState, folder: RunFolder) -> None:
-    """The last line of a finished run: best and last scores, or why there are none."""
-    last = state.history[-1]
-    if state.best_miou < 0:
-        log.warning("warning: the val split has no labelled pixels (every mask is 255), so no mIoU was computed and "
-                    "no best.pth written; %s holds the trained model", folder.last)
-    else:
-        log.info("done: best val mIoU %.4f; last: mIoU %.4f, mean Dice %.4f, pixel accuracy %.4f -> %s",
-                 state.best_miou, last["miou"], last["mean_dice"], last["pixel_accuracy"], folder.path)
 
 
 if __name__ == "__main__":

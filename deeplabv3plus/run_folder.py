@@ -14,7 +14,7 @@ from deeplabv3plus.tensorboard_log import TB_DIR
 from segdata.files import missing_folders, remove_empty_folders, remove_stale_temporaries, write_json
 from segdata.flags import FlagError, report_error
 
-__all__ = ["LAST", "RUN_FILES", "RunFolder", "default_run_name", "run_name_of"]
+__all__ = ["LAST", "RUN_FILES", "RunFolder", "default_run_name", "run_location", "run_name_of"]
 
 LAST, BEST, ARGS = "last.pth", "best.pth", "args.json"
 RUN_FILES = (LAST, BEST, "history.csv", "per_class_iou.json", ARGS)
@@ -29,6 +29,17 @@ def default_run_name(backbone: str, output_stride: int) -> str:
 def run_name_of(checkpoint: Path) -> str:
     """The run a checkpoint belongs to: its folder's name (outputs of the checkpoint are named after it)."""
     return Path(checkpoint).resolve().parent.name
+
+
+def run_location(save_dir: Path | None, run_name: str | None, resume: Path | None, backbone: str,
+                 output_stride: int) -> tuple[Path, str]:
+    """(folder of runs, run name): as given, else a resumed run's own (it continues in its folder), else
+    ``saved`` and :func:`default_run_name`."""
+    if save_dir is None:
+        save_dir = Path(resume).parent.parent if resume else Path("saved")
+    if run_name is None:
+        run_name = run_name_of(resume) if resume else default_run_name(backbone, output_stride)
+    return Path(save_dir), run_name
 
 
 class RunFolder:

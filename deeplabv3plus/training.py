@@ -18,13 +18,15 @@ from deeplabv3plus.figures import prediction_frames
 from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, without_aux_head
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import Precision
+from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
 from segdata.classes import ClassTable
 from segdata.dataset import SeededSampler
 from segdata.flags import FlagError
 
 __all__ = ["build_loaders", "build_optimizer", "build_training_model", "clamp_warmup", "configure_kernels",
-           "load_initial_weights", "open_training_log", "resume_state", "show_validation", "wrap_for_training"]
+           "load_initial_weights", "open_training_log", "report_finished", "resume_state", "show_validation",
+           "validation_protocol", "wrap_for_training"]
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +179,22 @@ def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, val_bat
         val_set, val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size), **options
     )
     return train_loader, val_loader
+
+
+def validation_protocol(val_set, output_stride: int, precision_name: str | None, ground_truth: str
+                        ) -> EvaluationProtocol:
+    """How validation during training scores: whole val images, the training's output stride and precision."""
+    return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
+                              train_output_stride=output_stride, test_output_stride=output_stride,
+                              amp_dtype=precision_name, ground_truth=ground_truth)
+
+
+def report_finished(state: TrainState, run_dir: Path) -> None:
+    """The last line of a finished run: best and last scores, or why there are none."""
+    last = state.history[-1]
+    if state.best_miou < 0:
+        log.warning("warning: the val split has no labelled pixels (every mask is 255), so no mIoU was computed and "
+                    "no best.pth written; %s holds the trained model", run_dir / "last.pth")
+    else:
+        log.info("done: best val mIoU %.4f; last: mIoU %.4f, mean Dice %.4f, pixel accuracy %.4f -> %s",
+                 state.best_miou, last["miou"], last["mean_dice"], last["pixel_accuracy"], run_dir)

@@ -14,14 +14,22 @@ from segdata.masks import read_mask, to_train_ids
 from segdata.voc import VOCSegmentation
 
 __all__ = ["DATASETS", "check_before_training", "cityscapes_only", "class_table", "ground_truth_of", "open_split",
-           "pairing_problems"]
+           "open_training_splits", "pairing_problems"]
 
 DATASETS = ("cityscapes", "voc", "folder")
 
 
-def class_table(dataset: str, classes_file: Path | None = None) -> ClassTable:
+def class_table(dataset: str, classes_file: Path | None = None, resumed: ClassTable | None = None) -> ClassTable:
     """The class table of ``--dataset`` (``--classes FILE`` for a folder data set; FlagError when it is missing, or
-    given for a data set with its own table)."""
+    given for a data set with its own table, or when it differs from the ``resumed`` run's)."""
+    table = _class_table(dataset, classes_file)
+    if resumed is not None and resumed != table:
+        raise FlagError(f"argument --classes: {classes_file} describes other classes than the run being resumed; "
+                        "resume with its own table, or start a new run")
+    return table
+
+
+def _class_table(dataset: str, classes_file: Path | None) -> ClassTable:
     if dataset == "folder":
         if classes_file is None:
             raise FlagError("argument --classes: --dataset folder needs a class table (--classes classes.json; see "
@@ -57,6 +65,15 @@ def open_split(dataset: str, root: Path, split: str, classes: ClassTable, transf
     from cityscapes.dataset import CityscapesSegmentation
 
     return CityscapesSegmentation(root, split, transforms, cache_root=cache_root)
+
+
+def open_training_splits(dataset: str, root: Path, train_split: str, classes: ClassTable, train_transforms: Callable,
+                         eval_transforms: Callable, cache_root: Path | None = None
+                         ) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """The split trained on (from the decoded cache at ``cache_root`` if given) and val, after the fast check."""
+    check_before_training(dataset, root, [train_split, "val"], classes)
+    return (open_split(dataset, root, train_split, classes, train_transforms, cache_root),
+            open_split(dataset, root, "val", classes, eval_transforms))
 
 
 def check_before_training(dataset: str, root: Path, splits: list[str], classes: ClassTable) -> None:

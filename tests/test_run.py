@@ -1,9 +1,12 @@
 """A run's settings on plain dicts: the recipe, a resumed run's own settings, what may change on resume."""
 
+from pathlib import Path
+
 import pytest
 
 from deeplabv3plus.cli import FlagError
 from deeplabv3plus.run import DEFAULT_ITERATIONS, RUN_DEFAULTS, resolve_run_settings, resume_record
+from deeplabv3plus.run_folder import run_location
 
 
 def checkpoint(epoch=2, iteration=20, **args):
@@ -71,3 +74,10 @@ def test_a_resume_record_says_when_from_where_and_what():
         and record["changed"] == ["--iters: 40 -> 80"]
     )
     assert record["time"][:2] == "20" and "T" in record["time"]
+
+
+def test_run_location_of_a_new_and_of_a_resumed_run(tmp_path):
+    assert run_location(None, None, None, "resnet101", 8) == (Path("saved"), "dlv3p_resnet101_os8")
+    last = tmp_path / "runs" / "mine" / "last.pth"
+    assert run_location(None, None, last, "resnet50", 16) == (tmp_path / "runs", "mine")  # continues in its folder
+    assert run_location(tmp_path, "other", last, "resnet50", 16) == (tmp_path, "other")
