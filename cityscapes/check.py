@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from cityscapes.paths import (
     provided_mask_path,
     stem_of,
 )
+from segdata.check import report_problems
 from segdata.files import is_up_to_date, read_png
 from segdata.flags import Parser
 
@@ -290,17 +290,8 @@ def main(args: argparse.Namespace) -> int:
         cache = sum(report.cache_bytes for report in reports)
         print(f"disk: generated masks {_megabytes(generated)}, decoded cache (python -m cityscapes.cache) "
               f"{_megabytes(cache)}")
-    problems = [problem for report in reports for problem in report.problems]
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem(s); the first: {problems[0]}", file=sys.stderr)
-        return 1
-    print(
-        f"{args.data_root}: all checks passed"
-        + (" (fast check; run without --fast to open every file)" if args.fast else "")
-    )
-    return 0
+    return report_problems([problem for report in reports for problem in report.problems], args.data_root,
+                           " (fast check; run without --fast to open every file)" if args.fast else "")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from segdata.masks import MaskValueError, read_image, read_mask, to_train_ids
 from segdata.pictures import save_figure
 from segdata.registry import DATASETS, class_table, open_split
 
-__all__ = ["SplitReport", "check_split", "plot_class_frequencies"]
+__all__ = ["SplitReport", "check_split", "plot_class_frequencies", "report_problems"]
 
 
 @dataclass
@@ -124,13 +124,18 @@ def main(args: argparse.Namespace) -> int:
         for name, pixels, share in report.frequency_rows(classes):
             print(f"  {name:<20}{pixels:>12}{100 * share:>8.2f}%")
     print(f"class frequencies: {figure_path}")
-    problems = [problem for report in reports for problem in report.problems]
+    return report_problems([problem for report in reports for problem in report.problems], args.data_root)
+
+
+def report_problems(problems: list[str], data_root: Path, note: str = "") -> int:
+    """Every problem on a line of its own (stderr) and the exit status of a check: 1 with problems, else 0 after
+    ``{data_root}: all checks passed{note}``."""
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s); the first: {problems[0]}", file=sys.stderr)
         return 1
-    print(f"{args.data_root}: all checks passed")
+    print(f"{data_root}: all checks passed{note}")
     return 0
 
 
