@@ -3,6 +3,7 @@ fine-tuning across class tables, and every mistake ending in one line."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ import train_dlv3p
 from cityscapes.labels import CITYSCAPES_CLASSES, LABEL_ID_TO_TRAIN_ID
 from cityscapes.synthetic_layouts import STREET_CLASSES, write_folder_dataset, write_voc_dataset
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
-from deeplabv3plus.figures import save_prediction_gif
 from deeplabv3plus.model import build_model
 from deeplabv3plus.training import load_initial_weights
+from run_notebook import execute_notebook
 from segdata import cache, check
 from segdata.cache import CacheError
 from segdata.classes import VOC_CLASSES, ClassTable, ClassTableError, load_class_table
@@ -27,6 +28,7 @@ from segdata.masks import MaskValueError, to_train_ids
 from segdata.transforms import train_transforms
 from segdata.voc import VOCSegmentation
 
+REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--iters", "2", "--batch-size", "2", "--crop-size", "64", "--output-stride", "16", "--pretrained-backbone",
          "none", "--workers", "0", "--device", "cpu", "--val-every", "1", "--no-tensorboard", "--warmup-iters", "0"]
 
@@ -215,10 +217,17 @@ def test_the_class_table_travels_into_test_predict_and_the_notebook_figures(fold
                                                                                    "traffic,sky"
     assert set(np.unique(read_png(tmp_path / "pred" / "street_1" / "frame_001_ids.png")).tolist()) <= {10, 20, 30,
                                                                                                         40, 50}
-    # the notebook's GIF: the run's data set and palette, from the checkpoint alone
-    gif = save_prediction_gif(folder_run / "last.pth", own_root, tmp_path / "p.gif", num_frames=2)
+    # the notebooks: the GIF from the checkpoint alone (its data set and palette), the figures with the class names
+    gif = tmp_path / "p.gif"
+    execute_notebook(REPO / "save_predictions.ipynb", {"checkpoint": str(folder_run / "last.pth"),
+                     "data_root": str(own_root), "num_frames": 2, "out_path": str(gif)}, cwd=REPO)
     with Image.open(gif) as frames:
         assert frames.n_frames == 2 and frames.size == (3 * 128, 64 + 16)
+        prediction = np.asarray(frames.convert("RGB"))[16:, 128:256].reshape(-1, 3)
+    assert {tuple(pixel) for pixel in prediction.tolist()} <= set(STREET_CLASSES.colors) | {(0, 0, 0)}
+    execute_notebook(REPO / "visualize_training.ipynb", {"save_dir": str(folder_run.parent),
+                     "out_dir": str(tmp_path / "figures")}, cwd=REPO)
+    assert (tmp_path / "figures" / "street_class_iou_over_validations.png").is_file()
 
 
 def test_voc_trains_and_refuses_what_only_cityscapes_has(voc_root, tmp_path, capsys):
