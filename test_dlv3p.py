@@ -20,19 +20,15 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from cityscapes.dataset import GROUND_TRUTHS
 from deeplabv3plus import cli, evaluation
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
-from deeplabv3plus.distributed import ShardSampler, init_distributed_mode
-from deeplabv3plus.engine import evaluate
+from deeplabv3plus.distributed import init_distributed_mode
 from deeplabv3plus.inference import check_inference_options, load_trained_model
 from deeplabv3plus.run_folder import run_name_of
-from segdata.classes import IGNORE_INDEX
 from segdata.files import WrittenAside
-from segdata.prediction_files import PredictionWriter, ids_kind
 from segdata.registry import DATASETS, cityscapes_only, open_scored_split
 from segdata.transforms import eval_transforms
 
@@ -99,16 +95,10 @@ def main(args: argparse.Namespace) -> int:
     if context.enabled:
         torch.distributed.barrier()
     log.info("protocol: %s", protocol.describe())
-    loader = DataLoader(dataset, args.batch_size, sampler=ShardSampler(len(dataset), context.rank, context.world_size),
-                        num_workers=args.workers, pin_memory=context.device.type == "cuda")
     try:
-        writer = PredictionWriter(work_dir, save_color=args.save_color, classes=classes)
-        try:
-            result = evaluate(model, loader, context.device, classes.num_classes, ignore_index=IGNORE_INDEX,
-                              channels_last=options.channels_last, on_prediction=writer, description=args.split,
-                              **options.predict_kwargs())
-        finally:
-            writer.close()
+        result = evaluation.predict_split(model, dataset, classes, options, context.device, work_dir,
+                                          rank=context.rank, world_size=context.world_size,
+                                          batch_size=args.batch_size, workers=args.workers, save_color=args.save_color)
         if context.enabled:
             torch.distributed.barrier()
         if context.is_main:
@@ -122,16 +112,8 @@ def main(args: argparse.Namespace) -> int:
         if context.enabled:
             torch.distributed.destroy_process_group()
     if context.is_main:
-        kind_of_ids = ids_kind(classes)
-        zip_path = output.final / evaluation.submission_zip_name(model_name, args.split)
-        log.info("%d %s PNGs in %s%s", len(dataset), kind_of_ids, output.final / kind_of_ids,
-                 "" if kind_of_ids != "labelIds" else f"; upload {zip_path}" if args.split == "test"
-                 else f"; zipped to {zip_path} (val: not for the server)")
-        if report is not None:
-            print(evaluation.format_report(report))
-        memory = "GPU allocated" if context.device.type == "cuda" else "process RSS"
-        print(f"{result.images} images: {1000 * result.seconds_per_image:.1f} ms per image, peak memory "
-              f"{result.peak_memory_mb:.0f} MiB ({memory})")
+        evaluation.report_outputs(result, report, len(dataset), classes, output.final, model_name, args.split,
+                                  context.device)
     return 0
 
 

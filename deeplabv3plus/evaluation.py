@@ -1,29 +1,34 @@
-"""A scored split: how it was scored (its protocol), the scores as a report, and the files of a split's output
-(metrics.json, class_iou.csv, confusion_matrix.png, the labelIds zip, the official evaluation)."""
+"""A scored split: predicting it, how it was scored (its protocol), the scores as a report, and the files of its
+output (id PNGs, metrics.json, class_iou.csv, confusion_matrix.png, the labelIds zip, the official evaluation)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from cityscapes.submission import make_submission_zip
 from deeplabv3plus.checkpoint import model_config, weights_digest
-from deeplabv3plus.engine import EvaluationResult
+from deeplabv3plus.distributed import ShardSampler
+from deeplabv3plus.engine import EvaluationResult, evaluate
 from deeplabv3plus.figures import plot_confusion_matrix
 from deeplabv3plus.inference import InferenceOptions
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
 from deeplabv3plus.precision import AMP_DTYPES
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
-from segdata.classes import ClassTable
+from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.files import write_csv, write_json
 from segdata.pictures import save_figure
-from segdata.prediction_files import ids_kind, prediction_path
+from segdata.prediction_files import PredictionWriter, ids_kind, prediction_path
 
-__all__ = ["evaluation_protocol", "format_report", "score_report", "submission_zip_name", "write_class_scores",
-           "write_split_outputs"]
+__all__ = ["evaluation_protocol", "format_report", "predict_split", "report_outputs", "score_report",
+           "submission_zip_name", "write_class_scores", "write_split_outputs"]
+
+log = logging.getLogger(__name__)
 
 
 def evaluation_protocol(split: str, dataset, checkpoint: dict, options: InferenceOptions,
@@ -133,3 +138,34 @@ def write_class_scores(path: Path, report: dict, class_names: Sequence[str]) -> 
     """class_iou.csv: class, IoU, Dice."""
     write_csv(path, ({"class": name, "iou": report["class_iou"][name], "dice": report["class_dice"][name]}
                      for name in class_names), ["class", "iou", "dice"])
+
+
+def predict_split(model: torch.nn.Module, dataset, classes: ClassTable, options: InferenceOptions,
+                  device: torch.device, work_dir: Path, *, rank: int = 0, world_size: int = 1, batch_size: int = 1,
+                  workers: int = 0, save_color: bool = False) -> EvaluationResult:
+    """Predict and score every frame of a split (each process its shard; the sums are all-reduced), writing each
+    frame's id PNG (and colour and overlay PNGs) into ``work_dir`` while the next batch is predicted."""
+    loader = DataLoader(dataset, batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    writer = PredictionWriter(work_dir, save_color=save_color, classes=classes)
+    try:
+        return evaluate(model, loader, device, classes.num_classes, ignore_index=IGNORE_INDEX,
+                        channels_last=options.channels_last, on_prediction=writer, description=dataset.split,
+                        **options.predict_kwargs())
+    finally:
+        writer.close()
+
+
+def report_outputs(result: EvaluationResult, report: dict | None, frames: int, classes: ClassTable, final_dir: Path,
+                   model_name: str, split: str, device: torch.device) -> None:
+    """Where a split's outputs are, its scores (labelled splits) and the speed, on stdout."""
+    kind = ids_kind(classes)
+    zip_path = final_dir / submission_zip_name(model_name, split)
+    where = "" if kind != "labelIds" else (f"; upload {zip_path}" if split == "test"
+                                           else f"; zipped to {zip_path} (val: not for the server)")
+    log.info("%d %s PNGs in %s%s", frames, kind, final_dir / kind, where)
+    if report is not None:
+        print(format_report(report))
+    memory = "GPU allocated" if device.type == "cuda" else "process RSS"
+    print(f"{result.images} images: {1000 * result.seconds_per_image:.1f} ms per image, peak memory "
+          f"{result.peak_memory_mb:.0f} MiB ({memory})")
