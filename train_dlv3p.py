@@ -22,14 +22,10 @@ from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.distributed import DistributedContext, init_distributed_mode
 from deeplabv3plus.engine import FitConfig, TrainState, fit
-from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import ARCHITECTURES
 from deeplabv3plus.precision import AMP_DTYPES, precision_from_flags
 from deeplabv3plus.run_folder import RunFolder, run_location
-from deeplabv3plus.tensorboard_log import tensorboard_available
-from segdata import registry, transforms
-from segdata.cache import CACHE_DIR
-from segdata.classes import IGNORE_INDEX
+from segdata import registry
 
 log = logging.getLogger("train_dlv3p")
 
@@ -152,9 +148,7 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
     args.classes = None if args.classes is None else Path(args.classes)
     args.scale_range = list(cli.scale_range(args.scale_range))
     run.check_batch_size(args.batch_size, context.world_size)
-    if args.tensorboard and not tensorboard_available():
-        raise cli.FlagError("argument --tensorboard: the tensorboard package is not installed; pip install -r "
-                            "requirements-tensorboard.txt, or drop the flag")
+    training.check_tensorboard(args.tensorboard)
     if args.jitter_on_device is None:
         args.jitter_on_device = context.device.type == "cuda"
     args.save_dir, args.run_name = run_location(args.save_dir, args.run_name, args.resume, args.backbone,
@@ -163,8 +157,8 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
 
 
 def build_criterion(args: argparse.Namespace) -> torch.nn.Module:
-    """Pixel-wise cross-entropy over labelled pixels (0 for a batch without any), plus the auxiliary head's."""
-    return SegmentationLoss(IGNORE_INDEX, aux_weight=args.aux_loss_weight)
+    """The loss: cross-entropy over labelled pixels, plus --aux-loss-weight x the auxiliary head's."""
+    return training.build_criterion(args.aux_loss_weight)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -178,10 +172,9 @@ def main(args: argparse.Namespace) -> int:
         args.amp_dtype = precision.name
         folder = RunFolder.claim(args.save_dir, args.run_name, args.resume, args.overwrite)
         classes = registry.class_table(args.dataset, args.classes, checkpoint and checkpoint_classes(checkpoint))
-        train_set, val_set = registry.open_training_splits(
-            args.dataset, args.data_root, args.train_split, classes,
-            transforms.train_transforms(args.crop_size, args.scale_range, jitter_on_device=args.jitter_on_device),
-            transforms.eval_transforms(), args.data_root / CACHE_DIR if args.cache else None)
+        train_set, val_set = registry.open_training_splits(args.dataset, args.data_root, args.train_split, classes,
+                                                           args.crop_size, args.scale_range, args.jitter_on_device,
+                                                           args.cache)
         train_loader, val_loader = training.build_loaders(train_set, val_set, args.batch_size, args.val_batch_size,
                                                           args.workers, args.seed, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
@@ -215,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
     config = FitConfig(total_iterations=total_iterations, run_dir=folder.path, num_classes=classes.num_classes,
                        class_names=classes.names, val_every=args.val_every, val_interval=args.val_interval,
                        seed=args.seed, rank=context.rank, precision=precision, channels_last=args.channels_last,
-                       log_every=args.log_every, ignore_index=IGNORE_INDEX,
+                       log_every=args.log_every,
                        batch_transform=train_set.transforms.batch_step() if args.jitter_on_device else None,
                        checkpoint_extra={"args": cli.plain_values(args), "classes": classes.as_dict()},
                        on_log=None if training_log is None else training_log.training,

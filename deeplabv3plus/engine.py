@@ -33,6 +33,7 @@ from deeplabv3plus.history import write_history
 from deeplabv3plus.inference import predict
 from deeplabv3plus.metrics import ConfusionMatrix
 from deeplabv3plus.precision import Precision, autocast
+from segdata.classes import IGNORE_INDEX
 
 __all__ = [
     "EpochStats",
@@ -123,7 +124,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     scaler: torch.amp.GradScaler | None = None, precision: Precision = Precision(),
                     channels_last: bool = False, max_iterations: int | None = None, log_every: int = 20,
                     batch_transform: Callable[[torch.Tensor, dict], torch.Tensor] | None = None,
-                    ignore_index: int = 255, on_log: Callable[[int, dict], None] | None = None,
+                    ignore_index: int = IGNORE_INDEX, on_log: Callable[[int, dict], None] | None = None,
                     description: str = "train") -> EpochStats:
     """One pass over ``loader`` (at most ``max_iterations`` steps).
 
@@ -220,7 +221,7 @@ class EvaluationResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
-             ignore_index: int = 255, flip: bool = False, scales: Sequence[float] = (1.0,),
+             ignore_index: int = IGNORE_INDEX, flip: bool = False, scales: Sequence[float] = (1.0,),
              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
              on_prediction: Callable[[torch.Tensor, dict], None] | None = None,
              description: str = "eval", **predict_options: object) -> EvaluationResult:
@@ -352,7 +353,7 @@ class FitConfig:
     precision: Precision = Precision()
     channels_last: bool = False
     log_every: int = 20
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     val_interval: int | None = None  # iterations: validate at the end of each epoch that passes a multiple of it
     batch_transform: Callable[[torch.Tensor, dict], torch.Tensor] | None = None
     on_log: Callable[[int, dict], None] | None = None  # (iteration, values) at each --log-every check

@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segdata.classes import IGNORE_INDEX
+
 __all__ = ["SegmentationLoss", "cross_entropy_over_labelled_pixels"]
 
 
 def cross_entropy_over_labelled_pixels(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Mean cross-entropy of (N, C, H, W) logits over the pixels of (N, H, W) ``target`` that are not ignored.
 
@@ -30,7 +32,7 @@ class SegmentationLoss(nn.Module):
     auxiliary head ``{"out": logits, "aux": aux_logits}``.
     """
 
-    def __init__(self, ignore_index: int = 255, aux_weight: float = 0.0) -> None:
+    def __init__(self, ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.0) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight

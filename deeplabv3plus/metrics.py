@@ -13,13 +13,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from segdata.classes import IGNORE_INDEX
+
 __all__ = ["ConfusionMatrix", "category_confusion_matrix", "scores_from_confusion_matrix"]
 
 
 class ConfusionMatrix:
     """(num_classes, num_classes) int64 pixel counts, ground truth x prediction."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: torch.device | str = "cpu") -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)

@@ -15,18 +15,32 @@ from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_con
 from deeplabv3plus.distributed import DistributedContext, ShardSampler
 from deeplabv3plus.engine import TrainState, poly_lr_factor
 from deeplabv3plus.figures import prediction_frames
+from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, without_aux_head
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import Precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
-from segdata.classes import ClassTable
+from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.dataset import SeededSampler
 from segdata.flags import FlagError
 
-__all__ = ["build_loaders", "build_optimizer", "build_training_model", "clamp_warmup", "configure_kernels",
-           "load_initial_weights", "open_training_log", "report_finished", "resume_state", "show_validation",
-           "validation_protocol", "wrap_for_training"]
+__all__ = [
+    "build_criterion",
+    "build_loaders",
+    "build_optimizer",
+    "check_tensorboard",
+    "build_training_model",
+    "clamp_warmup",
+    "configure_kernels",
+    "load_initial_weights",
+    "open_training_log",
+    "report_finished",
+    "resume_state",
+    "show_validation",
+    "validation_protocol",
+    "wrap_for_training",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +86,19 @@ def load_initial_weights(model: nn.Module, path: Path) -> list[str]:
             f"{path}: the weights do not fit the model (missing {missing[:2]}, unexpected {unexpected[:2]})"
         )
     return afresh
+
+
+def build_criterion(aux_weight: float) -> nn.Module:
+    """Pixel-wise cross-entropy over labelled pixels (0 for a batch without any), plus ``aux_weight`` x the auxiliary
+    head's."""
+    return SegmentationLoss(IGNORE_INDEX, aux_weight=aux_weight)
+
+
+def check_tensorboard(wanted: bool | None) -> None:
+    """FlagError when --tensorboard is asked for and the package is missing (checked before any work)."""
+    if wanted and not tensorboard_available():
+        raise FlagError("argument --tensorboard: the tensorboard package is not installed; pip install -r "
+                        "requirements-tensorboard.txt, or drop the flag")
 
 
 def clamp_warmup(warmup_iters: int, total_iterations: int) -> int:

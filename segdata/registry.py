@@ -3,14 +3,16 @@ a class table plus a file layout. The one place that maps a name to its class ta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from segdata.cache import CACHE_DIR
 from segdata.classes import VOC_CLASSES, ClassTable, load_class_table
 from segdata.dataset import SegmentationDataset, file_sizes
 from segdata.flags import FlagError
 from segdata.folder import FolderSegmentation, find_pairs
 from segdata.masks import read_mask, to_train_ids
+from segdata.transforms import eval_transforms, train_transforms
 from segdata.voc import VOCSegmentation
 
 __all__ = ["DATASETS", "check_before_training", "cityscapes_only", "class_table", "ground_truth_of", "open_split",
@@ -67,13 +69,15 @@ def open_split(dataset: str, root: Path, split: str, classes: ClassTable, transf
     return CityscapesSegmentation(root, split, transforms, cache_root=cache_root)
 
 
-def open_training_splits(dataset: str, root: Path, train_split: str, classes: ClassTable, train_transforms: Callable,
-                         eval_transforms: Callable, cache_root: Path | None = None
+def open_training_splits(dataset: str, root: Path, train_split: str, classes: ClassTable, crop_size: Sequence[int],
+                         scale_range: Sequence[float], jitter_on_device: bool, cache: bool = False
                          ) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """The split trained on (from the decoded cache at ``cache_root`` if given) and val, after the fast check."""
+    """The split trained on (crop-first random crops; from the decoded cache in ``{root}/cache`` with ``cache``) and
+    val (whole images), after the fast check."""
     check_before_training(dataset, root, [train_split, "val"], classes)
-    return (open_split(dataset, root, train_split, classes, train_transforms, cache_root),
-            open_split(dataset, root, "val", classes, eval_transforms))
+    augment = train_transforms(crop_size, tuple(scale_range), jitter_on_device=jitter_on_device)
+    return (open_split(dataset, root, train_split, classes, augment, Path(root) / CACHE_DIR if cache else None),
+            open_split(dataset, root, "val", classes, eval_transforms()))
 
 
 def check_before_training(dataset: str, root: Path, splits: list[str], classes: ClassTable) -> None:
