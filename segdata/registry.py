@@ -82,10 +82,9 @@ def open_training_splits(dataset: str, root: Path, train_split: str, classes: Cl
 
 def check_before_training(dataset: str, root: Path, splits: list[str], classes: ClassTable) -> None:
     """The fast check a run makes before any work (``splits[0]`` is the one trained on, which needs masks): for
-    Cityscapes its data check; for other data sets that every
-    image has its mask of the same size (from the file headers) and that the first mask of each split holds only
-    values (or colours) of the class table (a whole split saved the wrong way shows in its first mask).
-    ValueError / FileNotFoundError with one line."""
+    Cityscapes its data check; for other data sets that every image has its mask of the same size (from the file
+    headers) and that the first mask of each split holds only values (or colours) of the class table (a whole
+    split saved the wrong way shows in its first mask). ValueError / FileNotFoundError with one line."""
     if dataset == "cityscapes":
         from cityscapes.check import check_before_run
 
