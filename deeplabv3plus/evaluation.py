@@ -18,7 +18,7 @@ from deeplabv3plus.engine import EvaluationResult, evaluate
 from deeplabv3plus.figures import plot_confusion_matrix
 from deeplabv3plus.inference import InferenceOptions
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
-from deeplabv3plus.precision import AMP_DTYPES
+from deeplabv3plus.precision import dtype_name
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.files import write_csv, write_json
@@ -37,13 +37,12 @@ def evaluation_protocol(split: str, dataset, checkpoint: dict, options: Inferenc
     options and the ground truth in words."""
     train_stride = model_config(checkpoint)["output_stride"]
     slide = options.mode == "slide"
-    amp_name = {dtype: name for name, dtype in AMP_DTYPES.items()}.get(options.amp_dtype)
     return EvaluationProtocol(
         split=split, images=len(dataset), image_size=image_size_of(dataset.image_sizes()), mode=options.mode,
         window=options.crop if slide else None, stride=options.stride if slide else None, flip=options.flip,
         scales=options.scales, train_output_stride=train_stride, test_output_stride=eval_output_stride or train_stride,
-        amp_dtype=amp_name, ground_truth=ground_truth, checkpoint_iteration=checkpoint.get("iteration"),
-        weights=weights_digest(checkpoint["model"]))
+        amp_dtype=dtype_name(options.amp_dtype), ground_truth=ground_truth,
+        checkpoint_iteration=checkpoint.get("iteration"), weights=weights_digest(checkpoint["model"]))
 
 
 def _none_for_nan(value: float) -> float | None:

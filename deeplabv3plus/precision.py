@@ -14,7 +14,8 @@ import torch
 
 from segdata.flags import FlagError
 
-__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "precision_from_flags", "resolve_precision"]
+__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "dtype_name", "precision_from_flags",
+           "resolve_precision"]
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -29,7 +30,12 @@ class Precision:
     @property
     def name(self) -> str | None:
         """``"float16"`` / ``"bfloat16"``, or None for float32 (what args.json records)."""
-        return None if self.dtype is None else {dtype: name for name, dtype in AMP_DTYPES.items()}[self.dtype]
+        return dtype_name(self.dtype)
+
+
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    """The flag value of an autocast dtype (``"float16"`` / ``"bfloat16"``), None for float32."""
+    return None if dtype is None else {value: name for name, value in AMP_DTYPES.items()}[dtype]
 
 
 def resolve_precision(amp: bool, amp_dtype: str | None, device: torch.device | str) -> Precision:

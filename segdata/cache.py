@@ -57,9 +57,13 @@ def _source_record(path: Path) -> list:
     return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
-def _record(dataset, index: int) -> dict:
-    """What an entry was made from: its image and mask files, and the class table that mapped the mask."""
-    table = hashlib.sha256(json.dumps(dataset.classes.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+def _table_digest(dataset) -> str:
+    """The class table that maps a split's masks, as a short digest."""
+    return hashlib.sha256(json.dumps(dataset.classes.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _record(dataset, index: int, table: str) -> dict:
+    """What an entry was made from: its image and mask files, and the class table (digest) that mapped the mask."""
     return {"image": _source_record(dataset.images[index]), "mask": _source_record(dataset.masks[index]),
             "classes": table}
 
@@ -101,12 +105,13 @@ class FrameCache:
     def open(cls, dataset, cache_root: Path) -> FrameCache:
         """The cache of a data set's split; CacheError naming the first frame that is missing or out of date."""
         cache_root, frames, command = Path(cache_root), _read_manifest(cache_root), cache_command(dataset)
+        table = _table_digest(dataset)
         for index in range(len(dataset)):
             stem = dataset.stem(index)
             record = frames.get(f"{dataset.split}/{stem}")
             if record is None:
                 raise CacheError(f"{stem} ({dataset.split}): not in the cache {cache_root}; build it with {command}")
-            if record != _record(dataset, index):
+            if record != _record(dataset, index, table):
                 raise CacheError(f"{stem} ({dataset.split}): its image or mask changed since it was cached; rebuild "
                                  f"with {command}")
         return cls(cache_root, dataset.split, command)
@@ -132,8 +137,9 @@ def build_cache(datasets: Sequence, cache_root: Path, progress: bool = True, sav
     frames = _read_manifest(cache_root)
     jobs = []
     for dataset in datasets:
+        table = _table_digest(dataset)
         for index in range(len(dataset)):
-            key, record = f"{dataset.split}/{dataset.stem(index)}", _record(dataset, index)
+            key, record = f"{dataset.split}/{dataset.stem(index)}", _record(dataset, index, table)
             paths = entry_paths(cache_root, dataset.split, dataset.stem(index))
             if frames.get(key) != record or not all(path.exists() for path in paths):
                 jobs.append((dataset, index, key, record, paths))

@@ -22,7 +22,6 @@ from matplotlib.figure import Figure
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.flags import Parser, report_error
 from segdata.folder import find_pairs
-from segdata.masks import MaskValueError, read_image, read_mask, to_train_ids
 from segdata.pictures import save_figure
 from segdata.registry import DATASETS, class_table, open_split
 
@@ -59,18 +58,13 @@ def check_split(dataset: str, root: Path, split: str, classes: ClassTable) -> Sp
     report.frames = len(data)
     for index in range(len(data)):
         try:
-            image = read_image(data.images[index])
-            if not data.has_labels:
-                continue
-            mask = read_mask(data.masks[index])
-            if mask.shape[:2] != image.shape[:2]:
-                report.problems.append(f"{data.images[index]}: is {image.shape[0]}x{image.shape[1]} but its mask "
-                                       f"{data.masks[index]} is {mask.shape[0]}x{mask.shape[1]}")
-                continue
-            ids, counts = np.unique(to_train_ids(mask, classes, data.masks[index]), return_counts=True)
-            report.pixels.update(dict(zip(ids.tolist(), counts.tolist())))
-        except (FileNotFoundError, MaskValueError, ValueError) as error:
+            _, train_ids = data.read_arrays(index)  # what training reads: every error it would meet, one per frame
+        except (FileNotFoundError, ValueError) as error:
             report.problems.append(str(error))
+            continue
+        if data.has_labels:
+            ids, counts = np.unique(train_ids, return_counts=True)
+            report.pixels.update(dict(zip(ids.tolist(), counts.tolist())))
     if data.has_labels and report.frames:
         absent = [name for name, pixels, _ in report.frequency_rows(classes) if pixels == 0]
         if absent and report.pixels[IGNORE_INDEX] and len(absent) == classes.num_classes - 1:

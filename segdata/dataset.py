@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 
 from segdata.classes import ClassTable
-from segdata.masks import read_image, read_mask, to_train_ids, unlabelled_mask
+from segdata.masks import read_image, read_mask, size_mismatch, to_train_ids, unlabelled_mask
 
 __all__ = ["SeededSampler", "SegmentationDataset", "file_sizes"]
 
@@ -82,9 +82,7 @@ class SegmentationDataset(Dataset):
             return image, unlabelled_mask(image.shape)
         mask = read_mask(self.masks[index])
         if mask.shape[:2] != image.shape[:2]:
-            raise ValueError(f"{self.images[index]}: is {image.shape[0]}x{image.shape[1]} but its mask "
-                             f"{self.masks[index]} is {mask.shape[0]}x{mask.shape[1]}; a mask must have its image's "
-                             "size (python -m segdata.check lists every such pair)")
+            raise ValueError(size_mismatch(self.images[index], self.masks[index], image.shape, mask.shape))
         return image, to_train_ids(mask, self.classes, self.masks[index])
 
     def image_sizes(self) -> list[tuple[int, int]]:

@@ -13,7 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.files import decode_png
 
-__all__ = ["IMAGE_SUFFIXES", "MaskValueError", "likely_cause", "read_image", "read_mask", "to_train_ids"]
+__all__ = ["IMAGE_SUFFIXES", "MaskValueError", "likely_cause", "read_image", "read_mask", "size_mismatch",
+           "to_train_ids", "unlabelled_mask"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -58,6 +59,12 @@ def read_mask(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"{path}: mask not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{path}: cannot be decoded as a PNG mask ({error}); replace the file") from None
+
+
+def size_mismatch(image: Path, mask: Path, image_size: tuple[int, ...], mask_size: tuple[int, ...]) -> str:
+    """The one line of an image and its mask of different sizes."""
+    return (f"{image}: is {image_size[0]}x{image_size[1]} but its mask {mask} is {mask_size[0]}x{mask_size[1]}; a "
+            "mask must have its image's size (python -m segdata.check lists every such pair)")
 
 
 def likely_cause(unknown: dict[int, int], table: ClassTable) -> str:

@@ -10,13 +10,13 @@ from segdata.cache import CACHE_DIR
 from segdata.classes import VOC_CLASSES, ClassTable, load_class_table
 from segdata.dataset import SegmentationDataset, file_sizes
 from segdata.flags import FlagError
-from segdata.folder import FolderSegmentation, find_pairs
-from segdata.masks import read_mask, to_train_ids
+from segdata.folder import FolderSegmentation
+from segdata.masks import read_mask, size_mismatch, to_train_ids
 from segdata.transforms import eval_transforms, train_transforms
 from segdata.voc import VOCSegmentation
 
-__all__ = ["DATASETS", "check_before_training", "cityscapes_only", "class_table", "ground_truth_of", "open_split",
-           "open_training_splits", "pairing_problems"]
+__all__ = ["DATASETS", "check_masks", "cityscapes_only", "class_table", "ground_truth_of", "open_split",
+           "open_training_splits"]
 
 DATASETS = ("cityscapes", "voc", "folder")
 
@@ -74,39 +74,29 @@ def open_training_splits(dataset: str, root: Path, train_split: str, classes: Cl
                          ) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The split trained on (crop-first random crops; from the decoded cache in ``{root}/cache`` with ``cache``) and
     val (whole images), after the fast check."""
-    check_before_training(dataset, root, [train_split, "val"], classes)
-    augment = train_transforms(crop_size, tuple(scale_range), jitter_on_device=jitter_on_device)
-    return (open_split(dataset, root, train_split, classes, augment, Path(root) / CACHE_DIR if cache else None),
-            open_split(dataset, root, "val", classes, eval_transforms()))
-
-
-def check_before_training(dataset: str, root: Path, splits: list[str], classes: ClassTable) -> None:
-    """The fast check a run makes before any work (``splits[0]`` is the one trained on, which needs masks): for
-    Cityscapes its data check; for other data sets that every image has its mask of the same size (from the file
-    headers) and that the first mask of each split holds only values (or colours) of the class table (a whole
-    split saved the wrong way shows in its first mask). ValueError / FileNotFoundError with one line."""
-    if dataset == "cityscapes":
+    if dataset == "cityscapes":  # its data check names missing masks better than opening the split would
         from cityscapes.check import check_before_run
 
-        check_before_run(root, splits, needs_masks=splits)
-        return
-    for split in splits:
-        data = open_split(dataset, root, split, classes)
-        if split == splits[0] and not data.has_labels:
-            raise FileNotFoundError(f"{root}: the {split} split has no masks to train on")
-        if data.has_labels:
-            for image, mask, image_size, mask_size in zip(data.images, data.masks, data.image_sizes(),
-                                                          file_sizes(data.masks)):
-                if image_size != mask_size:
-                    raise ValueError(f"{image}: is {image_size[0]}x{image_size[1]} but its mask {mask} is "
-                                     f"{mask_size[0]}x{mask_size[1]}; a mask must have its image's size (python -m "
-                                     "segdata.check lists every such pair)")
-            to_train_ids(read_mask(data.masks[0]), classes, data.masks[0])
+        check_before_run(root, [train_split, "val"], needs_masks=[train_split, "val"])
+    augment = train_transforms(crop_size, tuple(scale_range), jitter_on_device=jitter_on_device)
+    splits = (open_split(dataset, root, train_split, classes, augment, Path(root) / CACHE_DIR if cache else None),
+              open_split(dataset, root, "val", classes, eval_transforms()))
+    if dataset != "cityscapes":
+        for data in splits:
+            check_masks(data)
+    return splits
 
 
-def pairing_problems(root: Path, split: str) -> list[str]:
-    """Every image without a mask and mask without an image of a folder data set's split."""
-    return find_pairs(root, split)[3]
+def check_masks(data: SegmentationDataset) -> None:
+    """The fast check of an opened split before any work: it has masks, every mask has its image's size (from the
+    file headers) and the first mask holds only values (or colours) of the class table (a whole split saved the
+    wrong way shows in its first mask). ValueError / FileNotFoundError with one line."""
+    if not data.has_labels:
+        raise FileNotFoundError(f"{data.root}: the {data.split} split has no masks to train or validate on")
+    for image, mask, image_size, mask_size in zip(data.images, data.masks, data.image_sizes(), file_sizes(data.masks)):
+        if image_size != mask_size:
+            raise ValueError(size_mismatch(image, mask, image_size, mask_size))
+    to_train_ids(read_mask(data.masks[0]), data.classes, data.masks[0])
 
 
 def ground_truth_of(dataset: str) -> str:

@@ -342,3 +342,20 @@ def test_the_onnx_parity_check_reads_the_checkpoints_own_data_set(folder_run, ow
     assert isinstance(split, FolderSegmentation) and len(split) == 4
     inputs = list(parity_inputs(split, 3, (32, 64), resize=True))
     assert len(inputs) == 3 and all(image.shape == (1, 3, 32, 64) for image in inputs)
+
+
+def test_own_data_flags_end_in_one_line(own_root, tmp_path, capsys):
+    """A split that is not there (training, the check, the cache) and a missing class table for the cache."""
+    assert train(own_root, tmp_path, "--train-split", "nope") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {own_root / 'images' / 'nope'}: no such folder"), err
+    table = str(own_root / "classes.json")
+    for module, argv in ((check, ["--data-root", str(own_root), "--classes", table, "--splits", "nope", "--figure",
+                                  str(tmp_path / "f.png")]),
+                         (cache, ["--data-root", str(own_root), "--classes", table, "--splits", "nope", "--cache-dir",
+                                  str(tmp_path / "c")]),
+                         (cache, ["--data-root", str(own_root), "--cache-dir", str(tmp_path / "c")])):
+        assert module.main(module.get_args_parser().parse_args(argv)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and ("nope" in err[0] or "--classes" in err[0]), err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "runs").exists()
