@@ -107,6 +107,7 @@ def trained_run(learn_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         "--pretrained-backbone", "none", "--iters", str(TRAINED_ITERATIONS), "--batch-size", "4",
         "--crop-size", "64", "128", "--scale-range", "0.75", "1.5", "--lr", "0.02", "--warmup-iters", "5",
         "--workers", "0", "--val-every", "10", "--device", "cpu", "--save-dir", str(save_dir), "--run-name", "tiny",
+        "--no-tensorboard",  # its logs are tested on runs of their own
     ])
     assert train_dlv3p.main(args) == 0
     return save_dir / "tiny"
