@@ -8,7 +8,7 @@ DEMO_ITERS ?= 240
 # bf16 autocast only where the CPU runs it natively (1.7x faster here); fp32 elsewhere
 CPU_AMP = $$($(PY) -c "from deeplabv3plus.precision import cpu_supports_bfloat16 as s; print('--amp' if s() else '')")
 
-.PHONY: demo test test-gpu test-fake-gpu install install-dev clean-demo
+.PHONY: demo test test-gpu test-fake-gpu gpu-check install install-dev clean-demo
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -61,6 +61,14 @@ test-gpu: install-dev
 # The GPU tier on the fake CUDA device of tests/fake_cuda.py (no GPU needed; tests that need the hardware skip).
 test-fake-gpu: install-dev
 	$(PY) -m pytest -m cuda --fake-cuda
+
+# The one prepared GPU check (benchmarks/gpu_check.py): the GPU tier with sync debug mode "error", inference at
+# 1024x2048, training throughput (model, loader, loader alone) and the real training command, in at most 8 minutes
+# on one GPU; six files in $(GPU_CHECK_OUT) and one table. On a machine with torch but without this project's
+# venv (a lent GPU machine): make gpu-check PY=python3 (see docs/testing.md).
+GPU_CHECK_OUT ?= outputs/gpu_check
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),install-dev,)
+	PYTHONPATH=. $(PY) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT)
 
 clean-demo:
 	rm -rf $(DEMO_ROOT) saved/$(DEMO_RUN) outputs/$(DEMO_RUN)

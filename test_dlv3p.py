@@ -29,6 +29,7 @@ from deeplabv3plus.distributed import init_distributed_mode
 from deeplabv3plus.inference import check_inference_options, load_trained_model
 from deeplabv3plus.run_folder import run_name_of
 from segdata.files import WrittenAside
+from segdata.loading import default_workers
 from segdata.registry import DATASETS, cityscapes_only, open_scored_split
 from segdata.transforms import eval_transforms
 
@@ -53,7 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="score against the shipped gtFine labelIds (provided, as the server; the default when every "
                            "frame has one) or the masks generate_gt drew from the polygons (generated)")
     data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=1, help="images per forward pass")
-    data.add_argument("--workers", type=cli.non_negative_int, default=4, help="data loading processes")
+    data.add_argument("--workers", type=cli.non_negative_int, default=None,
+                      help="data loading processes (default: on a GPU, the CPUs this process may use less one, at most "
+                           "16; 1 on the CPU)")
     output = parser.add_argument_group("Output")
     output.add_argument(
         "--out", type=Path, default=Path("outputs"), help="predictions go to {out}/{model_name}/{split}/"
@@ -98,7 +101,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = evaluation.predict_split(model, dataset, classes, options, context.device, work_dir,
                                           rank=context.rank, world_size=context.world_size,
-                                          batch_size=args.batch_size, workers=args.workers, save_color=args.save_color)
+                                          batch_size=args.batch_size, save_color=args.save_color,
+                                          workers=default_workers(context.device.type, context.local_world_size)
+                                          if args.workers is None else args.workers)
         if context.enabled:
             torch.distributed.barrier()
         if context.is_main:

@@ -23,9 +23,10 @@ from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.distributed import DistributedContext, init_distributed_mode
 from deeplabv3plus.engine import FitConfig, TrainState, fit
 from deeplabv3plus.model import ARCHITECTURES
-from deeplabv3plus.precision import AMP_DTYPES, precision_from_flags
+from deeplabv3plus.precision import AMP_DTYPES, fast_by_default, precision_from_flags
 from deeplabv3plus.run_folder import RunFolder, run_location
 from segdata import registry
+from segdata.loading import default_workers
 
 log = logging.getLogger("train_dlv3p")
 
@@ -48,7 +49,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="training crop: one size (square) or height width" + recipe("crop_size"))
     data.add_argument("--scale-range", "--scale_range", type=cli.positive_float, nargs=2, default=None,
                       metavar=("MIN", "MAX"), help="random scale range of training images" + recipe("scale_range"))
-    data.add_argument("--workers", type=cli.non_negative_int, default=4, help="loader processes per training process")
+    data.add_argument("--workers", type=cli.non_negative_int, default=None,
+                      help="loader processes per training process (default: on a GPU, the CPUs this process may use "
+                           "less one, at most 16, shared among the machine's training processes; 1 on the CPU)")
     data.add_argument("--jitter-on-device", action=argparse.BooleanOptionalAction, default=None,
                       help="colour jitter and normalisation of each batch on the training device instead of in the "
                            "loader workers (default: on for CUDA; the same random draws either way)")
@@ -96,13 +99,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     optimization.add_argument("--warmup-iters", type=cli.non_negative_int, default=None,
                               help="linear LR warm-up iterations" + recipe("warmup_iters"))
     optimization.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                              help="mixed precision (float16 + GradScaler on CUDA, bfloat16 on the CPU)")
+                              help="mixed precision (default: on, bfloat16, on a GPU that runs it natively; off "
+                                   "elsewhere; or the resumed run's)")
     optimization.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
-                              help="autocast dtype with --amp (default: float16 on CUDA, bfloat16 on CPU)")
+                              help="autocast dtype; implies --amp (default: bfloat16; float16 + GradScaler on GPUs "
+                                   "without native bfloat16)")
 
     runtime = parser.add_argument_group("Runtime")
     runtime.add_argument("--device", type=cli.device, default=cli.default_device(), help="cuda, cuda:N or cpu")
-    runtime.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    runtime.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                         help="channels_last memory format (default: on a GPU that runs bfloat16 natively, or the "
+                              "resumed run's)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the model")
     runtime.add_argument("--deterministic", action="store_true",
                          help="deterministic kernels (slower; no cuDNN autotuning)")
@@ -141,7 +148,8 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
     """The run's settings (see deeplabv3plus.run) filled into ``args``, checked against each other (FlagError
     names the flag and the fix); also what a resume changed, in words."""
     keys = [*run.RUN_DEFAULTS, *run.KEPT_DEFAULTS, *run.LENGTH_KEYS]
-    settings, changes = run.resolve_run_settings({key: getattr(args, key) for key in keys}, checkpoint, args.resume)
+    settings, changes = run.resolve_run_settings({key: getattr(args, key) for key in keys}, checkpoint, args.resume,
+                                                 run.FAST_DEFAULTS if fast_by_default(context.device) else None)
     vars(args).update(settings)
     args.data_root = Path(args.data_root).resolve()  # recorded absolute: --resume alone works from any folder
     args.init_weights = None if args.init_weights is None else Path(args.init_weights)
@@ -151,6 +159,8 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
     training.check_tensorboard(args.tensorboard)
     if args.jitter_on_device is None:
         args.jitter_on_device = context.device.type == "cuda"
+    if args.workers is None:
+        args.workers = default_workers(context.device.type, context.local_world_size)
     args.save_dir, args.run_name = run_location(args.save_dir, args.run_name, args.resume, args.backbone,
                                                 args.output_stride)
     return args, changes
@@ -193,15 +203,17 @@ def main(args: argparse.Namespace) -> int:
     training.configure_kernels(context.device, args.deterministic)
     if context.is_main:
         folder.prepare(replace=args.overwrite and fresh)
-        protocol = training.validation_protocol(val_set, args.output_stride, args.amp_dtype,
+        protocol = training.validation_protocol(val_set, args.output_stride, args.amp_dtype, args.channels_last,
                                                 registry.ground_truth_of(args.dataset))
         folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict()},
                       None if fresh else run.resume_record(given, state.iteration, changes))
         for change in changes:
             log.info("resumed with a change: %s", change)
-        log.info("run %s: %d iterations (%d per epoch), batch %d on %d process(es), device %s, from %s",
-                 folder.path, total_iterations, len(train_loader), args.batch_size, context.world_size,
-                 context.device, "the start" if fresh else f"iteration {state.iteration}")
+        log.info("run %s: %d iterations (%d per epoch), batch %d on %d process(es), device %s (%s, %s, %d loader "
+                 "workers), from %s", folder.path, total_iterations, len(train_loader), args.batch_size,
+                 context.world_size, context.device, precision.name or "float32",
+                 "channels_last" if args.channels_last else "contiguous", args.workers,
+                 "the start" if fresh else f"iteration {state.iteration}")
     eval_model, train_model = training.wrap_for_training(model, args.compile, context)
     training_log = training.open_training_log(folder.path, args.tensorboard, state.iteration) \
         if context.is_main else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import zipfile
 from pathlib import Path
 
@@ -21,13 +22,16 @@ from segdata.files import write_bytes_atomic
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriter",
     "checkpoint_classes",
+    "checkpoint_payload",
     "load_checkpoint",
     "model_config",
     "on_the_host",
     "save_checkpoint",
     "unwrap_model",
     "weights_digest",
+    "write_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -52,14 +56,42 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def on_the_host(value: object) -> object:
-    """``value`` (nested dicts, lists, tuples) with every tensor copied to the CPU."""
+    """``value`` (nested dicts, lists, tuples) with every tensor copied to the CPU: a snapshot that later in-place
+    changes of the originals (the next optimizer step) do not reach. Device tensors are copied without waiting,
+    then awaited once (one synchronisation, not one per tensor)."""
+    on_device = []
+    copied = _host_copies(value, on_device)
+    if on_device:
+        torch.cuda.synchronize()
+    return copied
+
+
+def _host_copies(value: object, on_device: list) -> object:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        if value.device.type == "cpu":
+            return value.detach().clone()
+        on_device.append(value.device)
+        return value.detach().to("cpu", non_blocking=True)
     if isinstance(value, dict):
-        return {key: on_the_host(item) for key, item in value.items()}
+        return {key: _host_copies(item, on_device) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(on_the_host(item) for item in value)
+        return type(value)(_host_copies(item, on_device) for item in value)
     return value
+
+
+def checkpoint_payload(model: nn.Module, **state: object) -> dict:
+    """What a checkpoint holds, copied to the host: the unwrapped model's config and state dict, and ``state``."""
+    plain = unwrap_model(model)
+    return on_the_host({"format_version": FORMAT_VERSION, "model_config": dict(plain.config),
+                        "model": plain.state_dict(), **state})
+
+
+def write_checkpoint(path: Path, payload: dict) -> Path:
+    """Serialise a :func:`checkpoint_payload` and write it atomically (temporary file + rename)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def save_checkpoint(path: Path, model: nn.Module, **state: object) -> Path:
@@ -67,13 +99,55 @@ def save_checkpoint(path: Path, model: nn.Module, **state: object) -> Path:
 
     Every tensor is saved from the CPU, so a checkpoint trained on a GPU loads anywhere, with or without
     ``map_location``."""
-    plain = unwrap_model(model)
-    payload = on_the_host({"format_version": FORMAT_VERSION, "model_config": dict(plain.config),
-                           "model": plain.state_dict(), **state})
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_bytes_atomic(Path(path), buffer.getvalue())
-    return Path(path)
+    return write_checkpoint(path, checkpoint_payload(model, **state))
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread while training goes on.
+
+    :meth:`save` copies the state to the host at once (the training changes it
+    next) and returns; serialising and writing (atomically) happen in the
+    background, one file after the other in the order asked: the pause at an
+    epoch end is the copy, not the write. The error of a write (a full disk) is
+    raised by :meth:`wait`, which the caller runs before it reports, and by the
+    next :meth:`save`.
+    """
+
+    def __init__(self) -> None:
+        self._last: threading.Thread | None = None
+        self._errors: list[BaseException] = []
+
+    def save(self, path: Path, model: nn.Module, **state: object) -> None:
+        """Snapshot ``model`` and ``state`` now; write them to ``path`` after the writes asked before."""
+        self._raise_error()
+        payload = checkpoint_payload(model, **state)
+        self._last = threading.Thread(target=self._write, args=(self._last, Path(path), payload),
+                                      name="checkpoint-writer")
+        self._last.start()
+
+    def _write(self, previous: threading.Thread | None, path: Path, payload: dict) -> None:
+        if previous is not None:
+            previous.join()
+        try:
+            write_checkpoint(path, payload)
+        except BaseException as error:  # noqa: BLE001  handed to the training thread, raised there
+            self._errors.append(error)
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Wait for every write asked for; raise the first error (unless ``raise_error`` is False: a run already
+        stopping for another reason reports that one)."""
+        if self._last is not None:
+            self._last.join()
+            self._last = None
+        if raise_error:
+            self._raise_error()
+        self._errors.clear()
+
+    def _raise_error(self) -> None:
+        if self._errors:
+            error = self._errors[0]
+            self._errors.clear()
+            raise error
 
 
 def verify_integrity(path: Path) -> None:

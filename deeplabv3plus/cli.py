@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from deeplabv3plus.inference import InferenceOptions
-from deeplabv3plus.precision import precision_from_flags
+from deeplabv3plus.precision import AMP_DTYPES, fast_by_default, precision_from_flags
 from segdata.files import OutputError, check_output_file, check_output_folder
 from segdata.flags import (
     FlagError,
@@ -139,18 +139,23 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     group.add_argument("--scales", type=inference_scale, nargs="+", default=[1.0],
                        help="multi-scale inference (e.g. 0.75 1.0 1.25)")
-    group.add_argument("--amp", action="store_true", help="mixed precision inference")
-    group.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default=None,
-                       help="autocast dtype with --amp (default: float16 on CUDA, bfloat16 on CPU)")
-    group.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="mixed precision inference (default: on, bfloat16, on a GPU that runs it natively, off "
+                            "elsewhere)")
+    group.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
+                       help="autocast dtype (implies --amp; default: bfloat16, float16 on GPUs without native "
+                            "bfloat16)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels_last memory format (default: on a GPU that runs bfloat16 natively)")
     group.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
 
 
 def inference_options(args: argparse.Namespace) -> InferenceOptions:
     """The options of :func:`add_inference_flags`' flags, checked (FlagError / ValueError naming the flag)."""
     precision = precision_from_flags(args.amp, args.amp_dtype, args.device)
+    channels_last = fast_by_default(args.device) if args.channels_last is None else args.channels_last
     return InferenceOptions(args.mode, tuple(args.crop), tuple(args.stride), args.flip, tuple(args.scales),
-                            precision.dtype, args.channels_last)
+                            precision.dtype, channels_last)
 
 
 def plain_values(args: argparse.Namespace) -> dict:

@@ -28,6 +28,7 @@ class DistributedContext:
     rank: int
     world_size: int
     device: torch.device
+    local_world_size: int = 1  # the processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def is_main(self) -> bool:
@@ -49,7 +50,8 @@ def init_distributed_mode(device: str = "cuda") -> DistributedContext:
     dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world_size)
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
-    return DistributedContext(True, rank, world_size, torch.device(device))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    return DistributedContext(True, rank, world_size, torch.device(device), local_world_size)
 
 
 def is_main_process() -> bool:

@@ -22,6 +22,7 @@ from deeplabv3plus.precision import dtype_name
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.files import write_csv, write_json
+from segdata.loading import loader_options
 from segdata.pictures import save_figure
 from segdata.prediction_files import PredictionWriter, ids_kind, prediction_path
 
@@ -41,7 +42,7 @@ def evaluation_protocol(split: str, dataset, checkpoint: dict, options: Inferenc
         split=split, images=len(dataset), image_size=image_size_of(dataset.image_sizes()), mode=options.mode,
         window=options.crop if slide else None, stride=options.stride if slide else None, flip=options.flip,
         scales=options.scales, train_output_stride=train_stride, test_output_stride=eval_output_stride or train_stride,
-        amp_dtype=dtype_name(options.amp_dtype), ground_truth=ground_truth,
+        amp_dtype=dtype_name(options.amp_dtype), channels_last=options.channels_last, ground_truth=ground_truth,
         checkpoint_iteration=checkpoint.get("iteration"), weights=weights_digest(checkpoint["model"]))
 
 
@@ -145,7 +146,7 @@ def predict_split(model: torch.nn.Module, dataset, classes: ClassTable, options:
     """Predict and score every frame of a split (each process its shard; the sums are all-reduced), writing each
     frame's id PNG (and colour and overlay PNGs) into ``work_dir`` while the next batch is predicted."""
     loader = DataLoader(dataset, batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
-                        num_workers=workers, pin_memory=device.type == "cuda")
+                        **loader_options(workers, device, persistent=False))
     writer = PredictionWriter(work_dir, save_color=save_color, classes=classes)
     try:
         return evaluate(model, loader, device, classes.num_classes, ignore_index=IGNORE_INDEX,

@@ -1,7 +1,9 @@
 """Mixed precision, decided once: the autocast dtype (or none) and whether a GradScaler runs.
 
 Every script asks :func:`precision_from_flags` once and passes the result down;
-nothing else looks at ``--amp`` / ``--amp-dtype``.
+nothing else looks at ``--amp`` / ``--amp-dtype``. On a CUDA GPU that runs
+bfloat16 natively (Ampere or newer) the defaults are the fast ones: bfloat16
+autocast and channels_last (:func:`fast_by_default`); elsewhere float32.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import torch
 
 from segdata.flags import FlagError
 
-__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "dtype_name", "precision_from_flags",
-           "resolve_precision"]
+__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "dtype_name", "fast_by_default",
+           "precision_from_flags", "resolve_precision"]
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -38,26 +40,41 @@ def dtype_name(dtype: torch.dtype | None) -> str | None:
     return None if dtype is None else {value: name for name, value in AMP_DTYPES.items()}[dtype]
 
 
-def resolve_precision(amp: bool, amp_dtype: str | None, device: torch.device | str) -> Precision:
-    """The precision of ``--amp [--amp-dtype]`` on ``device``.
+def fast_by_default(device: torch.device | str) -> bool:
+    """Whether ``device`` is a CUDA GPU that runs bfloat16 natively (compute capability 8.0 or newer): there bfloat16
+    autocast and channels_last are the defaults of training, evaluation and prediction."""
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before 2.3 has no including_emulation (and no emulation either)
+        return bool(torch.cuda.is_bf16_supported())
 
-    Without ``amp`` it is float32 whatever ``amp_dtype`` says. The dtype defaults
-    to float16 on CUDA and bfloat16 on the CPU; only float16 on CUDA needs the
-    GradScaler (bfloat16 has float32's range).
+
+def resolve_precision(amp: bool | None, amp_dtype: str | None, device: torch.device | str) -> Precision:
+    """The precision of ``--amp`` / ``--no-amp`` / neither (``amp`` None) and ``--amp-dtype`` on ``device``.
+
+    Neither: autocast when ``amp_dtype`` is given or the device is :func:`fast_by_default`, float32 otherwise.
+    ``--no-amp`` is float32 whatever ``amp_dtype`` says. The dtype defaults to bfloat16 on the CPU and on a GPU that
+    runs it natively, float16 on older GPUs; only float16 on CUDA needs the GradScaler (bfloat16 has float32's range).
     """
+    if amp is None:
+        amp = amp_dtype is not None or fast_by_default(device)
     if not amp:
         return Precision()
     device_type = torch.device(device).type
-    dtype = AMP_DTYPES[amp_dtype or ("float16" if device_type == "cuda" else "bfloat16")]
+    default = "float16" if device_type == "cuda" and not fast_by_default(device) else "bfloat16"
+    dtype = AMP_DTYPES[amp_dtype or default]
     return Precision(dtype, use_scaler=dtype == torch.float16 and device_type == "cuda")
 
 
-def precision_from_flags(amp: bool, amp_dtype: str | None, device: torch.device | str) -> Precision:
-    """:func:`resolve_precision` for a command's flags, the one place they are checked: ``--amp-dtype`` without
-    ``--amp`` is refused (FlagError: it would be ignored); float16 on the CPU is warned about (many times slower
+def precision_from_flags(amp: bool | None, amp_dtype: str | None, device: torch.device | str) -> Precision:
+    """:func:`resolve_precision` for a command's flags, the one place they are checked: ``--amp-dtype`` with
+    ``--no-amp`` is refused (FlagError: it would be ignored); float16 on the CPU is warned about (many times slower
     than float32 there)."""
-    if amp_dtype is not None and not amp:
-        raise FlagError(f"argument --amp-dtype: {amp_dtype} takes effect only with --amp; add --amp or drop it")
+    if amp_dtype is not None and amp is False:
+        raise FlagError(f"argument --amp-dtype: {amp_dtype} takes effect only with autocast; drop --no-amp or the "
+                        "flag")
     precision = resolve_precision(amp, amp_dtype, device)
     if precision.dtype == torch.float16 and torch.device(device).type == "cpu":
         logging.getLogger(__name__).warning(

@@ -24,6 +24,7 @@ class EvaluationProtocol:
     train_output_stride: int | None = None
     test_output_stride: int | None = None
     amp_dtype: str | None = None  # None: float32
+    channels_last: bool = False  # the memory format the model ran in (the same scores, within rounding)
     ground_truth: str = ""  # e.g. "gtFine labelIds (as the server)"
     checkpoint_iteration: int | None = None
     weights: str = ""  # short digest of the state dict
@@ -42,6 +43,8 @@ class EvaluationProtocol:
         if tuple(self.scales) != (1.0,):
             parts.append("scales " + " ".join(str(float(scale)) for scale in self.scales))
         parts.append(self.amp_dtype or "float32")
+        if self.channels_last:
+            parts.append("channels_last")
         if self.ground_truth:
             parts.append(f"ground truth: {self.ground_truth}")
         if self.checkpoint_iteration is not None:

@@ -28,7 +28,7 @@ from deeplabv3plus.checkpoint import model_config
 from deeplabv3plus.cli import FlagError, crop_size
 from segdata.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE
 
-__all__ = ["DEFAULT_ITERATIONS", "KEPT_DEFAULTS", "RUN_DEFAULTS", "ResumeRecord", "check_batch_size",
+__all__ = ["DEFAULT_ITERATIONS", "FAST_DEFAULTS", "KEPT_DEFAULTS", "RUN_DEFAULTS", "ResumeRecord", "check_batch_size",
            "resolve_run_settings", "resume_record", "saved_settings"]
 
 RUN_DEFAULTS = {
@@ -40,8 +40,11 @@ RUN_DEFAULTS = {
 }
 """The recipe's value of every flag that defines a run."""
 KEPT_DEFAULTS = {"data_root": "data", "val_every": 10, "val_interval": None, "pretrained_backbone": "imagenet",
-                 "init_weights": None, "classes": None}
+                 "init_weights": None, "classes": None, "channels_last": False}
 """Settings a resumed run keeps unless they are given again."""
+FAST_DEFAULTS = {"amp": True, "channels_last": True}
+"""The defaults of a new run on a GPU that runs bfloat16 natively: autocast (bfloat16, see
+``deeplabv3plus.precision``) and channels_last."""
 DEFAULT_ITERATIONS = 80_000
 LENGTH_KEYS = ("iters", "epochs")
 
@@ -91,13 +94,19 @@ def _resolve_length(
                     f"iteration {progress[1]} on)"]
 
 
-def resolve_run_settings(given: dict, checkpoint: dict | None = None, source: Path | None = None) -> tuple[dict, list]:
+def resolve_run_settings(given: dict, checkpoint: dict | None = None, source: Path | None = None,
+                         new_run_defaults: dict | None = None) -> tuple[dict, list]:
     """The run-defining, kept and length settings of ``given`` (flags; None: not given) filled from the resumed
-    ``checkpoint`` (read from ``source``) or the recipe. Returns ``(settings, notes)``: notes say what a resume
-    changed. FlagError names a flag that contradicts the run being resumed."""
+    ``checkpoint`` (read from ``source``) or, for a new run, from ``new_run_defaults`` (e.g. :data:`FAST_DEFAULTS` on
+    a GPU) and the recipe. ``--amp-dtype`` alone implies ``--amp``. Returns ``(settings, notes)``: notes say what a
+    resume changed. FlagError names a flag that contradicts the run being resumed."""
     saved = saved_settings(checkpoint) if checkpoint is not None else None
+    if given.get("amp_dtype") is not None and given.get("amp") is None:
+        given = {**given, "amp": True}
+    fresh = new_run_defaults if saved is None and new_run_defaults else {}
     settings, notes = {}, []
     for key, default in RUN_DEFAULTS.items():
+        default = fresh.get(key, default)
         value = given.get(key)
         if key == "crop_size" and value is not None:
             value = list(crop_size(value))
@@ -108,6 +117,7 @@ def resolve_run_settings(given: dict, checkpoint: dict | None = None, source: Pa
             value = saved[key]
         settings[key] = default if value is None else value
     for key, default in KEPT_DEFAULTS.items():
+        default = fresh.get(key, default)
         value = given.get(key)
         if key == "data_root" and value is not None:
             value = str(Path(value).resolve())  # recorded absolute: --resume alone works from any folder

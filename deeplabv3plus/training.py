@@ -22,8 +22,9 @@ from deeplabv3plus.precision import Precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
 from segdata.classes import IGNORE_INDEX, ClassTable
-from segdata.dataset import SeededSampler
+from segdata.dataset import EpochStream, SeededSampler
 from segdata.flags import FlagError
+from segdata.loading import loader_options
 
 __all__ = [
     "build_criterion",
@@ -185,8 +186,9 @@ def show_validation(training_log: TrainingLog, val_set, preview_frames: int, cla
 def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, val_batch_size: int, workers: int,
                   seed: int, context: DistributedContext) -> tuple[DataLoader, DataLoader]:
     """Training loader (shuffled, DistributedSampler under DDP, a seed per sample from the sampler's own generator,
-    ``batch_size`` in total over the processes) and validation loader (each process its shard). Persistent workers
-    with a deeper prefetch queue; pinned memory on CUDA."""
+    ``batch_size`` in total over the processes; its epochs one stream, see :class:`segdata.dataset.EpochStream`) and
+    validation loader (each process its shard). Persistent workers of one thread each with a deeper prefetch queue;
+    pinned memory on CUDA."""
     per_process = batch_size // context.world_size
     if len(train_set) < batch_size:
         raise FlagError(f"{train_set.root}: the train split has {len(train_set)} images, fewer than --batch-size "
@@ -196,11 +198,10 @@ def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, val_bat
                                            drop_last=True)
     else:
         train_sampler = RandomSampler(train_set)
-    options = {"num_workers": workers, "pin_memory": context.device.type == "cuda"}
-    if workers > 0:
-        options.update(persistent_workers=True, prefetch_factor=4)
+    options = loader_options(workers, context.device)
     # the loader's own generator: its workers' base seed is not drawn from the global random state either
-    train_loader = DataLoader(train_set, per_process, sampler=SeededSampler(train_sampler, seed, context.rank),
+    train_loader = DataLoader(train_set, per_process,
+                              sampler=EpochStream(SeededSampler(train_sampler, seed, context.rank), per_process),
                               drop_last=True, generator=torch.Generator().manual_seed(seed), **options)
     val_loader = DataLoader(
         val_set, val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size), **options
@@ -208,12 +209,13 @@ def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, val_bat
     return train_loader, val_loader
 
 
-def validation_protocol(val_set, output_stride: int, precision_name: str | None, ground_truth: str
-                        ) -> EvaluationProtocol:
-    """How validation during training scores: whole val images, the training's output stride and precision."""
+def validation_protocol(val_set, output_stride: int, precision_name: str | None, channels_last: bool,
+                        ground_truth: str) -> EvaluationProtocol:
+    """How validation during training scores: whole val images, the training's output stride, precision and memory
+    format."""
     return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
                               train_output_stride=output_stride, test_output_stride=output_stride,
-                              amp_dtype=precision_name, ground_truth=ground_truth)
+                              amp_dtype=precision_name, channels_last=channels_last, ground_truth=ground_truth)
 
 
 def report_finished(state: TrainState, run_dir: Path) -> None:

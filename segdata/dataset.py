@@ -3,6 +3,7 @@ seed per sample, and the sampler that gives those seeds."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torchvision import tv_tensors
 from segdata.classes import ClassTable
 from segdata.masks import read_image, read_mask, size_mismatch, to_train_ids, unlabelled_mask
 
-__all__ = ["SeededSampler", "SegmentationDataset", "file_sizes"]
+__all__ = ["EpochStream", "SeededSampler", "SegmentationDataset", "file_sizes"]
 
 
 def file_sizes(paths: list[Path]) -> list[tuple[int, int]]:
@@ -145,3 +146,26 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
+
+
+class EpochStream(Sampler[tuple[int, int]]):
+    """The epochs of a :class:`SeededSampler` one after another, from :attr:`first_epoch` on, each cut to whole
+    batches of ``batch_size`` (what ``drop_last`` does per epoch).
+
+    One loader iterator then serves a whole run: its workers go on preparing the
+    next epoch's first batches while an epoch ends (checkpoint, validation),
+    instead of starting from an empty queue at every epoch. Each epoch holds the
+    samples and seeds the sampler gives for it, so a run resumed at an epoch
+    repeats an uninterrupted one. ``len()`` is one epoch's samples.
+    """
+
+    def __init__(self, sampler: SeededSampler, batch_size: int, first_epoch: int = 0) -> None:
+        self.sampler, self.batch_size, self.first_epoch = sampler, batch_size, first_epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for epoch in itertools.count(self.first_epoch):
+            self.sampler.set_epoch(epoch)
+            yield from itertools.islice(iter(self.sampler), len(self))
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size * self.batch_size

@@ -6,8 +6,12 @@ so autograd, autocast and every kernel run as usual, while Python sees
 maps ``device="cuda"`` (factories, ``.to``, ``.cuda``, ``Module.to``) onto it.
 What the harness adds is what a CPU run cannot show:
 
-- CPU/CUDA mixing raises CUDA's own message (0-dim CPU tensors and CPU indices
-  are allowed, as on CUDA);
+- CPU/CUDA mixing raises CUDA's own message. As on CUDA, a 0-dim CPU tensor may
+  only be an *input* of an element-wise op: as the output of an in-place op (a CPU
+  accumulator of device values), or in ``stack``/``cat``, it is an error, and in
+  ``where`` it is copied to the device with a blocking copy (a sync). CPU indices
+  of a device tensor are copied to it the same way; device indices of a CPU
+  tensor are an error;
 - ops CUDA has no kernel for at a dtype (integer matmul, integer pooling and
   convolution, uint8 bilinear/bicubic resize, half histc) raise
   ``"mm_cuda" not implemented for 'Long'``-style errors;
@@ -15,7 +19,8 @@ What the harness adds is what a CPU run cannot show:
   copy before a synchronisation raises;
 - every host-device synchronisation (``item``/``bool``, ``tolist``, ``nonzero``,
   boolean-mask indexing, ``bincount``, ``unique``, device-to-host copies,
-  blocking or pageable host-to-device copies, ``torch.tensor(..., device=cuda)``)
+  blocking or pageable host-to-device copies of any size, 0-dim included,
+  ``torch.tensor(..., device=cuda)``, CPU scalars and indices copied in by an op)
   is recorded with the project line that caused it.
 
 What it cannot show: numerics of CUDA kernels, cuDNN, TF32, fp16 overflow, OOM,
@@ -40,11 +45,17 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["FakeCuda", "FakeCudaTensor", "Sync", "fake_cuda"]
+__all__ = ["SYNC_DEBUG_PROTOTYPE_WARNING", "SYNC_MESSAGE", "FakeCuda", "FakeCudaTensor", "Sync", "fake_cuda"]
 
 REPO = Path(__file__).resolve().parent.parent
 CUDA = torch.device("cuda", 0)
 _HARNESS: list[FakeCuda] = []  # the active harness (a stack of one); the tensors below report to it
+
+SYNC_DEBUG_PROTOTYPE_WARNING = ("Synchronization debug mode is a prototype feature and does not yet detect all "
+                                "synchronizing operations")
+"""What torch.cuda.set_sync_debug_mode warns when it is turned on (torch/csrc/cuda/Module.cpp)."""
+SYNC_MESSAGE = "called a synchronizing CUDA operation"
+"""The start of what sync debug mode warns or raises at a synchronizing call (c10/cuda/CUDAFunctions.cpp)."""
 
 _SCALAR_TYPE_NAMES = {
     torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
@@ -72,9 +83,13 @@ _SYNCING_OPS = {
     "masked_select": "masked_select()", "bincount": "bincount()", "_unique": "unique()", "_unique2": "unique()",
     "unique_dim": "unique()", "unique_consecutive": "unique()", "repeat_interleave": "repeat_interleave()",
 }
-# ops that may take CPU tensors beside CUDA ones (indices; copies between devices)
-_MIXING_ALLOWED = {"index", "index_put", "index_put_", "_index_put_impl_", "copy_", "_to_copy", "lift_fresh",
-                   "_local_scalar_dense"}
+# ops that may take CPU tensors beside CUDA ones (copies between devices); indexing has rules of its own
+_MIXING_ALLOWED = {"copy_", "_to_copy", "lift_fresh", "_local_scalar_dense"}
+_INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
+# ops that refuse a CPU tensor of any size beside CUDA ones (CUDA: "Expected all tensors to be on the same device")
+_NO_CPU_SCALARS = {"stack", "cat", "_cat", "hstack", "vstack"}
+# ops that copy a 0-dim CPU operand to the device with a blocking copy (ATen's where_self_out: ``.to(device)``)
+_COPIES_CPU_SCALARS = {"where"}
 
 
 @dataclass(frozen=True)
@@ -144,8 +159,10 @@ class FakeCudaTensor(torch.Tensor):
         op = func.overloadpacket.__name__
         flat, _ = tree_flatten((args, kwargs))
         _check_kernel_exists(op, flat)
-        if op not in _MIXING_ALLOWED:
-            _check_same_device(func, flat)
+        if op in _INDEXING:
+            _check_indexing(args)
+        elif op not in _MIXING_ALLOWED:
+            _check_same_device(func, op, args, kwargs)
         if op in _SYNCING_OPS:
             _record(_SYNCING_OPS[op])
         elif op == "index" and any(isinstance(index, torch.Tensor) and index.dtype == torch.bool
@@ -201,19 +218,60 @@ def _check_kernel_exists(op: str, flat: list) -> None:
             raise RuntimeError(f'"{kernel}" not implemented for \'{_SCALAR_TYPE_NAMES[value.dtype]}\'')
 
 
-def _check_same_device(func, flat: list) -> None:
-    tensors = [value for value in flat if isinstance(value, torch.Tensor)]
-    if any(isinstance(value, FakeCudaTensor) for value in tensors) and any(
-            not isinstance(value, FakeCudaTensor) and value.dim() > 0 for value in tensors):
-        raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and "
-                           f"cpu! (when checking argument for {func})")
+def _same_device_error(func) -> RuntimeError:
+    return RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and "
+                        f"cpu! (when checking argument for {func})")
+
+
+def _written_arguments(func, args: tuple, kwargs: dict) -> list:
+    """The values of the arguments ``func`` writes to (``self`` of an in-place op, ``out=``), after its schema."""
+    written = []
+    for position, argument in enumerate(func._schema.arguments):
+        if argument.alias_info is None or not argument.alias_info.is_write:
+            continue
+        value = args[position] if position < len(args) else kwargs.get(argument.name)
+        written.extend(value if isinstance(value, (list, tuple)) else [value])
+    return written
+
+
+def _check_same_device(func, op: str, args: tuple, kwargs: dict) -> None:
+    """CUDA's rules for CPU tensors beside CUDA ones (see the module docstring)."""
+    tensors = [value for value in tree_flatten((args, kwargs))[0] if isinstance(value, torch.Tensor)]
+    if not any(isinstance(value, FakeCudaTensor) for value in tensors):
+        return
+    on_host = [value for value in tensors if not isinstance(value, FakeCudaTensor)]
+    if not on_host:
+        return
+    if any(value.dim() > 0 for value in on_host) or op in _NO_CPU_SCALARS:
+        raise _same_device_error(func)
+    written = _written_arguments(func, args, kwargs)
+    if any(isinstance(value, torch.Tensor) and not isinstance(value, FakeCudaTensor) for value in written):
+        raise _same_device_error(func)  # a CPU tensor as the output of an op on device tensors
+    if op in _COPIES_CPU_SCALARS:
+        _record(f"blocking host-to-device copy (a CPU scalar tensor in {op})")
+
+
+def _check_indexing(args: tuple) -> None:
+    """``self[indices]`` / ``self[indices] = values``: CPU indices of a device tensor are copied to the device (a
+    blocking copy), device indices of a CPU tensor are an error (as on CUDA)."""
+    indexed, indices = args[0], [index for index in args[1] if isinstance(index, torch.Tensor)]
+    if not isinstance(indexed, FakeCudaTensor):
+        if any(isinstance(index, FakeCudaTensor) for index in indices):
+            raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
+        return
+    if any(not isinstance(index, FakeCudaTensor) for index in indices):
+        _record("blocking host-to-device copy (CPU indices of a device tensor)")
+    values = args[2] if len(args) > 2 else None
+    if isinstance(values, torch.Tensor) and not isinstance(values, FakeCudaTensor) and values.dim() > 0:
+        raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 "
+                           "and cpu! (when checking argument for index_put_)")
 
 
 def _copy(args, kwargs):
     """``dst.copy_(src)`` between devices: a host-to-device copy waits unless it is non_blocking from pinned memory."""
     destination, source = args[0], args[1]
     non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
-    if isinstance(destination, FakeCudaTensor) and not isinstance(source, FakeCudaTensor) and source.dim() > 0:
+    if isinstance(destination, FakeCudaTensor) and not isinstance(source, FakeCudaTensor):
         if not (non_blocking and getattr(source, "_fake_pinned", False)):
             _record("blocking host-to-device copy")
     elif not isinstance(destination, FakeCudaTensor) and isinstance(source, FakeCudaTensor):
@@ -312,7 +370,22 @@ class _CudaOntoFake(TorchFunctionMode):
         if name == "one_hot" and args and isinstance(args[0], FakeCudaTensor):
             # a C++ composite: it makes its output with the input's (CPU) options, outside the wrapper
             return _wrap(func(args[0].elem, *args[1:], **kwargs))
+        if name == "where" and len(args) == 3 and any(isinstance(arg, FakeCudaTensor) for arg in args):
+            # torch.where(condition, 3, tensor) makes the 3 on the tensor's device (ATen's scalar_tensor with its
+            # options): no copy, unlike a CPU tensor passed in (a blocking copy, see _check_same_device)
+            return func(*_python_scalars_on_the_device(args), **kwargs)
         return func(*args, **kwargs)
+
+
+def _python_scalars_on_the_device(args: tuple) -> tuple:
+    """``where``'s arguments with each Python number made a 0-dim tensor on the fake device, of the result's dtype."""
+    numbers = [arg for arg in args[1:] if isinstance(arg, (bool, int, float))]
+    if not numbers:
+        return args
+    values = [arg for arg in args[1:] if isinstance(arg, torch.Tensor)]
+    dtype = torch.result_type(values[0], numbers[0]) if values else torch.tensor(numbers[0]).dtype
+    return tuple(FakeCudaTensor(torch.scalar_tensor(arg, dtype=dtype)) if index and isinstance(arg, (bool, int, float))
+                 else arg for index, arg in enumerate(args))
 
 
 def _is_cuda(device) -> bool:
@@ -402,13 +475,16 @@ class FakeCuda:
         self.syncs.append(sync)
         self.syncs_done += 1
         if self.sync_debug_mode == 2:
-            raise RuntimeError(f"called a synchronizing CUDA operation: {kind} at {sync.where}")
+            raise RuntimeError(f"{SYNC_MESSAGE}: {kind} at {sync.where}")
         if self.sync_debug_mode == 1:
-            warnings.warn(f"called a synchronizing CUDA operation: {kind} at {sync.where}", stacklevel=2)
+            warnings.warn(f"{SYNC_MESSAGE}: {kind} at {sync.where}", stacklevel=2)
 
     def set_sync_debug_mode(self, mode: int | str) -> None:
-        """torch.cuda.set_sync_debug_mode: "default"/0, "warn"/1, "error"/2."""
+        """torch.cuda.set_sync_debug_mode: "default"/0, "warn"/1, "error"/2; like torch, a mode other than the default
+        warns that the feature is a prototype (a warning whose text says "synchronizing", but is not a sync)."""
         self.sync_debug_mode = {"default": 0, "warn": 1, "error": 2}.get(mode, mode)
+        if self.sync_debug_mode:
+            warnings.warn(SYNC_DEBUG_PROTOTYPE_WARNING, UserWarning, stacklevel=2)
 
     def synchronize(self, device=None) -> None:
         self.syncs_done += 1

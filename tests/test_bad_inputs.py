@@ -91,7 +91,7 @@ TRAIN_FLAGS = [  # (flags, what the one line must say)
     (["--log-every", "0"], "argument --log-every: must be a positive integer, got 0"),
     (["--aux-loss-weight", "-1"], "argument --aux-loss-weight: must be a number >= 0, got -1"),
     (["--device", "gpu"], "argument --device: must be cpu, cuda or cuda:N, got 'gpu'"),
-    (["--amp-dtype", "float16"], "argument --amp-dtype: float16 takes effect only with --amp"),
+    (["--no-amp", "--amp-dtype", "float16"], "argument --amp-dtype: float16 takes effect only with autocast"),
     (["--batch-size", "4"], "the train split has 3 images, fewer than --batch-size 4"),
 ]
 
@@ -187,21 +187,21 @@ def test_a_second_run_never_overwrites_the_first(tiny_copy, tmp_path, capsys):
 
 
 def test_a_killed_checkpoint_write_leaves_no_temporary_file(tiny_copy, tmp_path, capsys, monkeypatch):
-    from deeplabv3plus import engine
+    from deeplabv3plus import checkpoint
 
     undo = interrupt_training_at_epoch(monkeypatch, 2)
     assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path, "--iters", "2"), capsys)[0] == 130
     undo()
     run = tmp_path / "dlv3p_resnet50_os16"
     (run / ".best.pth.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a write the kill cut short
-    real = engine.save_checkpoint
+    real = checkpoint.write_checkpoint
 
-    def disk_full(path, *args, **kwargs):
+    def disk_full(path, payload):  # in the background writer, as a real full disk would be
         if Path(path).name == "best.pth":
             raise OSError(28, "No space left on device", str(path))
-        return real(path, *args, **kwargs)
+        return real(path, payload)
 
-    monkeypatch.setattr(engine, "save_checkpoint", disk_full)
+    monkeypatch.setattr(checkpoint, "write_checkpoint", disk_full)
     code, err = outcome(
         train_dlv3p, train_argv(tiny_copy, tmp_path, "--resume", run / "last.pth", "--iters", "2"), capsys
     )

@@ -1,32 +1,47 @@
 """The benchmark scripts run end to end at a tiny size (their figures come from real runs, not from here)."""
 
 import csv
+import re
 
 import pytest
 import train_throughput  # benchmarks/ is on pytest's pythonpath
 
 
-def test_train_throughput_model_and_loader(tiny_root, tmp_path):
+def test_train_throughput_model_loader_and_data_modes(tiny_root, tmp_path):
     args = train_throughput.get_args_parser().parse_args([
         "--device", "cpu", "--backbones", "resnet50", "--output-strides", "16", "--precisions", "fp32",
-        "--variants", "eager", "--modes", "model", "loader", "--crop", "32", "64", "--batch", "2", "--warmup", "1",
-        "--steps", "2", "--workers", "0", "--data-root", str(tiny_root), "--threads", "1",
+        "--variants", "eager", "--modes", "model", "loader", "data", "--crop", "32", "64", "--batch", "2",
+        "--warmup", "1", "--steps", "2", "--workers", "0", "1", "--data-root", str(tiny_root), "--threads", "1",
         "--csv", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png")])
     rows = train_throughput.main(args)
-    assert [row["mode"] for row in rows] == ["model", "loader"]
+    assert [(row["mode"], row["workers"]) for row in rows] == [("model", 0), ("loader", 0), ("loader", 1),
+                                                               ("data", 0), ("data", 1)]
     for row in rows:
-        assert row["images_per_s"] > 0 and row["peak_memory_mib"] > 100
-        assert row["data_ms_per_step"] >= 0 and row["compute_ms_per_step"] > 0
+        assert row["images_per_s"] > 0 and row["data_ms_per_step"] >= 0
+        if row["mode"] != "data":
+            assert row["peak_memory_mib"] > 100 and row["compute_ms_per_step"] > 0
+    one_worker = rows[-1]
+    assert one_worker["images_per_s_per_worker"] == one_worker["images_per_s"] and rows[-2]["backbone"] == ""
     with open(tmp_path / "t.csv") as stream:
-        assert [line["mode"] for line in csv.DictReader(stream)] == ["model", "loader"]
+        assert [line["mode"] for line in csv.DictReader(stream)] == ["model", "loader", "loader", "data", "data"]
     assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_loader_modes_warm_up_until_every_worker_delivered_and_time_a_steady_window():
+    args = train_throughput.get_args_parser().parse_args([
+        "--device", "cpu", "--backbones", "resnet50", "--output-strides", "16", "--variants", "eager", "--modes",
+        "model", "data", "--precisions", "fp32", "--workers", "3", "--warmup", "1",
+        "--steps", "2", "--data-root", "x"])
+    configs = list(train_throughput.configurations(args))
+    assert [(config["mode"], config["warmup"], config["steps"]) for config in configs] == [
+        ("model", 1, 2), ("data", 6, 12)]  # data once: it has no model to vary
 
 
 def test_loader_mode_needs_a_data_root(tmp_path):
     args = train_throughput.get_args_parser().parse_args(
         ["--device", "cpu", "--modes", "loader", "--precisions", "fp32"]
     )
-    with pytest.raises(SystemExit, match="needs --data-root"):
+    with pytest.raises(SystemExit, match="need --data-root"):
         train_throughput.main(args)
 
 
@@ -56,3 +71,20 @@ def test_data_loading_table_rebuilds_the_opencv_pipeline(tiny_copy, tmp_path):
     names = [row["pipeline"] for row in rows]
     assert names[:2] == ["decode floor, OpenCV (before)", "decode floor (2 PNGs, no transform)"]
     assert set(data_loading.PIPELINES) <= set(names) and all(row["samples_per_s"] > 0 for row in rows)
+
+
+def test_the_gpu_check_runs_every_stage_as_a_dry_run_on_the_cpu(tmp_path):
+    """make gpu-check's script at a tiny size on the CPU: every stage runs, six files, one table."""
+    import gpu_check
+
+    stages = gpu_check.main(gpu_check.get_args_parser().parse_args(["--dry-run", "--device", "cpu", "--out",
+                                                                    str(tmp_path)]))
+    assert [stage.name for stage in stages] == ["data", "sync", "throughput", "training", "inference", "tier"]
+    assert all(stage.status == "ok" for stage in stages), [(stage.name, stage.status) for stage in stages]
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["gpu_check.log", "gpu_check.md", "inference.csv", "sync.log", "throughput.csv",
+                       "training_history.csv"]
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "(dry run)" in table and "epoch-end pause" in table and "loader alone, cache, 1 workers" in table
+    assert "train_dlv3p.py, defaults" in table and "float32, contiguous, 1" in table
+    assert re.search(r"\| sync \| ok \| \d+ \| sync tests \| 4/\d+ tests collected", table)  # 4 precisions/formats

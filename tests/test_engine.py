@@ -4,7 +4,7 @@ from torch import nn
 
 from deeplabv3plus.engine import poly_lr_factor, train_one_epoch
 from deeplabv3plus.inference import predict
-from deeplabv3plus.precision import Precision, resolve_precision
+from deeplabv3plus.precision import Precision, fast_by_default, resolve_precision
 
 
 def test_poly_schedule_with_warmup():
@@ -98,13 +98,20 @@ def test_no_host_sync_between_checks(monkeypatch):
     assert stats.data_seconds >= 0 and stats.compute_seconds > 0 and stats.peak_memory_mb > 0
 
 
-def test_precision_is_decided_in_one_place():
-    assert resolve_precision(False, "float16", "cuda") == Precision(None, False)  # no --amp: float32, no scaler
-    assert resolve_precision(True, None, "cuda") == Precision(torch.float16, True)
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["ampere-or-newer", "older-gpu"])
+def test_precision_is_decided_in_one_place(monkeypatch, native_bf16):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16)
+    fast = Precision(torch.bfloat16, False)
+    assert resolve_precision(False, "float16", "cuda") == Precision(None, False)  # --no-amp: float32, no scaler
+    assert resolve_precision(None, None, "cuda") == (fast if native_bf16 else Precision())  # the GPU's default
+    assert resolve_precision(True, None, "cuda") == (fast if native_bf16 else Precision(torch.float16, True))
+    assert resolve_precision(None, "float16", "cuda") == Precision(torch.float16, True)  # --amp-dtype implies --amp
+    assert resolve_precision(True, "bfloat16", "cuda:1") == fast
+    assert resolve_precision(None, None, "cpu") == Precision()  # the CPU's default stays float32
     assert resolve_precision(True, None, "cpu") == Precision(torch.bfloat16, False)
-    assert resolve_precision(True, "bfloat16", "cuda:1") == Precision(torch.bfloat16, False)
     assert resolve_precision(True, "float16", "cpu") == Precision(torch.float16, False)  # no GradScaler off CUDA
     assert resolve_precision(True, None, "cpu").name == "bfloat16" and Precision().name is None
+    assert fast_by_default("cuda") is native_bf16 and fast_by_default("cpu") is False
 
 
 def test_cpu_bfloat16_support_guards_the_private_api(monkeypatch):

@@ -8,12 +8,13 @@ never waits on the host.
 
 import json
 import shutil
+import warnings
 import zipfile
 
 import pytest
 import torch
 import torch.nn.functional as F
-from fake_cuda import FakeCudaTensor
+from fake_cuda import SYNC_DEBUG_PROTOTYPE_WARNING, SYNC_MESSAGE, FakeCudaTensor
 from helpers import interrupt_training_at_epoch
 
 import predict_dlv3p
@@ -43,6 +44,28 @@ def planted_accumulator_on_the_host(losses):
     total = torch.zeros(1)  # a CPU accumulator of GPU losses
     for loss in losses:
         total += loss  # planted
+
+
+def planted_scalar_accumulator_on_the_host(losses):
+    loss_sum = torch.zeros((), dtype=torch.float64)  # a 0-dim float64 accumulator made on the CPU
+    for loss in losses:
+        loss_sum += loss  # planted: a CPU tensor as the output of an in-place op on device values
+
+
+def planted_stack_with_a_host_scalar(loss):
+    return torch.stack([loss, torch.tensor(0.0)])  # planted: stack/cat take no CPU tensor, 0-dim or not
+
+
+def planted_blocking_scalar_copy(running):
+    running.copy_(torch.tensor(0.0))  # planted: a 0-dim host-to-device copy_ waits for the stream
+
+
+def planted_host_scalar_in_where(is_first, first_step, step):
+    return torch.where(is_first, torch.tensor(step), first_step)  # planted: where copies the CPU scalar in, blocking
+
+
+def planted_host_indices(values):
+    return values[torch.arange(2)]  # planted: CPU indices are copied to the device, blocking
 
 
 def planted_mask_left_on_the_host(predictions, targets):
@@ -103,6 +126,21 @@ PLANTED = {
     "non_blocking read": (lambda: planted_read_before_synchronize(torch.ones((), device="cuda")),
                           planted_read_before_synchronize, RuntimeError,
                           "non_blocking device-to-host copy .* before torch.cuda.synchronize"),
+    "0-dim accumulator": (lambda: planted_scalar_accumulator_on_the_host([torch.ones((), device="cuda")] * 2),
+                          planted_scalar_accumulator_on_the_host, RuntimeError,
+                          "Expected all tensors to be on the same device"),
+    "stack with a host scalar": (lambda: planted_stack_with_a_host_scalar(torch.ones((), device="cuda")),
+                                 planted_stack_with_a_host_scalar, RuntimeError,
+                                 "Expected all tensors to be on the same device"),
+    "0-dim blocking copy": (lambda: planted_blocking_scalar_copy(torch.ones((), device="cuda")),
+                            planted_blocking_scalar_copy, RuntimeError,
+                            "synchronizing CUDA operation: blocking host-to-device copy"),
+    "host scalar in where": (lambda: planted_host_scalar_in_where(torch.ones((), dtype=torch.bool, device="cuda"),
+                                                                  torch.zeros((), dtype=torch.int64, device="cuda"), 3),
+                             planted_host_scalar_in_where, RuntimeError,
+                             "synchronizing CUDA operation: blocking host-to-device copy"),
+    "host indices": (lambda: planted_host_indices(torch.ones(4, device="cuda")), planted_host_indices, RuntimeError,
+                     "synchronizing CUDA operation: blocking host-to-device copy"),
     "scaler order": (lambda: planted_scaler_step_before_backward(torch.nn.Conv2d(3, 2, 1).to("cuda"),
                                                                  torch.randn(1, 3, 4, 4, device="cuda")),
                      planted_scaler_step_before_backward, AssertionError, "_scale is None"),
@@ -111,7 +149,10 @@ PLANTED = {
 
 @pytest.mark.parametrize("mistake", list(PLANTED))
 def test_the_harness_catches_a_planted_cuda_only_mistake(fake_cuda, mistake):
+    """Each mistake raises where it is made: CUDA's error, or (a sync) the error of sync debug mode "error"."""
     run, function, error, message = PLANTED[mistake]
+    if message.startswith("synchronizing"):
+        torch.cuda.set_sync_debug_mode("error")
     with pytest.raises(error, match=message) as caught:
         run()
     assert any(entry.lineno + 1 == planted_line(function) for entry in caught.traceback), caught.traceback
@@ -126,6 +167,11 @@ def test_each_planted_mistake_passes_unnoticed_on_the_cpu():
     planted_accumulator_on_the_host([torch.ones(())] * 2)
     planted_mask_left_on_the_host(predictions, targets)
     planted_integer_matmul(torch.ones(19, 19, dtype=torch.int64), torch.arange(19) % 7)
+    planted_scalar_accumulator_on_the_host([torch.ones(())] * 2)
+    planted_stack_with_a_host_scalar(torch.ones(()))
+    planted_blocking_scalar_copy(torch.ones(()))
+    planted_host_scalar_in_where(torch.ones((), dtype=torch.bool), torch.zeros((), dtype=torch.int64), 3)
+    planted_host_indices(torch.ones(4))
     planted_numpy_of_a_gpu_tensor(predictions)
     planted_read_before_synchronize(torch.ones(()))
     planted_scaler_step_before_backward(torch.nn.Conv2d(3, 2, 1), torch.randn(1, 3, 4, 4))  # the scaler disables itself
@@ -137,6 +183,19 @@ def test_tensors_say_cuda_and_compute_real_values(fake_cuda):
     assert (images * 2).sum().cpu().item() == 30.0
     assert torch.zeros(2, device="cuda").device.type == "cuda"
     assert (images.cpu() + 1).device.type == "cpu"
+
+
+def test_turning_sync_debug_mode_on_warns_as_torch_does(fake_cuda):
+    """torch warns, in words that say "synchronizing", when the mode is turned on: a sync test that counts every
+    warning holding that word fails on that warning alone (the likely cause of the GPU tier's first failure of its
+    sync test). A sync is what starts with SYNC_MESSAGE."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        (torch.ones((), device="cuda") + 1).sum()
+        torch.cuda.set_sync_debug_mode("default")
+    assert [str(warning.message) for warning in caught] == [SYNC_DEBUG_PROTOTYPE_WARNING]
+    assert "synchroniz" in SYNC_DEBUG_PROTOTYPE_WARNING and not SYNC_DEBUG_PROTOTYPE_WARNING.startswith(SYNC_MESSAGE)
 
 
 def count_of(syncs, kind):
@@ -161,10 +220,12 @@ def test_the_harness_counts_host_device_syncs_with_their_line(fake_cuda):
 
 # --- the real entry points with --device cuda ---
 
-def train(root, save_dir, *extra, iterations=3, run_name="fake"):
+def train(root, save_dir, *extra, iterations=3, run_name="fake", workers: int | None = 0):
+    """train_dlv3p with --device cuda at a tiny size; ``workers=None``: the default number of loader workers."""
     args = train_dlv3p.get_args_parser().parse_args([
         "--data-root", str(root), "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
-        "--crop-size", "32", "64", "--workers", "0", "--device", "cuda", "--save-dir", str(save_dir),
+        "--crop-size", "32", "64", *([] if workers is None else ["--workers", str(workers)]), "--device", "cuda",
+        "--save-dir", str(save_dir),
         "--run-name", run_name, "--warmup-iters", "1", "--log-every", "100", "--iters", str(iterations),
         "--val-batch-size", "6", *extra])
     return train_dlv3p.main(args)
@@ -202,12 +263,12 @@ def steps_root(learn_root, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("extra", [[], ["--amp", "--no-tensorboard"],
-                                   ["--amp", "--amp-dtype", "bfloat16", "--channels-last", "--no-tensorboard"]],
-                         ids=["fp32", "fp16-scaler", "bf16-channels-last"])  # TensorBoard previews: on fp32 alone
+@pytest.mark.parametrize("extra", [["--no-amp", "--no-channels-last"], ["--amp-dtype", "float16", "--no-tensorboard"],
+                                   ["--no-tensorboard"]],
+                         ids=["fp32", "fp16-scaler", "defaults"])  # TensorBoard previews: on fp32 alone
 def test_a_training_step_on_cuda_never_waits_on_the_host(fake_cuda, steps_root, tmp_path, monkeypatch, extra):
     marks = spy_on_steps(monkeypatch, fake_cuda)
-    assert train(steps_root, tmp_path, *extra) == 0
+    assert train(steps_root, tmp_path, *extra, workers=None) == 0  # the default workers, pinned memory
     assert len(marks) == 3  # one epoch of 6 steps cut at --iters 3; the loss is read at its end only
     between_steps = fake_cuda.syncs[marks[0]:marks[-1]]  # step 1's backward and update .. step 3's forward
     assert between_steps == [], between_steps
@@ -215,8 +276,10 @@ def test_a_training_step_on_cuda_never_waits_on_the_host(fake_cuda, steps_root, 
     assert history[-1]["iteration"] == 3 and torch.isfinite(torch.tensor(history[-1]["train_loss"]))
     checkpoint = load_checkpoint(tmp_path / "fake" / "last.pth")
     assert checkpoint["args"]["device"] == "cuda" and checkpoint["optimizer"]["state"]  # momentum buffers exist
-    if extra[:2] == ["--amp", "--no-tensorboard"]:
+    if "float16" in extra:
         assert checkpoint["scaler"]["_growth_tracker"] >= 0 and checkpoint["optimizer"]["param_groups"][0]["fused"]
+    if extra == ["--no-tensorboard"]:  # the defaults on a GPU that runs bfloat16 natively
+        assert checkpoint["args"]["amp_dtype"] == "bfloat16" and checkpoint["args"]["channels_last"]
 
 
 def test_log_every_reads_the_device_once_per_period(fake_cuda, steps_root, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ inference flags shared by test and predict."""
 import re
 
 import pytest
+import torch
 
 import predict_dlv3p
 import test_dlv3p
@@ -63,6 +64,10 @@ def test_test_and_predict_share_the_inference_flags():
         cli.inference_options(predict_dlv3p.get_args_parser().parse_args(["x.png", "--model-weights-path", "m.pth",
                                                                            "--mode", "slide", "--crop", "64", "64",
                                                                            "--stride", "96", "48"]))
-    with pytest.raises(cli.FlagError, match="argument --amp-dtype: bfloat16 takes effect only with --amp"):
+    with pytest.raises(cli.FlagError, match="argument --amp-dtype: bfloat16 takes effect only with autocast; drop "
+                                            "--no-amp"):
         cli.inference_options(test_dlv3p.get_args_parser().parse_args(
-            ["--model-weights-path", "m.pth", "--amp-dtype", "bfloat16"]))
+            ["--model-weights-path", "m.pth", "--no-amp", "--amp-dtype", "bfloat16"]))
+    implied = cli.inference_options(test_dlv3p.get_args_parser().parse_args(
+        ["--model-weights-path", "m.pth", "--amp-dtype", "bfloat16", "--device", "cpu"]))
+    assert implied.amp_dtype == torch.bfloat16 and not implied.channels_last

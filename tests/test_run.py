@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from deeplabv3plus.cli import FlagError
-from deeplabv3plus.run import DEFAULT_ITERATIONS, RUN_DEFAULTS, resolve_run_settings, resume_record
+from deeplabv3plus.run import DEFAULT_ITERATIONS, FAST_DEFAULTS, RUN_DEFAULTS, resolve_run_settings, resume_record
 from deeplabv3plus.run_folder import run_location
 
 
@@ -31,6 +31,26 @@ def test_a_resumed_run_keeps_everything_it_used():
     assert (settings["data_root"], settings["val_every"], settings["pretrained_backbone"]) == ("/data/cityscapes", 1,
                                                                                               "none")
     assert notes == []
+
+
+def test_a_new_run_on_a_bfloat16_gpu_is_fast_by_default_and_a_resumed_run_keeps_how_it_started():
+    gpu, _ = resolve_run_settings({}, new_run_defaults=FAST_DEFAULTS)
+    assert gpu["amp"] is True and gpu["amp_dtype"] is None and gpu["channels_last"] is True  # bfloat16: see precision
+    told, _ = resolve_run_settings({"amp": False, "channels_last": False}, new_run_defaults=FAST_DEFAULTS)
+    assert told["amp"] is False and told["channels_last"] is False
+    assert resolve_run_settings({"amp_dtype": "float16"})[0]["amp"] is True  # --amp-dtype alone implies --amp
+    cpu, _ = resolve_run_settings({})
+    assert cpu["amp"] is False and cpu["channels_last"] is False
+    # a run started in float32 on the CPU, resumed on the GPU: float32 and its memory format, as it started
+    resumed, notes = resolve_run_settings({}, checkpoint(amp=False, amp_dtype=None, channels_last=False), "last.pth",
+                                          FAST_DEFAULTS)
+    assert resumed["amp"] is False and resumed["channels_last"] is False and notes == []
+    started_fast = checkpoint(amp=True, amp_dtype="bfloat16", channels_last=True)
+    assert resolve_run_settings({}, started_fast, "last.pth")[0]["amp_dtype"] == "bfloat16"
+    with pytest.raises(FlagError, match="argument --amp: False differs from True"):
+        resolve_run_settings({"amp": False}, started_fast, "last.pth")
+    _, notes = resolve_run_settings({"channels_last": False}, started_fast, "last.pth")
+    assert notes == ["--channels-last: True -> False"]  # a memory format may change, and the change is recorded
 
 
 @pytest.mark.parametrize("flag, value", [("lr", 0.5), ("output_stride", 8), ("batch_size", 4), ("seed", 3)])
