@@ -75,7 +75,7 @@ def training_loader(config: dict, device: torch.device, batches: int) -> tuple[D
     from segdata.dataset import SeededSampler
     from segdata.transforms import train_transforms
 
-    jitter_on_device = device.type == "cuda"
+    jitter_on_device = config["jitter_on_device"]
     transforms = train_transforms(config["crop"], jitter_on_device=jitter_on_device)
     dataset = CityscapesSegmentation(config["data_root"], "train", transforms,
                                      cache_root=config["data_root"] / CACHE_DIR if config["cache"] else None)
@@ -88,12 +88,15 @@ def training_loader(config: dict, device: torch.device, batches: int) -> tuple[D
 
 
 def loader_only(config: dict, device: torch.device) -> dict:
-    """Images per second of the loader alone: each batch copied to the device (and jittered there on CUDA)."""
+    """Images per second of the loader alone: on CUDA each batch copied to the device and jittered there; on the CPU
+    the batches as they come (--jitter-on-device: the loader of the GPU path, uint8 crops, the jitter left undone)."""
     loader, batch_step = training_loader(config, device, config["warmup"] + config["steps"])
     batches = iter(loader)
 
     def consume(count: int) -> None:
         for images, masks, meta in itertools.islice(batches, count):
+            if device.type == "cpu":
+                continue  # nothing to copy: the loader's batches are what the model would take
             images = to_device(images, device, False)
             if batch_step is not None:
                 images = batch_step(images, meta)
@@ -186,7 +189,9 @@ def configurations(args: argparse.Namespace):
             yield {"backbone": backbone, "output_stride": output_stride, "precision": precision, "variant": variant,
                    "mode": mode, "crop": tuple(args.crop), "batch": args.batch, "device": args.device,
                    "warmup": warmup, "steps": steps, "threads": args.threads, "workers": workers,
-                   "prefetch": prefetch, "cache": args.cache, "data_root": args.data_root}
+                   "prefetch": prefetch, "cache": args.cache, "data_root": args.data_root,
+                   "jitter_on_device": args.device.startswith("cuda") if args.jitter_on_device is None
+                   else args.jitter_on_device}
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -245,6 +250,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="loader processes for the loader modes, one row each (default: train_dlv3p.py's)")
     parser.add_argument("--prefetch", type=int, nargs="+", default=[PREFETCH_BATCHES],
                         help="batches each worker keeps ready (DataLoader's prefetch_factor), one row each")
+    parser.add_argument("--jitter-on-device", action=argparse.BooleanOptionalAction, default=None,
+                        help="the loader ships uint8 crops and the colour jitter runs on the training device, as "
+                             "train_dlv3p.py does on CUDA (default: on CUDA)")
     parser.add_argument("--cache", action="store_true", help="the loader reads the decoded cache (python -m "
                                                              "cityscapes.cache) instead of the PNGs")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
