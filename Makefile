@@ -39,7 +39,7 @@ demo: install
 		--official-eval --save-color $(CPU_AMP) --workers 1 --device cpu
 	$(PY) test_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth --data-root $(DEMO_ROOT) --split test \
 		$(CPU_AMP) --workers 1 --device cpu
-	$(PY) -m deeplabv3plus.media $(DEMO_ROOT)/leftImg8bit/val outputs/demo_clip.mp4 --fps 4 --frames 12
+	$(PY) -m deeplabv3plus.media $(DEMO_ROOT)/leftImg8bit/val outputs/demo_clip.mp4 --fps 4 --frames 12 --overwrite
 	$(PY) predict_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth '$(DEMO_ROOT)/leftImg8bit/test/berlin/*.png' \
 		outputs/demo_clip.mp4 --out outputs/predict/$(DEMO_RUN) --batch-size 4 $(CPU_AMP) --device cpu
 	$(PY) -m deeplabv3plus.export --model_weights_path saved/$(DEMO_RUN)/best.pth --height 256 --width 512 \

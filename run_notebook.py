@@ -16,7 +16,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from segdata.files import write_bytes_atomic
+from segdata.files import OutputError, check_output_file, write_bytes_atomic
 from segdata.flags import Parser, one_line, report_error
 
 
@@ -67,15 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="run_notebook.py", description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path, help="notebook to execute")
     parser.add_argument("--param", action="append", default=[], help="name=value for the parameters cell")
-    parser.add_argument("--output", type=Path, default=None, help="where to save the executed notebook")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where to save the executed notebook (a file there is replaced, atomically)")
     args = parser.parse_args(argv)
     try:
         parameters = dict(parse_parameter(text) for text in args.param)
+        replaced = args.output is not None and Path(args.output).exists()
+        if args.output is not None:
+            check_output_file(args.output, "--output", overwrite=True)
         execute_notebook(args.notebook, parameters, args.output, cwd=Path.cwd())
-    except (OSError, ValueError, CellExecutionError) as error:
+    except (OSError, ValueError, CellExecutionError, KeyboardInterrupt) as error:
         return report_error(ValueError(f"{args.notebook}: {one_line(error)}") if isinstance(error, ValueError)
-                            else error, failures=(CellExecutionError,))
-    print(f"executed {args.notebook}" + (f" -> {args.output}" if args.output else ""))
+                            and not isinstance(error, OutputError) else error, failures=(CellExecutionError,))
+    print(f"executed {args.notebook}" + (f" -> {args.output}" + (" (replaced)" if replaced else "")
+                                         if args.output else ""))
     return 0
 
 

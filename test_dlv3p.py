@@ -48,7 +48,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", choices=DATASETS, default=None,
                       help="the data set's layout (default: the one the checkpoint was trained on; its class table "
                            "comes from the checkpoint)")
-    data.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="data set root")
+    data.add_argument("--data-root", "--data_root", type=Path, default=None,
+                      help="data set root (default: the one the checkpoint was trained on, where it still exists, "
+                           "else data)")
     data.add_argument("--split", default="val", help="split to predict (Cityscapes: train, val or test)")
     data.add_argument("--ground-truth", "--ground_truth", choices=list(GROUND_TRUTHS), default=None,
                       help="score against the shipped gtFine labelIds (provided, as the server; the default when every "
@@ -70,6 +72,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def data_root_of(checkpoint: dict, path: Path) -> Path:
+    """Where to find the data when --data-root is not given: the root the checkpoint was trained on (recorded in it)
+    where it still exists, else ``data``; the choice is said."""
+    trained_on = checkpoint.get("args", {}).get("data_root")
+    if trained_on and Path(trained_on).is_dir():
+        log.info("data root: %s (the one %s was trained on; --data-root chooses another)", trained_on, path)
+        return Path(trained_on)
+    return Path("data")
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     context = init_distributed_mode(args.device)
@@ -80,12 +92,13 @@ def main(args: argparse.Namespace) -> int:
         checkpoint = load_checkpoint(args.model_weights_path)
         classes = checkpoint_classes(checkpoint)
         kind = args.dataset or checkpoint.get("args", {}).get("dataset", "cityscapes")
+        data_root = args.data_root or data_root_of(checkpoint, args.model_weights_path)
         cityscapes_only(kind, classes, {"--official-eval": args.official_eval, "--ground-truth": args.ground_truth})
         model = load_trained_model(args.model_weights_path, context.device, args.backbone, args.output_stride,
                                    args.eval_output_stride, checkpoint=checkpoint)
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        dataset, scored_against = open_scored_split(kind, args.data_root, args.split, classes, eval_transforms(),
+        dataset, scored_against = open_scored_split(kind, data_root, args.split, classes, eval_transforms(),
                                                     args.ground_truth)
         protocol = evaluation.evaluation_protocol(args.split, dataset, checkpoint, options, args.eval_output_stride,
                                                   scored_against)

@@ -26,6 +26,7 @@ from deeplabv3plus.model import ARCHITECTURES
 from deeplabv3plus.precision import AMP_DTYPES, fast_by_default, precision_from_flags
 from deeplabv3plus.run_folder import RunFolder, run_location
 from segdata import registry
+from segdata.flags import ignoring_interrupts
 from segdata.loading import default_workers
 
 log = logging.getLogger("train_dlv3p")
@@ -123,6 +124,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from (saved/{run}/last.pth)")
     runtime.add_argument("--overwrite", action="store_true",
                          help="replace the run already in the run folder (without it, such a run is never touched)")
+    runtime.add_argument("--val-frames", type=cli.positive_int, default=None,
+                         help="validate during training on this many val frames, spread evenly over the split and "
+                              "the same each time (default: all; test_dlv3p.py scores the whole split), or the "
+                              "resumed run's")
     validation = runtime.add_mutually_exclusive_group()
     validation.add_argument("--val-every", "--val_every", type=cli.positive_int, default=None,
                             help="validate every N epochs (and at the end)" + kept("val_every"))
@@ -174,23 +179,30 @@ def build_criterion(args: argparse.Namespace) -> torch.nn.Module:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     context = init_distributed_mode(args.device)
+    folder = None
     try:
         checkpoint = load_checkpoint(args.resume) if args.resume else None
         given = cli.given_flags(args, get_args_parser())
         args, changes = resolve_args(args, context, checkpoint)
         precision = precision_from_flags(args.amp, args.amp_dtype, args.device)  # decided once, passed down
         args.amp_dtype = precision.name
-        folder = RunFolder.claim(args.save_dir, args.run_name, args.resume, args.overwrite)
-        classes = registry.class_table(args.dataset, args.classes, checkpoint and checkpoint_classes(checkpoint))
+        folder = RunFolder.claim(args.save_dir, args.run_name, args.resume, args.overwrite, lock=context.is_main)
+        classes = registry.class_table(args.dataset, args.classes, checkpoint and checkpoint_classes(checkpoint),
+                                       args.resume)
         train_set, val_set = registry.open_training_splits(args.dataset, args.data_root, args.train_split, classes,
                                                            args.crop_size, args.scale_range, args.jitter_on_device,
                                                            args.cache)
-        train_loader, val_loader = training.build_loaders(train_set, val_set, args.batch_size, args.val_batch_size,
+        fresh = not args.resume
+        if fresh:  # a resumed run keeps its crop
+            args.crop_size = list(training.crop_for_frames(args.crop_size, train_set.image_sizes(), args.scale_range,
+                                                           "crop_size" in given))
+            train_set.transforms.crop_size = tuple(args.crop_size)
+        validated = training.validation_frames(val_set, args.val_frames)
+        train_loader, val_loader = training.build_loaders(train_set, validated, args.batch_size, args.val_batch_size,
                                                           args.workers, args.seed, context)
         total_iterations = args.iters if args.iters is not None else args.epochs * len(train_loader)
         args.warmup_iters = training.clamp_warmup(args.warmup_iters, total_iterations)
         torch.manual_seed(args.seed)
-        fresh = not args.resume
         model = training.build_training_model(
             vars(args), classes.num_classes, args.pretrained_backbone if fresh and not args.init_weights else None,
             args.init_weights if fresh else None, context, args.sync_bn, args.channels_last)
@@ -198,44 +210,66 @@ def main(args: argparse.Namespace) -> int:
                                                                 precision)
         state = TrainState() if fresh else training.resume_state(checkpoint, args.resume, model, optimizer,
                                                                  scheduler, scaler)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        return cli.report_error(error)
-    training.configure_kernels(context.device, args.deterministic)
-    if context.is_main:
-        folder.prepare(replace=args.overwrite and fresh)
-        protocol = training.validation_protocol(val_set, args.output_stride, args.amp_dtype, args.channels_last,
-                                                registry.ground_truth_of(args.dataset))
-        folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict()},
-                      None if fresh else run.resume_record(given, state.iteration, changes))
-        for change in changes:
-            log.info("resumed with a change: %s", change)
-        log.info("run %s: %d iterations (%d per epoch), batch %d on %d process(es), device %s (%s, %s, %d loader "
-                 "workers), from %s", folder.path, total_iterations, len(train_loader), args.batch_size,
-                 context.world_size, context.device, precision.name or "float32",
-                 "channels_last" if args.channels_last else "contiguous", args.workers,
-                 "the start" if fresh else f"iteration {state.iteration}")
-    eval_model, train_model = training.wrap_for_training(model, args.compile, context)
-    training_log = training.open_training_log(folder.path, args.tensorboard, state.iteration) \
-        if context.is_main else None
-    config = FitConfig(total_iterations=total_iterations, run_dir=folder.path, num_classes=classes.num_classes,
-                       class_names=classes.names, val_every=args.val_every, val_interval=args.val_interval,
-                       seed=args.seed, rank=context.rank, precision=precision, channels_last=args.channels_last,
-                       log_every=args.log_every,
-                       batch_transform=train_set.transforms.batch_step() if args.jitter_on_device else None,
-                       checkpoint_extra={"args": cli.plain_values(args), "classes": classes.as_dict()},
-                       on_log=None if training_log is None else training_log.training,
-                       on_validation=None if training_log is None else training.show_validation(
-                           training_log, val_set, args.preview_frames, classes, context.device, precision.dtype))
+    except (FileNotFoundError, ValueError, RuntimeError, KeyboardInterrupt) as error:
+        with ignoring_interrupts():
+            if folder is not None:
+                folder.release()
+            return cli.report_error(error)
     try:
+        return train(args, context, folder, (train_set, val_set), (train_loader, val_loader), classes,
+                     (model, optimizer, scheduler, scaler), state, precision, given, changes, total_iterations)
+    finally:
+        folder.release()
+
+
+def train(args: argparse.Namespace, context: DistributedContext, folder: RunFolder, splits: tuple, loaders: tuple,
+          classes, parts: tuple, state: TrainState, precision, given: dict, changes: list[str],
+          total_iterations: int) -> int:
+    """The run itself, in its claimed folder: record it, fit, report. Any stop before the first checkpoint leaves
+    nothing (a second Ctrl-C included); a stop after it leaves last.pth to continue from."""
+    (train_set, val_set), (train_loader, val_loader), (model, optimizer, scheduler, scaler) = splits, loaders, parts
+    fresh = not args.resume
+    training.configure_kernels(context.device, args.deterministic)
+    training_log = None
+    try:
+        if context.is_main:
+            folder.prepare(replace=args.overwrite and fresh)
+            protocol = training.validation_protocol(val_loader.dataset, args.output_stride, args.amp_dtype,
+                                                    args.channels_last, registry.ground_truth_of(args.dataset),
+                                                    len(val_set))
+            folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict()},
+                          None if fresh else run.resume_record(given, state.iteration, changes))
+            for change in changes:
+                log.info("resumed with a change: %s", change)
+            log.info("run %s: %d iterations (%d per epoch), batch %d on %d process(es), device %s (%s, %s, %d loader "
+                     "workers), from %s", folder.path, total_iterations, len(train_loader), args.batch_size,
+                     context.world_size, context.device, precision.name or "float32",
+                     "channels_last" if args.channels_last else "contiguous", args.workers,
+                     "the start" if fresh else f"iteration {state.iteration}")
+            training_log = training.open_training_log(folder.path, args.tensorboard, state.iteration)
+        eval_model, train_model = training.wrap_for_training(model, args.compile, context)
+        config = FitConfig(
+            total_iterations=total_iterations, run_dir=folder.path, num_classes=classes.num_classes,
+            class_names=classes.names, val_every=args.val_every, val_interval=args.val_interval, seed=args.seed,
+            rank=context.rank, precision=precision, channels_last=args.channels_last, log_every=args.log_every,
+            batch_transform=train_set.transforms.batch_step() if args.jitter_on_device else None,
+            checkpoint_extra={"args": cli.plain_values(args), "classes": classes.as_dict()},
+            on_log=None if training_log is None else training_log.training,
+            on_validation=None if training_log is None else training.show_validation(
+                training_log, val_set, args.preview_frames, classes, context.device, precision.dtype))
         state = fit(train_model, build_criterion(args), optimizer, scheduler, scaler, train_loader, val_loader,
                     context.device, config, state)
-    except (FloatingPointError, OSError, ValueError, KeyboardInterrupt) as error:
-        if training_log is not None:
-            training_log.close()
-            training_log = None
-        if context.is_main and fresh:
-            folder.discard_unstarted()
-        return folder.report_stop(error)
+    except BaseException as error:
+        with ignoring_interrupts():
+            if training_log is not None:
+                training_log.close()
+                training_log = None
+            if context.is_main and fresh:
+                folder.discard_unstarted()
+            if isinstance(error, (FloatingPointError, OSError, ValueError, KeyboardInterrupt)) or (
+                    isinstance(error, RuntimeError) and "DataLoader worker" in str(error)):
+                return folder.report_stop(error)
+            raise
     finally:
         if training_log is not None:
             training_log.close()

@@ -26,8 +26,8 @@ import numpy as np
 
 from cityscapes.labels import LABEL_ID_TO_COLOR, resolve_label
 from cityscapes.paths import SPLITS, frame_stem, image_path, polygons_path, provided_mask_path
-from segdata.files import write_json, write_png
-from segdata.flags import Parser, positive_int
+from segdata.files import OutputError, check_output_folder, write_json, write_png
+from segdata.flags import Parser, ignoring_interrupts, positive_int, report_error
 
 __all__ = ["CITIES", "MARKER_FILE", "make_scene", "render_image", "render_provided_masks", "write_dataset"]
 
@@ -236,8 +236,10 @@ def render_image(objects: list[dict], height: int, width: int, rng: np.random.Ge
 
 
 def _check_output_root(out: Path) -> None:
+    """OutputError unless ``out`` is a folder this writer may fill: new, empty or written by it before, writable."""
+    check_output_folder(out, "--out")
     if out.exists() and any(out.iterdir()) and not (out / MARKER_FILE).exists():
-        raise FileExistsError(
+        raise OutputError(
             f"{out}: refusing to write a synthetic data set into a folder that holds other files "
             f"(no {MARKER_FILE} marker there); choose an empty or new folder with --out"
         )
@@ -309,8 +311,11 @@ def main(args: argparse.Namespace) -> int:
             return _write_other_layout(args)
         stems = write_dataset(args.out, args.frames_per_split, args.height, args.width, args.seed,
                               photo_like=args.photo_like)
-    except FileExistsError as error:
-        raise SystemExit(f"error: {error}") from None
+    except (OSError, ValueError, KeyboardInterrupt) as error:  # a bad --out: 2; a full disk: 1; Ctrl-C: 130
+        kept = "" if isinstance(error, ValueError) else "the files written so far stay; the same command rewrites them"
+        with ignoring_interrupts():
+            return report_error(error, kept, writing=args.out, write_advice="free space (or fix permissions) and run "
+                                "again")
     print(f"wrote {len(stems)} synthetic frames ({args.height}x{args.width}) to {args.out}")
     return 0
 

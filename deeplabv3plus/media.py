@@ -7,6 +7,7 @@ frame with OpenCV. Every output is written atomically.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segdata.files import check_output_file, free_bytes, new_file_mode
 from segdata.flags import Parser, non_negative_int, positive_float, report_error
 
 __all__ = [
@@ -103,27 +105,42 @@ def read_video(path: Path) -> tuple[Iterator[np.ndarray], float, int]:
 
 
 class VideoWriter:
-    """An MP4 written to a temporary file beside ``path`` and renamed when closed; removed if not closed."""
+    """An MP4 written to a temporary file beside ``path`` and renamed when closed and checked; removed if not.
+
+    OpenCV's writer reports no write error (a full disk leaves a truncated file
+    and says nothing), so :meth:`close` reads the file back: it must open as a
+    video holding every frame written, or OSError names the file and nothing is
+    put in place.
+    """
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp.mp4")
         os.close(handle)
         self.temporary = Path(temporary)
+        self.frames = 0
         width, height = size
         self.writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
         if not self.writer.isOpened():
             self.temporary.unlink(missing_ok=True)
-            raise OSError(f"{self.path}: OpenCV cannot write MP4 video here")
+            raise OSError(errno.EIO, "OpenCV cannot write MP4 video here", str(self.path))
 
     def write(self, frame: np.ndarray) -> None:
         """Append an (H, W, 3) uint8 RGB frame."""
         self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.frames += 1
 
     def close(self) -> Path:
-        """Finish the file and put it in place."""
+        """Finish the file, check it holds every frame, and put it in place."""
         self.writer.release()
+        readable = _frames_in(self.temporary)
+        if readable != self.frames:
+            self.temporary.unlink(missing_ok=True)
+            space = "the disk may be full" if free_bytes(self.path.parent) < 64 * 2**20 else "the write failed"
+            raise OSError(errno.EIO, f"the video came out incomplete ({readable} of {self.frames} frames could be "
+                                     f"read back: {space}); nothing was put in place", str(self.path))
+        os.chmod(self.temporary, new_file_mode())  # mkstemp makes 0600
         os.replace(self.temporary, self.path)
         return self.path
 
@@ -131,6 +148,15 @@ class VideoWriter:
         """Drop the partial file (an interrupted or failed video leaves nothing behind)."""
         self.writer.release()
         self.temporary.unlink(missing_ok=True)
+
+
+def _frames_in(path: Path) -> int:
+    """The frames a video file holds as OpenCV reads its container (0 if it does not open)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
 
 
 def images_to_video(images: Sequence[Path], path: Path, fps: float = 4.0) -> Path:
@@ -156,14 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="MP4 to write")
     parser.add_argument("--fps", type=positive_float, default=4.0, help="frames per second")
     parser.add_argument("--frames", type=non_negative_int, default=0, help="at most this many images (0: all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     inputs, _ = find_inputs([str(args.folder)])
     images = [entry.path for entry in inputs if not entry.is_video][: args.frames or None]
     try:
+        replaced = check_output_file(args.out, "out", args.overwrite).exists()
         images_to_video(images, args.out, args.fps)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, KeyboardInterrupt) as error:
         return report_error(error, writing=args.out)
-    print(f"wrote {args.out}: {len(images)} frames at {args.fps:g} fps")
+    print(f"wrote {args.out}: {len(images)} frames at {args.fps:g} fps" + (" (replaced)" if replaced else ""))
     return 0
 
 

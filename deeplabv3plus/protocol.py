@@ -28,6 +28,7 @@ class EvaluationProtocol:
     ground_truth: str = ""  # e.g. "gtFine labelIds (as the server)"
     checkpoint_iteration: int | None = None
     weights: str = ""  # short digest of the state dict
+    of_images: int | None = None  # a fixed subset of a split of this many images (validation during training)
 
     def describe(self) -> str:
         """One line in words, e.g. ``val, 500 images, whole 1024x2048, OS8 (trained OS16), flip, scales 0.75 1.0
@@ -37,7 +38,9 @@ class EvaluationProtocol:
                          f"over {self.image_size}")
         else:
             inference = f"whole {self.image_size}"
-        parts = [f"{self.split}, {self.images} images, {inference}", self._strides()]
+        images = f"{self.images} of {self.of_images} images (a fixed subset)" if self.of_images else \
+            f"{self.images} images"
+        parts = [f"{self.split}, {images}, {inference}", self._strides()]
         if self.flip:
             parts.append("flip")
         if tuple(self.scales) != (1.0,):

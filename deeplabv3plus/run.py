@@ -40,7 +40,7 @@ RUN_DEFAULTS = {
 }
 """The recipe's value of every flag that defines a run."""
 KEPT_DEFAULTS = {"data_root": "data", "val_every": 10, "val_interval": None, "pretrained_backbone": "imagenet",
-                 "init_weights": None, "classes": None, "channels_last": False}
+                 "init_weights": None, "classes": None, "channels_last": False, "val_frames": None}
 """Settings a resumed run keeps unless they are given again."""
 FAST_DEFAULTS = {"amp": True, "channels_last": True}
 """The defaults of a new run on a GPU that runs bfloat16 natively: autocast (bfloat16, see
@@ -112,8 +112,11 @@ def resolve_run_settings(given: dict, checkpoint: dict | None = None, source: Pa
             value = list(crop_size(value))
         if saved is not None and key in saved:
             if value is not None and value != saved[key]:
+                other_data = (f"; to train its weights on the {value} data, start a new run from them: --init-weights "
+                              f"{source} --run-name NAME" if key == "dataset" else "")
                 raise FlagError(f"argument {_flag(key)}: {value} differs from {saved[key]} of the run in {source}; a "
-                                "resumed run keeps its settings: drop the flag, or start a new run with --run-name")
+                                "resumed run keeps its settings: drop the flag, or start a new run with --run-name"
+                                + other_data)
             value = saved[key]
         settings[key] = default if value is None else value
     for key, default in KEPT_DEFAULTS.items():

@@ -26,16 +26,28 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TB_DIR", "TrainingLog", "tensorboard_available"]
+__all__ = ["TB_DIR", "TrainingLog", "tensorboard_available", "tensorboard_problem"]
 
 TB_DIR = "tb"
 MAX_IMAGE_WIDTH = 1536
 """Wider preview frames (three 2048-pixel panels of real Cityscapes) are shrunk to this width."""
 
 
+def tensorboard_problem() -> str | None:
+    """Why TensorBoard logs cannot be written here, in words (None: they can): the ``tensorboard`` package is not
+    installed, or it is but ``torch.utils.tensorboard`` fails to import (a broken or mismatched install)."""
+    if importlib.util.find_spec("tensorboard") is None:
+        return "the tensorboard package is not installed"
+    try:
+        importlib.import_module("torch.utils.tensorboard")
+    except Exception as error:  # noqa: BLE001  any failure of an optional package's import is reported, not raised
+        return f"the tensorboard package is installed but fails to import ({type(error).__name__}: {error})"
+    return None
+
+
 def tensorboard_available() -> bool:
-    """Whether the ``tensorboard`` package is installed (torch.utils.tensorboard needs it)."""
-    return importlib.util.find_spec("tensorboard") is not None
+    """Whether TensorBoard logs can be written here (see :func:`tensorboard_problem`)."""
+    return tensorboard_problem() is None
 
 
 class TrainingLog:

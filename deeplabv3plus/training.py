@@ -4,12 +4,12 @@ and AMP scaler), the resumed state, and the TensorBoard log with its validation 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_config, unwrap_model
 from deeplabv3plus.distributed import DistributedContext, ShardSampler
@@ -20,7 +20,7 @@ from deeplabv3plus.model import ARCHITECTURES, build_model, parameter_groups, wi
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import Precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
-from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_available
+from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_problem
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.dataset import EpochStream, SeededSampler
 from segdata.flags import FlagError
@@ -34,11 +34,13 @@ __all__ = [
     "build_training_model",
     "clamp_warmup",
     "configure_kernels",
+    "crop_for_frames",
     "load_initial_weights",
     "open_training_log",
     "report_finished",
     "resume_state",
     "show_validation",
+    "validation_frames",
     "validation_protocol",
     "wrap_for_training",
 ]
@@ -96,10 +98,11 @@ def build_criterion(aux_weight: float) -> nn.Module:
 
 
 def check_tensorboard(wanted: bool | None) -> None:
-    """FlagError when --tensorboard is asked for and the package is missing (checked before any work)."""
-    if wanted and not tensorboard_available():
-        raise FlagError("argument --tensorboard: the tensorboard package is not installed; pip install -r "
-                        "requirements-tensorboard.txt, or drop the flag")
+    """FlagError when --tensorboard is asked for and cannot be written (checked before any work)."""
+    problem = tensorboard_problem() if wanted else None
+    if problem:
+        raise FlagError(f"argument --tensorboard: {problem}; pip install -r requirements-tensorboard.txt (again), "
+                        "or drop the flag")
 
 
 def clamp_warmup(warmup_iters: int, total_iterations: int) -> int:
@@ -160,8 +163,9 @@ def open_training_log(run_dir: Path, wanted: bool | None, iteration: int) -> Tra
     appends, and what a killed run logged past that iteration is dropped (it is trained again)."""
     if wanted is False:
         return None
-    if not tensorboard_available():
-        log.info("TensorBoard logging is off (pip install -r requirements-tensorboard.txt turns it on)")
+    problem = tensorboard_problem()
+    if problem:
+        log.info("TensorBoard logging is off: %s (pip install -r requirements-tensorboard.txt turns it on)", problem)
         return None
     training_log = TrainingLog(run_dir / TB_DIR, purge_step=iteration + 1 if iteration else None)
     log.info("TensorBoard logs in %s; view them with: tensorboard --logdir %s", run_dir / TB_DIR, run_dir.parent)
@@ -203,19 +207,49 @@ def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, val_bat
     train_loader = DataLoader(train_set, per_process,
                               sampler=EpochStream(SeededSampler(train_sampler, seed, context.rank), per_process),
                               drop_last=True, generator=torch.Generator().manual_seed(seed), **options)
-    val_loader = DataLoader(
-        val_set, val_batch_size, sampler=ShardSampler(len(val_set), context.rank, context.world_size), **options
-    )
+    val_loader = DataLoader(val_set, val_batch_size, sampler=ShardSampler(len(val_set), context.rank,
+                                                                          context.world_size), **options)
     return train_loader, val_loader
 
 
+def validation_frames(val_set: Dataset, frames: int | None) -> Dataset:
+    """The val frames validated during training: all, or ``frames`` of them spread evenly over the split, the same
+    at every validation (--val-frames: a quick look during a run; test_dlv3p.py scores the whole split)."""
+    if frames is None or frames >= len(val_set):
+        return val_set
+    step = len(val_set) / frames
+    subset = Subset(val_set, [int(index * step) for index in range(frames)])
+    subset.image_sizes = lambda: [size for index, size in enumerate(val_set.image_sizes()) if index in subset.indices]
+    return subset
+
+
+def crop_for_frames(crop: Sequence[int], sizes: Sequence[tuple[int, int]], scale_range: Sequence[float],
+                    given: bool) -> tuple[int, int]:
+    """The training crop (H, W) for frames of ``sizes``: ``crop`` when some frame, at the largest random scale,
+    covers it; otherwise every crop would be mostly padding, and a crop that was ``given`` is refused (FlagError) while
+    the recipe's is fitted to the largest frame with a printed line."""
+    height, width = max(size[0] for size in sizes), max(size[1] for size in sizes)
+    reach = (int(height * max(scale_range)), int(width * max(scale_range)))
+    if crop[0] <= reach[0] and crop[1] <= reach[1]:
+        return crop[0], crop[1]
+    if given:
+        raise FlagError(f"argument --crop-size: {crop[0]}x{crop[1]} is larger than every train frame even at the "
+                        f"largest random scale (frames at most {height}x{width}, x{max(scale_range):g}); give a crop "
+                        f"of at most {min(crop[0], height)}x{min(crop[1], width)}")
+    fitted = (min(crop[0], height), min(crop[1], width))
+    log.warning("warning: the recipe's %dx%d crop is larger than every train frame (at most %dx%d): training on "
+                "%dx%d crops; --crop-size chooses another", crop[0], crop[1], height, width, *fitted)
+    return fitted
+
+
 def validation_protocol(val_set, output_stride: int, precision_name: str | None, channels_last: bool,
-                        ground_truth: str) -> EvaluationProtocol:
-    """How validation during training scores: whole val images, the training's output stride, precision and memory
-    format."""
+                        ground_truth: str, split_frames: int | None = None) -> EvaluationProtocol:
+    """How validation during training scores: whole val images (``split_frames``: of a split that holds that many,
+    when --val-frames takes a subset), the training's output stride, precision and memory format."""
     return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
                               train_output_stride=output_stride, test_output_stride=output_stride,
-                              amp_dtype=precision_name, channels_last=channels_last, ground_truth=ground_truth)
+                              amp_dtype=precision_name, channels_last=channels_last, ground_truth=ground_truth,
+                              of_images=split_frames if split_frames != len(val_set) else None)
 
 
 def report_finished(state: TrainState, run_dir: Path) -> None:

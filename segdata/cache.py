@@ -29,13 +29,13 @@ import numpy as np
 from tqdm import tqdm
 
 from segdata.files import OutputError, check_output_folder, free_bytes, write_bytes_atomic, write_json
-from segdata.flags import Parser, report_error
+from segdata.flags import Parser, ignoring_interrupts, report_error
 
 __all__ = ["CACHE_DIR", "CacheError", "FrameCache", "build_cache", "cache_command", "entry_paths", "main"]
 
 CACHE_DIR = "cache"
 MANIFEST = "manifest.json"
-VERSION = 2  # version 1 named Cityscapes entries by city; its caches are rebuilt
+VERSION = 3  # 1 named Cityscapes entries by city; 2 digested class names too: their caches are rebuilt
 BYTES_PER_PIXEL = 4  # 3 for the RGB image, 1 for the train-id mask
 
 
@@ -58,8 +58,12 @@ def _source_record(path: Path) -> list:
 
 
 def _table_digest(dataset) -> str:
-    """The class table that maps a split's masks, as a short digest."""
-    return hashlib.sha256(json.dumps(dataset.classes.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    """What of a split's class table maps its masks to train ids (values, colours, ignored ones), as a short digest:
+    renaming a class leaves the cached masks as they are."""
+    table = dataset.classes.as_dict()
+    mapping = {"classes": [[entry["color"], entry["values"]] for entry in table["classes"]],
+               "ignore": table["ignore"], "ignore_colors": table["ignore_colors"]}
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _record(dataset, index: int, table: str) -> dict:
@@ -111,9 +115,13 @@ class FrameCache:
             record = frames.get(f"{dataset.split}/{stem}")
             if record is None:
                 raise CacheError(f"{stem} ({dataset.split}): not in the cache {cache_root}; build it with {command}")
-            if record != _record(dataset, index, table):
-                raise CacheError(f"{stem} ({dataset.split}): its image or mask changed since it was cached; rebuild "
-                                 f"with {command}")
+            current = _record(dataset, index, table)
+            if record != current:
+                what = ("the class table's mapping of mask values (or colours) to classes changed" if
+                        {key: value for key, value in record.items() if key != "classes"} ==
+                        {key: value for key, value in current.items() if key != "classes"}
+                        else "its image or mask changed")
+                raise CacheError(f"{stem} ({dataset.split}): {what} since it was cached; rebuild with {command}")
         return cls(cache_root, dataset.split, command)
 
     def load(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
@@ -209,9 +217,11 @@ def main(args: argparse.Namespace, open_splits=None) -> int:
         start = time.perf_counter()
         counts = build_cache(datasets, cache_root)
         seconds = time.perf_counter() - start
-    except (OSError, ValueError) as error:  # a disk that filled up meanwhile: every entry in the manifest is complete
-        return report_error(error, writing=cache_root,
-                            write_advice="free space and run again (the frames cached so far are kept)")
+    except (OSError, ValueError, KeyboardInterrupt) as error:  # a full disk, Ctrl-C: every entry recorded is whole
+        with ignoring_interrupts():
+            return report_error(error, "the frames cached so far are kept; run again to go on" if isinstance(
+                error, KeyboardInterrupt) else "", writing=cache_root,
+                write_advice="free space and run again (the frames cached so far are kept)")
     print(f"{counts['written']} frames written, {counts['up_to_date']} up to date -> {cache_root} "
           f"({seconds:.1f} s, {counts['written'] / max(seconds, 1e-9):.1f} frames/s)")
     return 0

@@ -11,6 +11,7 @@ occurs, as a table and a figure.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from segdata.folder import find_pairs
 from segdata.pictures import save_figure
 from segdata.registry import DATASETS, class_table, open_split
 
-__all__ = ["SplitReport", "check_split", "plot_class_frequencies", "report_problems"]
+__all__ = ["SplitReport", "check_split", "group_problems", "plot_class_frequencies", "report_problems"]
 
 
 @dataclass
@@ -36,6 +37,7 @@ class SplitReport:
     frames: int = 0
     problems: list[str] = field(default_factory=list)
     pixels: Counter = field(default_factory=Counter)
+    labelled_frames: int = 0  # frames whose mask was read and counted
 
     def frequency_rows(self, classes: ClassTable) -> list[tuple[str, int, float]]:
         """(class, pixels, share of the labelled pixels) in train-id order."""
@@ -65,7 +67,8 @@ def check_split(dataset: str, root: Path, split: str, classes: ClassTable) -> Sp
         if data.has_labels:
             ids, counts = np.unique(train_ids, return_counts=True)
             report.pixels.update(dict(zip(ids.tolist(), counts.tolist())))
-    if data.has_labels and report.frames:
+            report.labelled_frames += 1
+    if data.has_labels and report.labelled_frames:
         absent = [name for name, pixels, _ in report.frequency_rows(classes) if pixels == 0]
         if absent and report.pixels[IGNORE_INDEX] and len(absent) == classes.num_classes - 1:
             report.problems.append(f"{split}: only one class has pixels ({', '.join(absent)} none) and the rest is "
@@ -95,7 +98,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", type=Path, default=None, help="class table of --dataset folder")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to check")
     parser.add_argument("--figure", type=Path, default=None,
-                        help="where to write the class-frequency figure (default: outputs/check/{name}_classes.png)")
+                        help="where to write the class-frequency figure, replacing a file there (default: "
+                             "outputs/check/{name}_classes.png)")
     return parser
 
 
@@ -109,16 +113,51 @@ def main(args: argparse.Namespace) -> int:
         classes = class_table(args.dataset, args.classes)
         reports = [check_split(args.dataset, args.data_root, split, classes) for split in args.splits]
         figure_path = args.figure or Path("outputs") / "check" / f"{classes.name}_classes.png"
-        save_figure(plot_class_frequencies(reports, classes), figure_path)
-    except (OSError, ValueError) as error:
+        counted = [report for report in reports if report.labelled_frames]
+        replaced = figure_path.exists()
+        if counted:
+            save_figure(plot_class_frequencies(counted, classes), figure_path)
+    except (OSError, ValueError, KeyboardInterrupt) as error:
         return report_error(error)
     for report in reports:
+        if not report.labelled_frames:
+            print(f"{report.split}: {report.frames} frames, no pixel counted (no mask could be read without a problem)")
+            continue
         print(f"{report.split}: {report.frames} frames, {sum(report.pixels.values())} pixels "
-              f"({report.pixels[IGNORE_INDEX]} ignored)")
+              f"({report.pixels[IGNORE_INDEX]} ignored)" + (f", counted in the {report.labelled_frames} frames read "
+                                                           "without a problem" if report.labelled_frames < report.frames
+                                                           else ""))
         for name, pixels, share in report.frequency_rows(classes):
             print(f"  {name:<20}{pixels:>12}{100 * share:>8.2f}%")
-    print(f"class frequencies: {figure_path}")
-    return report_problems([problem for report in reports for problem in report.problems], args.data_root)
+    if counted:
+        print(f"class frequencies: {figure_path}" + (" (replaced)" if replaced else ""))
+    else:
+        print("class frequencies: not drawn, as no mask could be read" + (f" ({figure_path} is left as it was)"
+                                                                          if replaced else ""))
+    return report_problems(group_problems([problem for report in reports for problem in report.problems]),
+                           args.data_root)
+
+
+def group_problems(problems: list[str], shown: int = 5) -> list[str]:
+    """Problems of one kind (``FILE: what (details); fix``, the same what and fix) on one line: how many, the first
+    ``shown`` files and the fix, instead of a line per file."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for problem in problems:
+        file, _, rest = problem.partition(": ")
+        what, _, fix = rest.rpartition("; ") if "; " in rest else (rest, "", "")
+        kind = re.sub(r"\([^)]*\)", "(...)", re.sub(r"\d+", "N", what))
+        groups.setdefault((kind, fix), []).append((file, what))
+    lines = []
+    for (_, fix), found in groups.items():
+        if len(found) == 1:
+            file, what = found[0]
+            lines.append(f"{file}: {what}" + (f"; {fix}" if fix else ""))
+            continue
+        files = ", ".join(file for file, _ in found[:shown]) + (f" and {len(found) - shown} more"
+                                                              if len(found) > shown else "")
+        lines.append(f"{len(found)} files: {found[0][1]} (the first; the same in {files})"
+                     + (f"; {fix}" if fix else ""))
+    return lines
 
 
 def report_problems(problems: list[str], data_root: Path, note: str = "") -> int:

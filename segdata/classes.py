@@ -8,9 +8,18 @@ A class table is plain JSON::
                  {"name": "road", "color": [128, 64, 128], "values": [1, 7]}, ...]}
 
 (``values`` defaults to the class's position; ``ignore`` to ``[255]`` unless a class takes 255; colour masks
-may add ``"ignore_colors": [[0, 0, 0]]`` for unlabelled pixels), or CSV with a header ``name,r,g,b`` and an
-optional ``values`` column (values separated by spaces). Index masks are mapped by the values, colour masks by the
-colours. Train id 255 (:data:`IGNORE_INDEX`) is never scored. Cityscapes' table is derived from cityscapesscripts
+may add ``"ignore_colors": [[0, 0, 0]]`` for unlabelled pixels), or CSV with a header ``name,r,g,b`` and optional
+``values`` (values separated by spaces) and ``ignore`` columns: a row whose ``ignore`` is ``yes`` is no class but
+mask values (and a colour) that are ignored, as JSON's ``ignore`` and ``ignore_colors`` say::
+
+    name,r,g,b,values,ignore
+    sky,128,128,128,0,
+    road,128,64,128,3,
+    void,0,0,0,11,yes
+
+Either format says everything the other does (the table's name is the file's name unless JSON's ``name`` gives
+one); a key or column of neither is an error that names it. Index masks are mapped by the values, colour masks by
+the colours. Train id 255 (:data:`IGNORE_INDEX`) is never scored. Cityscapes' table is derived from cityscapesscripts
 (``cityscapes.labels.CITYSCAPES_CLASSES``), PASCAL VOC's is :data:`VOC_CLASSES`.
 """
 
@@ -63,10 +72,12 @@ class ClassTable:
         if repeated:
             raise ClassTableError(f"{where}: the mask value {repeated[0]} is given to more than one class (or both to "
                                   "a class and to ignore)")
+        for name, color in [*zip(self.names, self.colors), *(("ignored", color) for color in self.ignore_colors)]:
+            if len(color) != 3 or any(not 0 <= channel <= 255 for channel in color):
+                raise ClassTableError(f"{where}: the colour of {name} is {list(color)}; colours are RGB, three "
+                                      "numbers 0-255")
         if set(self.colors) & set(self.ignore_colors):
             raise ClassTableError(f"{where}: a colour is both a class's and ignored")
-        if any(not 0 <= channel <= 255 for color in (*self.colors, *self.ignore_colors) for channel in color):
-            raise ClassTableError(f"{where}: colours are RGB, 0-255 each")
 
     @property
     def num_classes(self) -> int:
@@ -101,10 +112,20 @@ class ClassTable:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "") -> ClassTable:
-        """The table of :meth:`as_dict`'s form (``values`` default to the class's position)."""
+        """The table of :meth:`as_dict`'s form (``values`` default to the class's position); ClassTableError naming
+        ``source`` and the fix for anything else (keys it does not know included)."""
         where = source or "class table"
+        example = '{"classes": [{"name": ..., "color": [r, g, b], "values": [...]}, ...]}'
+        classes = data.get("classes") if isinstance(data, dict) else None
+        if not isinstance(classes, list) or not all(isinstance(entry, dict) for entry in classes):
+            kind = type(classes).__name__ if not isinstance(classes, list) else "a list of " + ", ".join(
+                sorted({type(entry).__name__ for entry in classes if not isinstance(entry, dict)}))
+            raise ClassTableError(f"{where}: \"classes\" must be a list of objects, one per class, got {kind}; write "
+                                  f"{example}")
+        _refuse_unknown(where, "key", set(data) - TABLE_KEYS)
+        for entry in classes:
+            _refuse_unknown(where, f"key of class {entry.get('name', '?')}", set(entry) - CLASS_KEYS)
         try:
-            classes = data["classes"]
             values = tuple(tuple(int(value) for value in entry.get("values", [index]))
                            for index, entry in enumerate(classes))
             claimed = IGNORE_INDEX in {value for class_values in values for value in class_values}
@@ -122,27 +143,51 @@ class ClassTable:
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ClassTableError):
                 raise
-            raise ClassTableError(
-                f"{where}: not a class table ({type(error).__name__}: {error}); write "
-                '{"classes": [{"name": ..., "color": [r, g, b], "values": [...]}, ...]}'
-            ) from None
+            raise ClassTableError(f"{where}: not a class table ({type(error).__name__}: {error}); write {example}"
+                                  ) from None
+
+
+TABLE_KEYS = {"name", "classes", "ignore", "ignore_colors"}
+CLASS_KEYS = {"name", "color", "values"}
+CSV_COLUMNS = {"name", "r", "g", "b", "values", "ignore"}
+
+
+def _refuse_unknown(where: str, what: str, unknown: set) -> None:
+    if unknown:
+        raise ClassTableError(f"{where}: unknown {what} {', '.join(sorted(map(str, unknown)))}; a class table knows "
+                              "only the ones docs/own-data.md lists (a misspelt one would be dropped in silence)")
 
 
 def _read_csv(path: Path) -> dict:
+    """A CSV class table as :meth:`ClassTable.from_dict`'s dict: class rows, and ``ignore`` rows (``yes``) as the
+    ignored values and colours."""
     with open(path, newline="") as stream:
         rows = list(csv.DictReader(stream))
     if not rows or not {"name", "r", "g", "b"} <= set(rows[0]):
-        raise ClassTableError(f"{path}: a CSV class table needs a header name,r,g,b (and optionally values) and a row "
-                              "per class")
-    classes = []
-    for index, row in enumerate(rows):
-        entry = {"name": row["name"], "color": [row["r"], row["g"], row["b"]]}
-        if (row.get("values") or "").strip():
-            entry["values"] = row["values"].split()
-        else:
-            entry["values"] = [index]
+        raise ClassTableError(f"{path}: a CSV class table needs a header name,r,g,b (and optionally values, ignore) "
+                              "and a row per class")
+    _refuse_unknown(str(path), "column", {column for column in rows[0] if column is not None} - CSV_COLUMNS)
+    classes, ignore, ignore_colors = [], [], []
+    for row in rows:
+        values = (row.get("values") or "").split()
+        color = [row[channel] for channel in ("r", "g", "b")]
+        flag = (row.get("ignore") or "").strip().lower()
+        if flag not in ("", "no", "yes"):
+            raise ClassTableError(f"{path}: row {row['name']}: ignore is yes or empty, got {row['ignore']!r}")
+        if flag == "yes":
+            if not values and not any((channel or "").strip() for channel in color):
+                raise ClassTableError(f"{path}: ignored row {row['name']} names no mask value and no colour")
+            ignore += values
+            if any((channel or "").strip() for channel in color):
+                ignore_colors.append(color)
+            continue
+        entry = {"name": row["name"], "color": color}
+        entry["values"] = values or [len(classes)]
         classes.append(entry)
-    return {"name": path.stem, "classes": classes}
+    table = {"name": path.stem, "classes": classes, "ignore_colors": ignore_colors}
+    if ignore:
+        table["ignore"] = ignore
+    return table
 
 
 def load_class_table(path: Path) -> ClassTable:

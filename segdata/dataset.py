@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 
@@ -20,11 +20,19 @@ __all__ = ["EpochStream", "SeededSampler", "SegmentationDataset", "file_sizes"]
 
 
 def file_sizes(paths: list[Path]) -> list[tuple[int, int]]:
-    """(height, width) of image files, from their headers (no pixel is decoded)."""
+    """(height, width) of image files, from their headers (no pixel is decoded); ValueError naming a file that is
+    empty, damaged or not an image."""
     sizes = []
     for path in paths:
-        with Image.open(path) as image:
-            sizes.append((image.height, image.width))
+        try:
+            with Image.open(path) as image:
+                sizes.append((image.height, image.width))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            empty = Path(path).is_file() and Path(path).stat().st_size == 0
+            raise ValueError(f"{path}: {'is empty (0 bytes)' if empty else 'cannot be read as an image'} "
+                             f"({type(error).__name__}); replace or remove it") from None
     return sizes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -29,6 +30,7 @@ __all__ = [
     "free_bytes",
     "is_up_to_date",
     "missing_folders",
+    "new_file_mode",
     "remove_empty_folders",
     "read_png",
     "remove_stale_temporaries",
@@ -134,6 +136,21 @@ def free_bytes(path: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
+@functools.lru_cache(maxsize=1)
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0666 less the process's umask (read from
+    /proc/self/status where it can be, without changing it; other threads may be writing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file and a rename.
 
@@ -146,6 +163,7 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
+            os.fchmod(stream.fileno(), new_file_mode())  # mkstemp makes 0600; others may read what open() would let
         os.replace(temporary, path)
     except OSError as error:  # a full disk or a permission: name the file the caller wanted, not the temporary one
         Path(temporary).unlink(missing_ok=True)

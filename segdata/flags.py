@@ -7,15 +7,18 @@ these directly, so a bad flag anywhere ends in one line naming it and exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 __all__ = ["BAD_INPUT", "FAILURE", "INTERRUPTED", "DefaultsOnceFormatter", "FlagError", "Parser", "bounded_int",
-           "inference_scale", "non_negative_float", "non_negative_int", "one_line", "positive_float", "positive_int",
-           "report_error"]
+           "ignoring_interrupts", "inference_scale", "non_negative_float", "non_negative_int", "one_line",
+           "positive_float", "positive_int", "report_error"]
 
 BAD_INPUT, FAILURE, INTERRUPTED = 2, 1, 130
 """Exit statuses of every CLI: a bad flag or file; a failure while running (a write, a non-finite loss); Ctrl-C."""
@@ -95,6 +98,10 @@ def report_error(error: BaseException, state: str = "", writing: Path | str | No
     loss (FloatingPointError) or one of ``failures``: 1. Anything else (a missing or bad file, a bad flag:
     FileNotFoundError, ValueError): 2. ``state`` says what was kept, and ends every line that has one."""
     then = f"; {state}" if state else ""
+    if isinstance(error, RuntimeError) and "DataLoader worker" in str(error):  # killed, e.g. by the OOM killer
+        print(f"error: a data loading worker died ({one_line(error)}); the machine may be short of memory: lower "
+              f"--workers{then}", file=sys.stderr)
+        return FAILURE
     if isinstance(error, KeyboardInterrupt):
         print(f"interrupted{': ' + state if state else ''}", file=sys.stderr)
         return INTERRUPTED
@@ -104,3 +111,17 @@ def report_error(error: BaseException, state: str = "", writing: Path | str | No
         return FAILURE
     print(f"error: {one_line(error)}{then}", file=sys.stderr)
     return FAILURE if isinstance(error, (FloatingPointError, *failures)) else BAD_INPUT
+
+
+@contextlib.contextmanager
+def ignoring_interrupts() -> Iterator[None]:
+    """Ctrl-C pressed again while a command stops (closing logs, waiting for a write, saying what was kept) does not
+    cut the stop short: SIGINT is ignored inside the block (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

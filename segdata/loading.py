@@ -8,6 +8,7 @@ would then run hundreds of threads that fight for the same cores.
 from __future__ import annotations
 
 import os
+import signal
 
 import cv2
 import torch
@@ -42,9 +43,12 @@ def default_workers(device_type: str, processes_per_machine: int = 1) -> int:
 
 
 def one_thread_per_worker(worker_id: int) -> None:
-    """``worker_init_fn`` of every loader: one OpenCV and one torch thread in each worker process."""
+    """``worker_init_fn`` of every loader: one OpenCV and one torch thread in each worker process, and Ctrl-C left to
+    the main process (a terminal sends SIGINT to every process of the command: a worker killed by it would turn the
+    main process's clean stop into "DataLoader worker exited unexpectedly")."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def loader_options(workers: int, device: torch.device | str, persistent: bool = True) -> dict:

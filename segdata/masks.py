@@ -78,7 +78,10 @@ def likely_cause(unknown: dict[int, int], table: ClassTable) -> str:
     if table.num_classes <= max(values) and len(values) > table.num_classes:
         return (f"more values than the table's {table.num_classes} classes: a class table of another data set, or "
                 "masks that are not index masks?")
-    return f"add them to a class's \"values\" (or to \"ignore\") in {table.source or 'the class table'}"
+    where = table.source or "the class table"
+    if where.lower().endswith(".csv"):
+        return f"add them to a class's values in {where}, or add a row with ignore yes for them (e.g. void,,,,11,yes)"
+    return f"add them to a class's \"values\" (or to \"ignore\") in {where}"
 
 
 def _colour_codes(mask: np.ndarray) -> np.ndarray:
@@ -115,12 +118,15 @@ def to_train_ids(mask: np.ndarray, table: ClassTable, path: Path | str = "mask")
                  for code, pixels in zip(missing.tolist(), counts.tolist())}
         grey = all((code >> 16) == ((code >> 8) & 255) == (code & 255) for code in missing.tolist())
         where = table.source or "the class table"
+        csv_table = where.lower().endswith(".csv")
         if missing.tolist() == [0]:
-            cause = f'unlabelled pixels painted black? add "ignore_colors": [[0, 0, 0]] to {where}'
+            cause = (f"unlabelled pixels painted black? add a row unlabelled,0,0,0,,yes to {where}" if csv_table else
+                     f'unlabelled pixels painted black? add "ignore_colors": [[0, 0, 0]] to {where}')
         elif grey:
             cause = "ids saved as RGB (all three channels equal)? save index masks as 8-bit greyscale PNGs"
         else:
-            cause = f"colours not in {where}: add them to a class (or to \"ignore_colors\")"
+            cause = f"colours not in {where}: add them to a class (or to " + (
+                "a row with ignore yes)" if csv_table else '"ignore_colors")')
         raise MaskValueError(f"{path}: colour-mask colours not in the class table ({_describe(found)}); {cause}")
     return mapped[inverse].reshape(mask.shape[:2]).astype(np.uint8)
 

@@ -21,13 +21,16 @@ __all__ = ["DATASETS", "check_masks", "cityscapes_only", "class_table", "ground_
 DATASETS = ("cityscapes", "voc", "folder")
 
 
-def class_table(dataset: str, classes_file: Path | None = None, resumed: ClassTable | None = None) -> ClassTable:
+def class_table(dataset: str, classes_file: Path | None = None, resumed: ClassTable | None = None,
+                resumed_from: Path | None = None) -> ClassTable:
     """The class table of ``--dataset`` (``--classes FILE`` for a folder data set; FlagError when it is missing, or
-    given for a data set with its own table, or when it differs from the ``resumed`` run's)."""
+    given for a data set with its own table, or when it differs from the ``resumed`` run's, read from
+    ``resumed_from``)."""
     table = _class_table(dataset, classes_file)
     if resumed is not None and resumed != table:
         raise FlagError(f"argument --classes: {classes_file} describes other classes than the run being resumed; "
-                        "resume with its own table, or start a new run")
+                        "resume with its own table, or fine-tune its weights on these classes in a new run: "
+                        f"--init-weights {resumed_from or 'CHECKPOINT'} --run-name NAME instead of --resume")
     return table
 
 

@@ -1,0 +1,61 @@
+"""Class tables: JSON and CSV say the same things, and anything else is refused in one line naming the file."""
+
+import json
+
+import numpy as np
+import pytest
+
+from segdata.classes import ClassTableError, load_class_table
+from segdata.masks import MaskValueError, to_train_ids
+
+ROAD_SCENE_JSON = {"name": "roads", "ignore": [11], "ignore_colors": [[0, 0, 0]],
+                   "classes": [{"name": "sky", "color": [128, 128, 128], "values": [0]},
+                               {"name": "road", "color": [128, 64, 128], "values": [1, 2]}]}
+ROAD_SCENE_CSV = "name,r,g,b,values,ignore\nsky,128,128,128,0,\nroad,128,64,128,1 2,no\nvoid,0,0,0,11,yes\n"
+
+
+def test_a_csv_table_says_what_a_json_one_says_ignored_values_and_colours_included(tmp_path):
+    (tmp_path / "roads.json").write_text(json.dumps(ROAD_SCENE_JSON))
+    (tmp_path / "roads.csv").write_text(ROAD_SCENE_CSV)
+    from_json, from_csv = load_class_table(tmp_path / "roads.json"), load_class_table(tmp_path / "roads.csv")
+    assert from_json == from_csv
+    assert from_csv.names == ("sky", "road") and from_csv.ignore == (11,) and from_csv.ignore_colors == ((0, 0, 0),)
+    mask = np.array([[0, 1], [2, 11]], np.uint8)
+    assert to_train_ids(mask, from_csv).tolist() == [[0, 1], [1, 255]]
+    # and back: the table a checkpoint carries is JSON's form
+    (tmp_path / "again.json").write_text(json.dumps(from_csv.as_dict()))
+    assert load_class_table(tmp_path / "again.json") == from_csv
+
+
+def test_a_void_row_without_ignore_would_be_a_class_and_the_error_says_how_to_ignore_it_in_csv(tmp_path):
+    (tmp_path / "t.csv").write_text("name,r,g,b,values\nsky,128,128,128,0\nroad,128,64,128,1\n")
+    with pytest.raises(MaskValueError, match=r"t.csv, or add a row with ignore yes for them"):
+        to_train_ids(np.array([[0, 11]], np.uint8), load_class_table(tmp_path / "t.csv"), "m.png")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name,r,g,b,values,ignored\nsky,1,2,3,0,\n", "unknown column ignored"),
+    ("name,r,g,b,ignore\nsky,1,2,3,maybe\n", "row sky: ignore is yes or empty, got 'maybe'"),
+    ("name,r,g,b,values,ignore\nsky,1,2,3,0,\nvoid,,,,,yes\n", "ignored row void names no mask value and no colour"),
+    ("name,r,g,b\nsky,1,2,\n", "not a class table"),
+])
+def test_csv_mistakes_are_named(tmp_path, text, message):
+    (tmp_path / "t.csv").write_text(text)
+    with pytest.raises(ClassTableError, match=message):
+        load_class_table(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"classes": ["sky", "road"]}, r'"classes" must be a list of objects, one per class, got a list of str'),
+    ({"classes": {"sky": [1, 2, 3]}}, r'"classes" must be a list of objects, one per class, got dict'),
+    ({"classes": [{"name": "sky", "color": [1, 2, 3]}], "ignored": [11]}, "unknown key ignored"),
+    ({"classes": [{"name": "sky", "colour": [1, 2, 3]}]}, "unknown key of class sky colour"),
+    ({"classes": [{"name": "sky", "color": [1, 2]}]}, r"the colour of sky is \[1, 2\]; colours are RGB, three numbers"),
+    ({"classes": [{"name": "sky", "color": [1, 2, 300]}]}, "colours are RGB, three numbers 0-255"),
+    ({"classes": [{"name": "sky", "color": [1, 2, 3]}], "ignore_colors": [[0, 0]]}, "the colour of ignored is"),
+])
+def test_json_mistakes_are_named_when_the_table_is_read(tmp_path, data, message):
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(ClassTableError, match=message) as caught:
+        load_class_table(tmp_path / "t.json")
+    assert str(caught.value).startswith(str(tmp_path / "t.json")) and "\n" not in str(caught.value)

@@ -1,0 +1,120 @@
+"""Folder data sets as users bring them: split lists in the "image mask" pair format, JPEG masks, a PNG and a JPEG of
+one frame, empty lists and unreadable files, each named in one line; the check groups what repeats."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from cityscapes.synthetic_layouts import STREET_CLASSES, write_folder_dataset
+from segdata import check
+from segdata.files import write_png
+from segdata.folder import FolderSegmentation, find_pairs
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder") / "street"
+    write_folder_dataset(root, frames_per_split=4)
+    return root
+
+
+@pytest.fixture
+def copy(street, tmp_path):
+    shutil.copytree(street, tmp_path / "street")
+    return tmp_path / "street"
+
+
+def test_pair_lists_read_image_mask_lines_relative_to_the_list_or_the_root(copy):
+    frames = sorted((copy / "images" / "train").rglob("*.png"))
+    # SegNet-style: absolute paths of another machine's root; VOC-style: paths from the root with a leading slash;
+    # and paths relative to the list's own folder
+    lines = [f"/home/someone/datasets/street/images/train/{frames[0].relative_to(copy / 'images' / 'train')} "
+             f"/home/someone/datasets/street/masks/train/{frames[0].relative_to(copy / 'images' / 'train')}",
+             f"/images/train/{frames[1].relative_to(copy / 'images' / 'train')} "
+             f"/masks/train/{frames[1].relative_to(copy / 'images' / 'train')}",
+             f"../images/train/{frames[2].relative_to(copy / 'images' / 'train')} "
+             f"../masks/train/{frames[2].relative_to(copy / 'images' / 'train')}"]
+    (copy / "splits").mkdir()
+    (copy / "splits" / "train.txt").write_text("\n".join(lines) + "\n")
+    data = FolderSegmentation(copy, "train", STREET_CLASSES)
+    assert data.images == frames[:3] and [mask.name for mask in data.masks] == [frame.name for frame in frames[:3]]
+    assert data.stem(0) == frames[0].relative_to(copy).with_suffix("").as_posix()  # outputs mirror the image path
+    image, mask = data.read_arrays(2)
+    assert image.shape[:2] == mask.shape
+
+
+def test_a_pair_list_naming_missing_files_says_so_once_per_line(copy):
+    (copy / "splits").mkdir()
+    (copy / "splits" / "train.txt").write_text("a.png b.png\n")
+    with pytest.raises(FileNotFoundError, match=r"train.txt: line 1 names a.png, which is neither under .* nor under "
+                                                r".*image mask pairs are relative to the list's folder"):
+        FolderSegmentation(copy, "train", STREET_CLASSES)
+
+
+def test_an_empty_split_list_is_named(copy):
+    (copy / "splits").mkdir()
+    (copy / "splits" / "train.txt").write_text("\n\n")
+    with pytest.raises(FileNotFoundError, match=r"splits/train.txt: lists no frames; write one frame per line"):
+        FolderSegmentation(copy, "train", STREET_CLASSES)
+
+
+def test_a_jpeg_mask_is_named_as_such(copy):
+    mask = sorted((copy / "masks" / "train").rglob("*.png"))[0]
+    mask.rename(mask.with_suffix(".jpg"))
+    problems = find_pairs(copy, "train")[3]
+    assert problems == [f"{mask.with_suffix('.jpg')}: a mask saved as JPEG; masks must be lossless PNGs (JPEG changes "
+                        "the values at every edge): save it as PNG"]
+
+
+def test_a_png_and_a_jpeg_of_one_frame_are_refused(copy):
+    image = sorted((copy / "images" / "train").rglob("*.png"))[0]
+    shutil.copy(image, image.with_suffix(".jpg"))
+    with pytest.raises(FileNotFoundError, match=f"{image.with_suffix('')}.(png|jpg): and {image.stem}.(jpg|png) "
+                                                "beside it are two files of one frame; keep one"):
+        FolderSegmentation(copy, "train", STREET_CLASSES)
+
+
+def test_an_empty_mask_file_is_named_when_the_split_is_opened(copy):
+    from segdata.dataset import file_sizes
+
+    mask = sorted((copy / "masks" / "val").rglob("*.png"))[1]
+    mask.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{mask}: is empty \\(0 bytes\\)"):
+        file_sizes(FolderSegmentation(copy, "val", STREET_CLASSES).masks)
+
+
+def test_the_check_groups_a_repeated_problem_and_leaves_an_earlier_figure_alone(copy, tmp_path, capsys):
+    figure = tmp_path / "classes.png"
+    args = ["--data-root", str(copy), "--classes", str(copy / "classes.json"), "--figure", str(figure)]
+    assert check.main(check.get_args_parser().parse_args(args)) == 0
+    good = figure.read_bytes()
+    assert "(replaced)" not in capsys.readouterr().out
+    for path in (copy / "masks").rglob("*.png"):  # every mask holds a value the table lacks
+        mask = np.zeros((64, 128), np.uint8)
+        mask[:, :4] = 99
+        write_png(path, mask)
+    assert check.main(check.get_args_parser().parse_args(args)) == 1
+    out, err = capsys.readouterr()
+    problems = [line for line in err.splitlines() if line.startswith("problem: ")]
+    assert problems == [line for line in problems if "8 files" in line or "mask values not in" not in line]
+    assert len(problems) == 1 and "8 files: mask values not in the class table (99: 256 px)" in problems[0]
+    assert problems[0].count(".png") == 5 and "and 3 more" in problems[0]  # five of the eight files named
+    assert "train: 4 frames, no pixel counted" in out and "not drawn" in out and f"{figure} is left as it was" in out
+    assert figure.read_bytes() == good  # the honest figure of the earlier check stays
+
+
+def test_the_check_says_when_it_replaces_its_figure(copy, tmp_path, capsys):
+    figure = tmp_path / "classes.png"
+    args = ["--data-root", str(copy), "--classes", str(copy / "classes.json"), "--figure", str(figure)]
+    for _ in range(2):
+        assert check.main(check.get_args_parser().parse_args(args)) == 0
+    assert f"class frequencies: {figure} (replaced)" in capsys.readouterr().out
+
+
+def test_group_problems_keeps_single_problems_as_they_are():
+    grouped = check.group_problems([f"a{index}.png: mask values not in the class table ({index}: 3 px); add them"
+                                    for index in range(2)] + ["b.png: has no mask (expected c.png)"])
+    assert grouped == ["2 files: mask values not in the class table (0: 3 px) (the first; the same in a0.png, "
+                       "a1.png); add them", "b.png: has no mask (expected c.png)"]
+
