@@ -1,4 +1,4 @@
-"""Train DeepLabV3+ on Cityscapes (or the synthetic demo set).
+"""Train DeepLabV3+ on Cityscapes, PASCAL VOC or your own data (or the synthetic demo set).
 
     python train_dlv3p.py --backbone resnet50 --output_stride 8
     torchrun --nproc_per_node 4 train_dlv3p.py --backbone resnet50 --output_stride 8
@@ -6,7 +6,9 @@
 Defaults follow the common ResNet DeepLabV3+ Cityscapes recipe: 80k iterations,
 batch 8 (in total, over all processes), 768x768 crops of images scaled by
 0.5-2.0, SGD lr 0.01 momentum 0.9 weight decay 5e-4, poly LR (power 0.9) after
-a linear warm-up, ImageNet-pretrained backbone, SyncBN on multiple GPUs.
+a linear warm-up, ImageNet-pretrained backbone, SyncBN on multiple GPUs; the
+model predicts the classes of the data set's class table (Cityscapes: 19).
+Small data sets want a shorter recipe: docs/own-data.md.
 """
 
 from __future__ import annotations
@@ -237,7 +239,8 @@ def train(args: argparse.Namespace, context: DistributedContext, folder: RunFold
             protocol = training.validation_protocol(val_loader.dataset, args.output_stride, args.amp_dtype,
                                                     args.channels_last, registry.ground_truth_of(args.dataset),
                                                     len(val_set))
-            folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict()},
+            folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict(),
+                           "class_table": classes.as_dict()},
                           None if fresh else run.resume_record(given, state.iteration, changes))
             for change in changes:
                 log.info("resumed with a change: %s", change)

@@ -163,7 +163,7 @@ def report_outputs(result: EvaluationResult, report: dict | None, frames: int, c
     zip_path = final_dir / submission_zip_name(model_name, split)
     where = "" if kind != "labelIds" else (f"; upload {zip_path}" if split == "test"
                                            else f"; zipped to {zip_path} (val: not for the server)")
-    extra = [f"{len(list((final_dir / name).glob('*.png')))} {name} PNGs in {final_dir / name}"
+    extra = [f"{len(list((final_dir / name).rglob('*.png')))} {name} PNGs in {final_dir / name}"
              for name in ("color", "overlay") if (final_dir / name).is_dir()]
     log.info("%d %s PNGs in %s%s%s", frames, kind, final_dir / kind, "".join(f", {text}" for text in extra), where)
     if report is not None:

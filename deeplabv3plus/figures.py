@@ -3,6 +3,7 @@ confusion matrix, prediction GIFs and preview frames from a checkpoint."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from matplotlib.figure import Figure
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.history import read_history, read_per_class_iou
 from deeplabv3plus.inference import load_trained_model, predict
+from segdata.classes import ClassTable, indexed_palette
 from segdata.dataset import SegmentationDataset
 from segdata.files import write_csv
 from segdata.pictures import save_figure, save_gif, side_by_side
@@ -27,12 +29,13 @@ __all__ = [
     "plot_per_class_iou",
     "plot_training_curve",
     "prediction_frames",
+    "run_classes",
     "save_prediction_gif",
     "save_training_figures",
     "training_summary",
 ]
 
-SUMMARY_COLUMNS = ["run", "iterations", "best_miou", "final_miou", "final_mean_dice", "final_pixel_accuracy",
+SUMMARY_COLUMNS = ["run", "classes", "iterations", "best_miou", "final_miou", "final_mean_dice", "final_pixel_accuracy",
                    "final_val_loss"]
 
 CURVES = {  # figure file stem -> (history key(s) drawn, y label)
@@ -44,14 +47,17 @@ CURVES = {  # figure file stem -> (history key(s) drawn, y label)
 
 
 def plot_training_curve(histories: dict[str, list[dict]], keys: tuple[str, ...], ylabel: str) -> Figure:
-    """One panel per run (side by side, e.g. OS8 and OS16), a line per history key against iteration."""
+    """One panel per run (side by side, e.g. OS8 and OS16), a line per history key against iteration; a run with
+    one validation is a marked point, and its title says so."""
     figure = Figure(figsize=(5.5 * len(histories), 4), layout="constrained")
     axes = figure.subplots(1, len(histories), squeeze=False, sharey=True)[0]
     for axis, (run, history) in zip(axes, histories.items()):
         iterations = [row["iteration"] for row in history]
+        single = len(history) == 1
         for key in keys:
-            axis.plot(iterations, [row[key] for row in history], marker="o", markersize=3, label=key.replace("_", " "))
-        axis.set_title(run)
+            axis.plot(iterations, [row[key] for row in history], marker="o", markersize=8 if single else 3,
+                      label=key.replace("_", " "))
+        axis.set_title(f"{run} (one validation: a point, not a curve)" if single else run)
         axis.set_xlabel("iteration")
         axis.grid(alpha=0.3)
         axis.legend()
@@ -98,18 +104,45 @@ def training_summary(histories: dict[str, list[dict]]) -> list[dict]:
             for run, rows in histories.items()]
 
 
+def run_classes(folder: Path) -> ClassTable:
+    """The class table a run trained with: args.json's copy (runs since 2026-12-04), else the names of its
+    per_class_iou.json with Cityscapes' colours where they are Cityscapes' names, VOC's colour map otherwise."""
+    args = folder / "args.json"
+    if args.is_file():
+        record = json.loads(args.read_text())
+        if "class_table" in record:
+            return ClassTable.from_dict(record["class_table"], source=str(args))
+    names = tuple(read_per_class_iou(folder)[0]["iou"])
+    from cityscapes.labels import CITYSCAPES_CLASSES
+
+    if names == CITYSCAPES_CLASSES.names:
+        return CITYSCAPES_CLASSES
+    return ClassTable(folder.name, names, indexed_palette(len(names)), tuple((index,) for index in range(len(names))))
+
+
 def save_training_figures(save_dir: Path, out_dir: Path, runs: Sequence[str] | None = None) -> list[Path]:
     """Loss / mIoU / mean Dice / pixel accuracy curves, per-class IoU bars, and for each run its per-class IoU over
-    the validations and the confusion matrix of its last validation; a summary CSV; all in ``out_dir``."""
+    the validations (in its classes' colours) and the confusion matrix of its last validation; a summary CSV; all in
+    ``out_dir``. Runs of other class tables (Cityscapes beside your own data) are never drawn in one figure: each
+    table's runs get their own shared figures, named ``dlv3p_{figure}_{table}.png`` when there are several."""
     folders = find_runs(save_dir, runs)
+    tables = {folder.name: run_classes(folder) for folder in folders}
+    groups: dict[tuple[str, ...], list[Path]] = {}
+    for folder in folders:
+        groups.setdefault(tables[folder.name].names, []).append(folder)
     histories = {folder.name: read_history(folder) for folder in folders}
-    written = [save_figure(plot_training_curve(histories, keys, ylabel), Path(out_dir) / f"{stem}.png")
-               for stem, (keys, ylabel) in CURVES.items()]
     entries = {folder.name: read_per_class_iou(folder) for folder in folders}
-    per_class = {run: rows[-1]["iou"] for run, rows in entries.items()}
-    written.append(save_figure(plot_per_class_iou(per_class), Path(out_dir) / "dlv3p_class_iou.png"))
+    written = []
+    for members in groups.values():
+        table = tables[members[0].name]
+        suffix = f"_{table.name}" if len(groups) > 1 else ""
+        group = {folder.name: histories[folder.name] for folder in members}
+        written += [save_figure(plot_training_curve(group, keys, ylabel), Path(out_dir) / f"{stem}{suffix}.png")
+                    for stem, (keys, ylabel) in CURVES.items()]
+        per_class = {folder.name: entries[folder.name][-1]["iou"] for folder in members}
+        written.append(save_figure(plot_per_class_iou(per_class), Path(out_dir) / f"dlv3p_class_iou{suffix}.png"))
     for run, rows in entries.items():
-        written.append(save_figure(plot_class_iou_over_validations(rows),
+        written.append(save_figure(plot_class_iou_over_validations(rows, tables[run].colors),
                                    Path(out_dir) / f"{run}_class_iou_over_validations.png"))
         if "confusion_matrix" in rows[-1]:  # runs trained before it was recorded have none
             written.append(save_figure(
@@ -118,7 +151,10 @@ def save_training_figures(save_dir: Path, out_dir: Path, runs: Sequence[str] | N
                                       "recall, %; red: the largest confusions)"),
                 Path(out_dir) / f"{run}_confusion_matrix.png"))
     summary = Path(out_dir) / "dlv3p_summary.csv"
-    write_csv(summary, training_summary(histories), SUMMARY_COLUMNS)
+    rows = training_summary(histories)
+    for row in rows:
+        row["classes"] = tables[row["run"]].name
+    write_csv(summary, rows, SUMMARY_COLUMNS)
     return written + [summary]
 
 
@@ -152,28 +188,24 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     return figure
 
 
-def plot_class_iou_over_validations(entries: Sequence[dict]) -> Figure:
-    """One line per class: its IoU at each validation of a run (the entries of per_class_iou.json)."""
+def plot_class_iou_over_validations(entries: Sequence[dict], colors: Sequence[Sequence[int]]) -> Figure:
+    """One line per class, in its class table's colour (``colors``, RGB 0-255 in train-id order): its IoU at each
+    validation of a run (the entries of per_class_iou.json); one validation is a marked point."""
     figure = Figure(figsize=(10, 5.5), layout="constrained")
     axis = figure.subplots()
     iterations = [entry["iteration"] for entry in entries]
     names = list(entries[0]["iou"]) if entries else []
-    colours = [tuple(channel / 255 for channel in colour) for colour in _class_colours(len(names))]
+    colours = [tuple(channel / 255 for channel in colour) for colour in colors]
     for name, colour in zip(names, colours):
         values = [np.nan if entry["iou"][name] is None else 100 * entry["iou"][name] for entry in entries]
-        axis.plot(iterations, values, marker="o", markersize=3, label=name, color=colour)
+        axis.plot(iterations, values, marker="o", markersize=8 if len(entries) == 1 else 3, label=name,
+                  color=colour)
     axis.set_xlabel("iteration")
     axis.set_ylabel("IoU (%)")
     axis.set_ylim(0, 100)
     axis.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1))
     axis.set_title("Per-class IoU at each validation")
     return figure
-
-
-def _class_colours(count: int) -> list[tuple[int, int, int]]:
-    from cityscapes.labels import TRAIN_ID_TO_COLOR
-
-    return [tuple(int(channel) for channel in TRAIN_ID_TO_COLOR[index]) for index in range(count)]
 
 
 def prediction_frames(model: torch.nn.Module, dataset: SegmentationDataset, indices: Sequence[int],
@@ -196,12 +228,12 @@ def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None
     """Predict the first ``num_frames`` images of a split of the data set the checkpoint was trained on (its
     layout and class table travel in the checkpoint); write image | prediction | ground truth as a GIF.
 
-    ``out_path`` defaults to ``outputs/dlv3p_os{stride}.gif``.
+    ``out_path`` defaults to ``outputs/{run}.gif``, named after the checkpoint's run (another run's GIF stays).
     """
     contents = load_checkpoint(checkpoint)
     model = load_trained_model(checkpoint, device, checkpoint=contents)
     if out_path is None:
-        out_path = Path("outputs") / f"dlv3p_os{model.config['output_stride']}.gif"
+        out_path = Path("outputs") / f"{Path(checkpoint).resolve().parent.name}.gif"
     classes = checkpoint_classes(contents)
     dataset = open_split(contents.get("args", {}).get("dataset", "cityscapes"), data_root, split, classes,
                          eval_transforms())

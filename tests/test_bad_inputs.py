@@ -410,3 +410,12 @@ def test_the_video_maker_checks_its_flags(capsys, tmp_path):
         media.main([str(tmp_path), str(tmp_path / "clip.mp4"), "--fps", "-3"])
     assert exit_.value.code == 2
     assert_one_line(capsys.readouterr().err, "argument --fps: must be a positive number, got -3")
+
+
+def test_an_empty_val_image_ends_in_one_line_and_leaves_no_run_folder(tiny_copy, tmp_path, capsys):
+    image = image_files(tiny_copy, "val")[1]
+    image.write_bytes(b"")
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "saved"), capsys)
+    assert code == 2
+    assert_one_line(err, f"{image}: is empty (0 bytes)", "replace or remove it")
+    assert not (tmp_path / "saved").exists()

@@ -26,7 +26,7 @@ def test_visualize_training_notebook(trained_run, tmp_path):
         with Image.open(tmp_path / f"{stem}.png") as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
     summary = (tmp_path / "dlv3p_summary.csv").read_text().splitlines()
-    assert summary[0].startswith("run,iterations,best_miou") and summary[1].startswith("tiny,90,")
+    assert summary[0].startswith("run,classes,iterations,best_miou") and summary[1].startswith("tiny,cityscapes,90,")
     executed = json.loads((tmp_path / "executed.ipynb").read_text())
     assert any(
         output.get("output_type") == "display_data" for cell in executed["cells"] for output in cell.get("outputs", [])
@@ -53,3 +53,19 @@ def test_parameters_are_checked():
     assert notebook.cells[0].source == "a = 1\nb = 'x'"
     with pytest.raises(ValueError, match="has no 'c'"):
         set_parameters(notebook, {"c": 1})
+
+
+def test_run_notebook_says_when_it_replaces_its_output(tmp_path, capsys):
+    import nbformat
+
+    import run_notebook
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# Parameters\nx = 1")])
+    nbformat.write(notebook, tmp_path / "n.ipynb")
+    for _ in range(2):
+        argv = [str(tmp_path / "n.ipynb"), "--param", "x=2", "--output", str(tmp_path / "o.ipynb")]
+        assert run_notebook.main(argv) == 0
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert not first.endswith("(replaced)") and second.endswith(f"-> {tmp_path / 'o.ipynb'} (replaced)")
+    assert run_notebook.main([str(tmp_path / "n.ipynb"), "--output", str(tmp_path)]) == 2
+    assert f"argument --output: {tmp_path} is a folder; name a file" in capsys.readouterr().err

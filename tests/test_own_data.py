@@ -227,6 +227,37 @@ def test_the_class_table_travels_into_test_predict_and_the_gif_notebook(folder_r
     assert {tuple(pixel) for pixel in prediction.tolist()} <= set(STREET_CLASSES.colors) | {(0, 0, 0)}
 
 
+def test_both_notebooks_work_on_a_saved_folder_that_mixes_class_tables(trained_run, folder_run, own_root, learn_root,
+                                                                      tmp_path, monkeypatch):
+    """A Cityscapes run beside an own-data run (what fine-tuning leaves): each table's runs get their own figures,
+    each run's curves its own colours, and each run's GIF its own name."""
+    from deeplabv3plus.figures import run_classes, save_prediction_gif
+
+    saved = tmp_path / "saved"
+    for run in (trained_run, folder_run):
+        shutil.copytree(run, saved / run.name, ignore=shutil.ignore_patterns("*.pth", "tb"))
+    out = tmp_path / "figures"
+    execute_notebook(REPO / "visualize_training.ipynb", {"save_dir": str(saved), "out_dir": str(out)}, cwd=REPO)
+    for table in ("cityscapes", STREET_CLASSES.name):
+        for stem in ("dlv3p_loss", "dlv3p_miou", "dlv3p_class_iou"):
+            assert (out / f"{stem}_{table}.png").stat().st_size > 1000
+    for run in (trained_run.name, folder_run.name):
+        for figure in ("class_iou_over_validations", "confusion_matrix"):
+            assert (out / f"{run}_{figure}.png").exists()
+    assert not (out / "dlv3p_class_iou.png").exists()  # no figure mixes the two tables
+    summary = (out / "dlv3p_summary.csv").read_text()
+    assert f"\n{trained_run.name},cityscapes," in summary and f"\n{folder_run.name},{STREET_CLASSES.name}," in summary
+    assert run_classes(saved / folder_run.name) == STREET_CLASSES and run_classes(saved / trained_run.name).name == \
+        "cityscapes"
+    # the GIFs: named after their runs, so the second does not replace the first
+    monkeypatch.chdir(tmp_path)
+    execute_notebook(REPO / "save_predictions.ipynb", {"checkpoint": str(folder_run / "last.pth"),
+                     "data_root": str(own_root), "num_frames": 2}, cwd=tmp_path)
+    save_prediction_gif(trained_run / "best.pth", learn_root, num_frames=2)
+    assert sorted(path.name for path in (tmp_path / "outputs").iterdir()) == [f"{folder_run.name}.gif",
+                                                                              f"{trained_run.name}.gif"]
+
+
 def test_voc_trains_and_refuses_what_only_cityscapes_has(voc_root, tmp_path, capsys):
     args = ["--dataset", "voc", "--data-root", str(voc_root), "--save-dir", str(tmp_path), "--run-name", "voc", *SMALL]
     args[args.index("--iters") + 1] = "1"
@@ -311,7 +342,50 @@ def test_resuming_with_another_class_count_is_refused(folder_run, own_root, tmp_
         "--resume", str(last), "--classes", str(three), "--workers", "0", "--device", "cpu"])) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: argument --classes:") and "other classes than the run" in err
+    assert f"fine-tune its weights on these classes in a new run: --init-weights {last} --run-name NAME" in err
     assert last.read_bytes() == before
+    assert train_dlv3p.main(train_dlv3p.get_args_parser().parse_args([
+        "--resume", str(last), "--dataset", "voc", "--workers", "0", "--device", "cpu"])) == 2
+    assert f"start a new run from them: --init-weights {last} --run-name NAME" in capsys.readouterr().err
+
+
+def test_the_recipe_crop_is_fitted_to_small_frames_and_a_given_one_refused(own_root, tmp_path, capsys, caplog):
+    """480x360-like frames with the Cityscapes recipe: its 768x768 crop would be padding mostly."""
+    from deeplabv3plus.training import crop_for_frames
+
+    assert crop_for_frames((768, 768), [(64, 128)] * 3, (0.5, 2.0), given=False) == (64, 128)
+    assert crop_for_frames((96, 200), [(64, 128)], (0.5, 2.0), given=True) == (96, 200)  # reachable when scaled
+    recipe_crop = [flag for flag in SMALL if flag not in ("--crop-size", "64")]
+
+    def train_without_crop(*extra):
+        return train_dlv3p.main(train_dlv3p.get_args_parser().parse_args([
+            "--dataset", "folder", "--data-root", str(own_root), "--classes", str(own_root / "classes.json"),
+            "--save-dir", str(tmp_path / "runs"), *recipe_crop, *extra]))
+
+    assert train_without_crop("--crop-size", "512") == 2
+    assert "argument --crop-size: 512x512 is larger than every train frame even at the largest random scale " \
+           "(frames at most 64x128, x2); give a crop of at most 64x128" in capsys.readouterr().err
+    with caplog.at_level("INFO"):
+        assert train_without_crop("--val-frames", "1", "--run-name", "fitted") == 0
+    assert "the recipe's 768x768 crop is larger than every train frame (at most 64x128): training on 64x128" \
+        in caplog.text
+    record = json.loads((tmp_path / "runs" / "fitted" / "args.json").read_text())
+    assert record["crop_size"] == [64, 128] and record["val_frames"] == 1
+    assert record["val_protocol"]["images"] == 1 and record["val_protocol"]["of_images"] == 4
+    assert record["val_protocol"]["description"].startswith("val, 1 of 4 images (a fixed subset), whole 64x128")
+    assert record["class_table"] == STREET_CLASSES.as_dict()
+
+
+def test_evaluation_finds_the_data_the_checkpoint_was_trained_on_and_counts_every_png(folder_run, tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        assert test_dlv3p.main(test_dlv3p.get_args_parser().parse_args([  # no --data-root
+            "--model-weights-path", str(folder_run / "last.pth"), "--workers", "0", "--out", str(tmp_path),
+            "--save-color"])) == 0
+    trained_on = load_checkpoint(folder_run / "last.pth")["args"]["data_root"]
+    assert f"data root: {trained_on} (the one {folder_run / 'last.pth'} was trained on" in caplog.text
+    split = tmp_path / folder_run.name / "val"
+    assert f"4 ids PNGs in {split / 'ids'}, 4 color PNGs in {split / 'color'}, 4 overlay PNGs in " \
+           f"{split / 'overlay'}" in caplog.text
 
 
 def test_the_decoded_cache_serves_own_data_too(own_root, tmp_path):
@@ -326,9 +400,13 @@ def test_the_decoded_cache_serves_own_data_too(own_root, tmp_path):
         assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     remapped = ClassTable.from_dict({**STREET_CLASSES.as_dict(), "ignore": [0, 21, 255]} | {"classes": [
         {**entry, "values": entry["values"][:1]} for entry in STREET_CLASSES.as_dict()["classes"]]})
-    with pytest.raises(CacheError, match="changed since it was cached; rebuild with python -m segdata.cache --dataset "
+    with pytest.raises(CacheError, match="the class table's mapping of mask values \\(or colours\\) to classes changed "
+                                         "since it was cached; rebuild with python -m segdata.cache --dataset "
                                          f"folder --data-root {root}"):
         FolderSegmentation(root, "train", remapped, cache_root=root / "cache")  # masks are mapped by the table
+    renamed = ClassTable.from_dict({**STREET_CLASSES.as_dict(), "classes": [
+        {**entry, "name": entry["name"].upper()} for entry in STREET_CLASSES.as_dict()["classes"]]})
+    FolderSegmentation(root, "train", renamed, cache_root=root / "cache")  # new names, same masks: the cache serves
     assert train(root, tmp_path, "--cache", "--iters", "1") == 0
 
 

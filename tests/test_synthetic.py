@@ -84,9 +84,29 @@ def test_full_cityscapes_resolution(tmp_path):
 def test_refuses_to_write_over_other_data(tmp_path, capsys):
     (tmp_path / "gtFine").mkdir()
     (tmp_path / "gtFine" / "real.json").write_text("{}")
-    with pytest.raises(SystemExit, match="refusing"):
-        main(get_args_parser().parse_args(["--out", str(tmp_path), "--frames-per-split", "1"]))
+    assert main(get_args_parser().parse_args(["--out", str(tmp_path), "--frames-per-split", "1"])) == 2
+    assert "refusing to write a synthetic data set into a folder that holds other files" in capsys.readouterr().err
     assert not (tmp_path / MARKER_FILE).exists()
+
+
+def test_an_out_that_is_a_file_or_a_full_disk_ends_in_one_line(tmp_path, capsys, monkeypatch):
+    from cityscapes import synthetic
+
+    (tmp_path / "file").write_text("mine")
+    assert main(get_args_parser().parse_args(["--out", str(tmp_path / "file"), "--frames-per-split", "1"])) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: argument --out: {tmp_path / 'file'} is a file, not a folder; name a "
+                                        "folder"]
+    assert (tmp_path / "file").read_text() == "mine"
+
+    def full(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(synthetic, "write_png", full)
+    assert main(get_args_parser().parse_args(["--out", str(tmp_path / "d"), "--frames-per-split", "1", "--height",
+                                              "32", "--width", "64"])) == 1
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: cannot write {tmp_path / 'd'}") and "No space left on device" in line
 
 
 def test_cli_writes_requested_size(tmp_path, capsys):

@@ -93,3 +93,39 @@ def test_the_confusion_matrix_figure_normalises_rows_and_marks_the_largest_confu
     red = sorted(text.get_text() for text in axis.texts if text.get_color() == "red")
     assert red == ["10", "50"]
     assert [label.get_text() for label in axis.get_yticklabels()] == list(CLASS_NAMES)
+
+
+def test_a_tensorboard_that_fails_to_import_is_said_in_one_line(tiny_root, tmp_path, monkeypatch, capsys, caplog):
+    """Installed but broken (a mismatched protobuf, say): asked for, one line and exit 2 before any work; not asked
+    for, a notice and the run goes on without logs."""
+    import importlib
+
+    from deeplabv3plus import tensorboard_log
+
+    real = importlib.import_module
+
+    def broken(name, *args):
+        if name == "torch.utils.tensorboard":
+            raise ImportError("cannot import name 'builder' from 'google.protobuf.internal'")
+        return real(name, *args)
+
+    monkeypatch.setattr(tensorboard_log.importlib, "import_module", broken)
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--tensorboard")) == 2
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: argument --tensorboard: the tensorboard package is installed but fails to import "
+                           "(ImportError: cannot import name 'builder'")
+    assert not (tmp_path / "dlv3p_resnet50_os16").exists()
+    with caplog.at_level("INFO"):
+        assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1")) == 0
+    assert "TensorBoard logging is off: the tensorboard package is installed but fails to import" in caplog.text
+    assert not (tmp_path / "dlv3p_resnet50_os16" / "tb").exists()
+
+
+def test_a_tb_path_that_is_a_file_ends_in_one_line_and_leaves_no_run(tiny_root, tmp_path, capsys):
+    run = tmp_path / "dlv3p_resnet50_os16"
+    run.mkdir()
+    (run / "tb").write_text("not a folder")
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--tensorboard")) == 1
+    line, = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
+    assert f"{run / 'tb'}" in line and "Traceback" not in line
+    assert sorted(path.name for path in run.iterdir()) == ["tb"]  # no args.json of a run that never started
