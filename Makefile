@@ -50,13 +50,18 @@ demo: install
 		--param data_root=$(DEMO_ROOT) --param num_frames=12 --output outputs/save_predictions.ipynb
 	@echo "demo done: see outputs/ (figures, GIF, outputs/$(DEMO_RUN)/) and saved/$(DEMO_RUN)/"
 
+# The whole suite over every core (pytest-xdist). One file or one marker alone:
+#   make test PYTEST_ARGS=tests/test_metrics.py      make test PYTEST_ARGS="-m fake_cuda"
+PYTEST_ARGS ?=
 test: install-dev
+	@echo "make test: ruff, then pytest over every core; one file or marker alone: make test PYTEST_ARGS=tests/test_x.py (or PYTEST_ARGS=\"-m fake_cuda\")"
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The GPU tier alone (tests marked cuda; they skip without a GPU, so make test stays CPU-only).
+# The GPU tier alone (tests marked cuda; they skip without a GPU, so make test stays CPU-only), in one process: the
+# tests share the GPU and time it.
 test-gpu: install-dev
-	$(PY) -m pytest -m cuda
+	$(PY) -m pytest -n 0 -m cuda
 
 # The GPU tier on the fake CUDA device of tests/fake_cuda.py (no GPU needed; tests that need the hardware skip).
 test-fake-gpu: install-dev

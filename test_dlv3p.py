@@ -25,12 +25,12 @@ from cityscapes.dataset import GROUND_TRUTHS
 from deeplabv3plus import cli, evaluation
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
+from deeplabv3plus.datasets import DATASETS, cityscapes_only, open_scored_split
 from deeplabv3plus.distributed import init_distributed_mode
 from deeplabv3plus.inference import check_inference_options, load_trained_model
 from deeplabv3plus.run_folder import run_name_of
 from segdata.files import WrittenAside
 from segdata.loading import default_workers
-from segdata.registry import DATASETS, cityscapes_only, open_scored_split
 from segdata.transforms import eval_transforms
 
 log = logging.getLogger("test_dlv3p")

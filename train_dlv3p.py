@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from deeplabv3plus import cli, run, training
+from deeplabv3plus import cli, datasets, run, training
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.distributed import DistributedContext, init_distributed_mode
@@ -27,7 +27,6 @@ from deeplabv3plus.engine import FitConfig, TrainState, fit
 from deeplabv3plus.model import ARCHITECTURES
 from deeplabv3plus.precision import AMP_DTYPES, fast_by_default, precision_from_flags
 from deeplabv3plus.run_folder import RunFolder, run_location
-from segdata import registry
 from segdata.flags import ignoring_interrupts
 from segdata.loading import default_workers
 
@@ -39,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe = lambda key: f" (default: {run.RUN_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     kept = lambda key: f" (default: {run.KEPT_DEFAULTS[key]}, or the resumed run's)"  # noqa: E731
     data = parser.add_argument_group("Data")
-    data.add_argument("--dataset", choices=registry.DATASETS, default=None,
+    data.add_argument("--dataset", choices=datasets.DATASETS, default=None,
                       help="cityscapes, PASCAL voc 2012, or a folder of your own (with --classes)" + recipe("dataset"))
     data.add_argument("--data-root", "--data_root", type=Path, default=None,
                       help="the data set's folder (Cityscapes': leftImg8bit/, gtFine/, generated_gt/)"
@@ -189,9 +188,9 @@ def main(args: argparse.Namespace) -> int:
         precision = precision_from_flags(args.amp, args.amp_dtype, args.device)  # decided once, passed down
         args.amp_dtype = precision.name
         folder = RunFolder.claim(args.save_dir, args.run_name, args.resume, args.overwrite, lock=context.is_main)
-        classes = registry.class_table(args.dataset, args.classes, checkpoint and checkpoint_classes(checkpoint),
+        classes = datasets.class_table(args.dataset, args.classes, checkpoint and checkpoint_classes(checkpoint),
                                        args.resume)
-        train_set, val_set = registry.open_training_splits(args.dataset, args.data_root, args.train_split, classes,
+        train_set, val_set = datasets.open_training_splits(args.dataset, args.data_root, args.train_split, classes,
                                                            args.crop_size, args.scale_range, args.jitter_on_device,
                                                            args.cache)
         fresh = not args.resume
@@ -237,7 +236,7 @@ def train(args: argparse.Namespace, context: DistributedContext, folder: RunFold
         if context.is_main:
             folder.prepare(replace=args.overwrite and fresh)
             protocol = training.validation_protocol(val_loader.dataset, args.output_stride, args.amp_dtype,
-                                                    args.channels_last, registry.ground_truth_of(args.dataset),
+                                                    args.channels_last, datasets.ground_truth_of(args.dataset),
                                                     len(val_set))
             folder.record({**cli.plain_values(args), "val_protocol": protocol.as_dict(),
                            "class_table": classes.as_dict()},

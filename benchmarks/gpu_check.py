@@ -216,7 +216,7 @@ def main(args: argparse.Namespace) -> list[Stage]:
         if status != "ok":
             return finish(stages, out, args)
         frames, epochs = work / "frames", work / "epochs"
-        tier = python("-m", "pytest", "-p", "no:cacheprovider", "-m", "cuda", "tests/test_cuda.py")
+        tier = python("-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-m", "cuda", "tests/test_cuda.py")
         if args.dry_run:
             tier.append("--collect-only")
         status, seconds = run_stage([*tier, "-k", "synchronizing"], out / "sync.log", sizes.limits["sync"], env)

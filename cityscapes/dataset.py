@@ -94,6 +94,10 @@ class CityscapesSegmentation(SegmentationDataset):
                 )
         self.use_cache(cache_root)
 
+    def cache_command(self) -> str:
+        """The command that (re)builds this split's decoded cache."""
+        return f"python -m cityscapes.cache --data-root {self.root} --splits {self.split}"
+
     def stem(self, index: int) -> str:
         """``{city}_{seq}_{frame}``: the name the server matches predictions by."""
         return stem_of(self.images[index])

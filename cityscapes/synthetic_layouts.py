@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cityscapes.labels import LABELS
-from cityscapes.synthetic import make_scene, render_image, render_provided_masks
+from cityscapes.synthetic_scenes import make_scene, render_image, render_provided_masks
 from segdata.classes import IGNORE_INDEX, VOC_CLASSES, ClassTable
 from segdata.files import write_bytes_atomic, write_json, write_png
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from cityscapes.submission import make_submission_zip
 from deeplabv3plus.checkpoint import model_config, weights_digest
+from deeplabv3plus.datasets import ids_name
 from deeplabv3plus.distributed import ShardSampler
 from deeplabv3plus.engine import EvaluationResult, evaluate
 from deeplabv3plus.figures import plot_confusion_matrix
@@ -24,7 +25,7 @@ from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.files import write_csv, write_json
 from segdata.loading import loader_options
 from segdata.pictures import save_figure
-from segdata.prediction_files import PredictionWriter, ids_kind, prediction_path
+from segdata.prediction_files import PredictionWriter, prediction_path
 
 __all__ = ["evaluation_protocol", "format_report", "predict_split", "report_outputs", "score_report",
            "submission_zip_name", "write_class_scores", "write_split_outputs"]
@@ -112,7 +113,7 @@ def write_split_outputs(result: EvaluationResult, dataset, protocol: EvaluationP
     a labelled split, metrics.json (the score report, with cityscapesscripts' own scores when ``official_eval``),
     class_iou.csv and confusion_matrix.png. Returns the report (None on a split without labels)."""
     # the files of this split's images (written by every rank), never leftovers of an earlier run
-    prediction_files = [prediction_path(work_dir, dataset.stem(index), ids_kind(classes))
+    prediction_files = [prediction_path(work_dir, dataset.stem(index), ids_name(classes))
                         for index in range(len(dataset))]
     if classes.name == "cityscapes":
         make_submission_zip(prediction_files, work_dir / submission_zip_name(model_name, protocol.split))
@@ -147,7 +148,7 @@ def predict_split(model: torch.nn.Module, dataset, classes: ClassTable, options:
     frame's id PNG (and colour and overlay PNGs) into ``work_dir`` while the next batch is predicted."""
     loader = DataLoader(dataset, batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
                         **loader_options(workers, device, persistent=False))
-    writer = PredictionWriter(work_dir, save_color=save_color, classes=classes)
+    writer = PredictionWriter(work_dir, classes, ids_name(classes), save_color=save_color)
     try:
         return evaluate(model, loader, device, classes.num_classes, ignore_index=IGNORE_INDEX,
                         channels_last=options.channels_last, on_prediction=writer, description=dataset.split,
@@ -159,7 +160,7 @@ def predict_split(model: torch.nn.Module, dataset, classes: ClassTable, options:
 def report_outputs(result: EvaluationResult, report: dict | None, frames: int, classes: ClassTable, final_dir: Path,
                    model_name: str, split: str, device: torch.device) -> None:
     """Where a split's outputs are, its scores (labelled splits) and the speed, on stdout."""
-    kind = ids_kind(classes)
+    kind = ids_name(classes)
     zip_path = final_dir / submission_zip_name(model_name, split)
     where = "" if kind != "labelIds" else (f"; upload {zip_path}" if split == "test"
                                            else f"; zipped to {zip_path} (val: not for the server)")

@@ -100,7 +100,7 @@ def _parity_split(checkpoint: dict, data_root: Path | None, split: str):
     if data_root is None:
         return None
     from deeplabv3plus.checkpoint import checkpoint_classes
-    from segdata.registry import open_split
+    from deeplabv3plus.datasets import open_split
     from segdata.transforms import eval_transforms
 
     kind = checkpoint.get("args", {}).get("dataset", "cityscapes")

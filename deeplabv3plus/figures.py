@@ -12,13 +12,13 @@ import torch
 from matplotlib.figure import Figure
 
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
+from deeplabv3plus.datasets import open_split
 from deeplabv3plus.history import read_history, read_per_class_iou
 from deeplabv3plus.inference import load_trained_model, predict
 from segdata.classes import ClassTable, indexed_palette
 from segdata.dataset import SegmentationDataset
 from segdata.files import write_csv
 from segdata.pictures import save_figure, save_gif, side_by_side
-from segdata.registry import open_split
 from segdata.transforms import eval_transforms
 
 __all__ = [

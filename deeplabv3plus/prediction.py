@@ -12,6 +12,7 @@ import torch
 from torchvision import tv_tensors
 from tqdm import tqdm
 
+from deeplabv3plus.datasets import ids_name
 from deeplabv3plus.inference import InferenceOptions, predict
 from deeplabv3plus.media import InputFile, VideoWriter, read_image, read_video
 from segdata.classes import ClassTable
@@ -64,7 +65,7 @@ def class_shares(train_ids: np.ndarray, classes: ClassTable) -> dict[str, float]
 
 def _id_pngs(train_ids: np.ndarray, classes: ClassTable) -> dict[str, np.ndarray]:
     """--save-ids: the train ids, and the data set's own mask values (Cityscapes: labelIds)."""
-    own = "labelIds" if classes.name == "cityscapes" else "ids"
+    own = ids_name(classes)
     return {"trainIds": train_ids, own: classes.mask_values()[train_ids]}
 
 

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,65 +27,22 @@ from tqdm import tqdm
 
 from segdata.files import OutputError, check_output_folder, free_bytes, write_bytes_atomic, write_json
 from segdata.flags import Parser, ignoring_interrupts, report_error
+from segdata.frame_cache import (
+    CACHE_DIR,
+    MANIFEST,
+    VERSION,
+    CacheError,
+    FrameCache,
+    cache_command,
+    entry_paths,
+    entry_record,
+    read_manifest,
+    table_digest,
+)
 
 __all__ = ["CACHE_DIR", "CacheError", "FrameCache", "build_cache", "cache_command", "entry_paths", "main"]
 
-CACHE_DIR = "cache"
-MANIFEST = "manifest.json"
-VERSION = 3  # 1 named Cityscapes entries by city; 2 digested class names too: their caches are rebuilt
 BYTES_PER_PIXEL = 4  # 3 for the RGB image, 1 for the train-id mask
-
-
-class CacheError(ValueError):
-    """A cache entry that is missing, stale or unreadable; the message names the frame and the rebuilding command."""
-
-
-def cache_command(dataset) -> str:
-    """The command that (re)builds the cache of a data set's split."""
-    if dataset.kind == "cityscapes":
-        return f"python -m cityscapes.cache --data-root {dataset.root} --splits {dataset.split}"
-    classes = f" --classes {dataset.classes.source}" if dataset.kind == "folder" else ""
-    return (f"python -m segdata.cache --dataset {dataset.kind} --data-root {dataset.root}{classes} --splits "
-            f"{dataset.split}")
-
-
-def _source_record(path: Path) -> list:
-    stat = Path(path).stat()
-    return [str(path), stat.st_size, stat.st_mtime_ns]
-
-
-def _table_digest(dataset) -> str:
-    """What of a split's class table maps its masks to train ids (values, colours, ignored ones), as a short digest:
-    renaming a class leaves the cached masks as they are."""
-    table = dataset.classes.as_dict()
-    mapping = {"classes": [[entry["color"], entry["values"]] for entry in table["classes"]],
-               "ignore": table["ignore"], "ignore_colors": table["ignore_colors"]}
-    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _record(dataset, index: int, table: str) -> dict:
-    """What an entry was made from: its image and mask files, and the class table (digest) that mapped the mask."""
-    return {"image": _source_record(dataset.images[index]), "mask": _source_record(dataset.masks[index]),
-            "classes": table}
-
-
-def entry_paths(cache_root: Path, split: str, stem: str) -> tuple[Path, Path]:
-    """The (image, mask) array files of one frame."""
-    base = Path(cache_root) / split / stem
-    return base.with_name(base.name + ".image.npy"), base.with_name(base.name + ".mask.npy")
-
-
-def _read_manifest(cache_root: Path) -> dict:
-    path = Path(cache_root) / MANIFEST
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-        return manifest["frames"] if manifest.get("version") == VERSION else {}
-    except (ValueError, KeyError, AttributeError) as error:
-        raise CacheError(
-            f"{path}: not a readable cache manifest ({error}); delete {cache_root} and rebuild it"
-        ) from None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -97,57 +51,16 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class FrameCache:
-    """Read access to the cached arrays of one split, checked against the manifest when opened."""
-
-    cache_root: Path
-    split: str
-    command: str
-
-    @classmethod
-    def open(cls, dataset, cache_root: Path) -> FrameCache:
-        """The cache of a data set's split; CacheError naming the first frame that is missing or out of date."""
-        cache_root, frames, command = Path(cache_root), _read_manifest(cache_root), cache_command(dataset)
-        table = _table_digest(dataset)
-        for index in range(len(dataset)):
-            stem = dataset.stem(index)
-            record = frames.get(f"{dataset.split}/{stem}")
-            if record is None:
-                raise CacheError(f"{stem} ({dataset.split}): not in the cache {cache_root}; build it with {command}")
-            current = _record(dataset, index, table)
-            if record != current:
-                what = ("the class table's mapping of mask values (or colours) to classes changed" if
-                        {key: value for key, value in record.items() if key != "classes"} ==
-                        {key: value for key, value in current.items() if key != "classes"}
-                        else "its image or mask changed")
-                raise CacheError(f"{stem} ({dataset.split}): {what} since it was cached; rebuild with {command}")
-        return cls(cache_root, dataset.split, command)
-
-    def load(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
-        """The (H, W, 3) image and (H, W) mask of a frame as read-only memory maps."""
-        image_path, mask_path = entry_paths(self.cache_root, self.split, stem)
-        try:
-            image, mask = np.load(image_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")
-        except (OSError, ValueError) as error:
-            raise CacheError(f"{stem} ({self.split}): cache entry unreadable ({error}); rebuild with "
-                             f"{self.command}") from None
-        if image.ndim != 3 or image.shape[:2] != mask.shape:
-            raise CacheError(f"{stem} ({self.split}): cache entry damaged (shapes {image.shape}, {mask.shape}); "
-                             f"rebuild with {self.command}")
-        return image, mask
-
-
 def build_cache(datasets: Sequence, cache_root: Path, progress: bool = True, save_every: int = 50) -> dict[str, int]:
     """Write the arrays of every frame of ``datasets`` (labelled splits, read from their files) whose entry is
     missing or stale; returns counts (written, up to date)."""
     cache_root = Path(cache_root)
-    frames = _read_manifest(cache_root)
+    frames = read_manifest(cache_root)
     jobs = []
     for dataset in datasets:
-        table = _table_digest(dataset)
+        table = table_digest(dataset)
         for index in range(len(dataset)):
-            key, record = f"{dataset.split}/{dataset.stem(index)}", _record(dataset, index, table)
+            key, record = f"{dataset.split}/{dataset.stem(index)}", entry_record(dataset, index, table)
             paths = entry_paths(cache_root, dataset.split, dataset.stem(index))
             if frames.get(key) != record or not all(path.exists() for path in paths):
                 jobs.append((dataset, index, key, record, paths))
@@ -202,7 +115,7 @@ def get_args_parser(prog: str = "python -m segdata.cache", own_data: bool = True
 
 
 def main(args: argparse.Namespace, open_splits=None) -> int:
-    """Build the cache of ``args.splits``; ``open_splits(args) -> datasets`` (default: through segdata.registry)."""
+    """Build the cache of ``args.splits``; ``open_splits(args) -> datasets`` (default: a generic kind's)."""
     cache_root = args.cache_dir or args.data_root / CACHE_DIR
     try:
         check_output_folder(cache_root, "--cache-dir")
@@ -228,10 +141,11 @@ def main(args: argparse.Namespace, open_splits=None) -> int:
 
 
 def _open_splits(args: argparse.Namespace) -> list:
-    from segdata.registry import class_table, open_split
+    from segdata.kinds import GENERIC_KINDS
 
-    classes = class_table(args.dataset, args.classes)
-    datasets = [open_split(args.dataset, args.data_root, split, classes) for split in args.splits]
+    kind = GENERIC_KINDS[args.dataset]
+    classes = kind.class_table(args.classes)
+    datasets = [kind.open_split(args.data_root, split, classes, None, None) for split in args.splits]
     unlabelled = [dataset.split for dataset in datasets if not dataset.has_labels]
     if unlabelled:
         raise ValueError(f"argument --splits: {unlabelled[0]} has no masks; cache the splits a run trains on")

@@ -5,7 +5,7 @@ occurs, as a table and a figure.
     python -m segdata.check --dataset folder --data-root data/own --classes data/own/classes.json
     python -m segdata.check --dataset voc --data-root data/VOCdevkit --splits train val
 
-``--dataset cityscapes`` runs ``python -m cityscapes.check``. Exit status 1 when a problem is found.
+Cityscapes has a check of its own (``python -m cityscapes.check``). Exit status 1 when a problem is found.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.flags import Parser, report_error
 from segdata.folder import find_pairs
+from segdata.kinds import GENERIC_KINDS
 from segdata.pictures import save_figure
-from segdata.registry import DATASETS, class_table, open_split
 
 __all__ = ["SplitReport", "check_split", "group_problems", "plot_class_frequencies", "report_problems"]
 
@@ -53,7 +53,7 @@ def check_split(dataset: str, root: Path, split: str, classes: ClassTable) -> Sp
     if report.problems:
         return report
     try:
-        data = open_split(dataset, root, split, classes)
+        data = GENERIC_KINDS[dataset].open_split(root, split, classes, None, None)
     except (FileNotFoundError, ValueError) as error:
         report.problems.append(str(error))
         return report
@@ -93,7 +93,8 @@ def plot_class_frequencies(reports: list[SplitReport], classes: ClassTable) -> F
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m segdata.check", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=DATASETS, default="folder", help="the data set's layout")
+    parser.add_argument("--dataset", choices=list(GENERIC_KINDS), default="folder",
+                        help="the data set's layout (Cityscapes: python -m cityscapes.check)")
     parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="the data set's folder")
     parser.add_argument("--classes", type=Path, default=None, help="class table of --dataset folder")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to check")
@@ -104,13 +105,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.dataset == "cityscapes":
-        from cityscapes import check
-
-        return check.main(check.get_args_parser().parse_args(["--data-root", str(args.data_root), "--splits",
-                                                              *args.splits]))
     try:
-        classes = class_table(args.dataset, args.classes)
+        classes = GENERIC_KINDS[args.dataset].class_table(args.classes)
         reports = [check_split(args.dataset, args.data_root, split, classes) for split in args.splits]
         figure_path = args.figure or Path("outputs") / "check" / f"{classes.name}_classes.png"
         counted = [report for report in reports if report.labelled_frames]

@@ -59,7 +59,7 @@ class SegmentationDataset(Dataset):
     """The data set's name for --dataset: cityscapes, voc or folder."""
     transforms: Callable | None = None
     cache = None
-    """A ``segdata.cache.FrameCache`` to read decoded frames from (see :meth:`use_cache`), or None."""
+    """A ``segdata.frame_cache.FrameCache`` to read decoded frames from (see :meth:`use_cache`), or None."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -72,7 +72,7 @@ class SegmentationDataset(Dataset):
         """Read frames from the decoded cache at ``cache_root`` (memory maps; CacheError now if it is missing or
         stale); None: from the files."""
         if cache_root is not None:
-            from segdata.cache import FrameCache
+            from segdata.frame_cache import FrameCache
 
             self.cache = FrameCache.open(self, cache_root)
 

@@ -235,7 +235,7 @@ def decode_png(data: bytes, path: Path | str = "PNG") -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ValueError(f"{path}: cannot be decoded (truncated, empty or not a PNG); re-extract or regenerate it "
-                         "(python -m cityscapes.check finds every such file)")
+                         "(the data check finds every such file: python -m cityscapes.check, or segdata.check)")
     if array.ndim == 3:
         conversion = cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
         array = cv2.cvtColor(array, conversion)

@@ -43,20 +43,25 @@ def default_workers(device_type: str, processes_per_machine: int = 1) -> int:
 
 
 def one_thread_per_worker(worker_id: int) -> None:
-    """``worker_init_fn`` of every loader: one OpenCV and one torch thread in each worker process, and Ctrl-C left to
-    the main process (a terminal sends SIGINT to every process of the command: a worker killed by it would turn the
-    main process's clean stop into "DataLoader worker exited unexpectedly")."""
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    """``worker_init_fn`` of every loader: Ctrl-C left to the main process (a terminal sends SIGINT to every process
+    of the command: a worker killed by it would turn the main process's clean stop into "DataLoader worker exited
+    unexpectedly"). The worker runs one torch thread (the DataLoader sets it) and one OpenCV thread (inherited: see
+    :func:`loader_options`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def loader_options(workers: int, device: torch.device | str, persistent: bool = True) -> dict:
     """DataLoader keyword arguments: ``workers`` processes of one thread each, kept between epochs when
     ``persistent`` (no start-up per epoch), :data:`PREFETCH_BATCHES` ready per worker; pinned memory on CUDA, so that
-    the copy to the GPU does not wait."""
+    the copy to the GPU does not wait.
+
+    With workers, OpenCV is set to one thread in this process, before they are forked: they inherit it. (A forked
+    worker that set it itself would wait forever on the thread pool its parent had started: those threads did not
+    come along.) The loading process's own OpenCV calls then run on one thread too: on a GPU it makes none, and on
+    the CPU the model takes the cores."""
     options = {"num_workers": workers, "pin_memory": torch.device(device).type == "cuda"}
     if workers > 0:
+        cv2.setNumThreads(1)
         options.update(worker_init_fn=one_thread_per_worker, prefetch_factor=PREFETCH_BATCHES,
                        persistent_workers=persistent)
     return options

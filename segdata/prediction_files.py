@@ -13,35 +13,27 @@ from segdata.files import write_png
 from segdata.masks import read_image
 from segdata.pictures import overlay
 
-__all__ = ["PredictionWriter", "ids_kind", "prediction_path"]
+__all__ = ["PredictionWriter", "prediction_path"]
 
 
 def prediction_path(out_dir: Path, stem: str, kind: str = "labelIds") -> Path:
     """``{out_dir}/{kind}/{stem}_{kind}.png`` (kind: labelIds or ids, color or overlay)."""
     return Path(out_dir) / kind / f"{stem}_{kind}.png"
 
-def ids_kind(classes: ClassTable) -> str:
-    """The folder and suffix of a data set's own mask values: ``labelIds`` for Cityscapes (what its server reads),
-    ``ids`` for other data sets."""
-    return "labelIds" if classes.name == "cityscapes" else "ids"
-
 
 class PredictionWriter:
-    """Writes predicted train ids as PNGs of the data set's own mask values (Cityscapes: labelIds; the first value
-    of each class in ``classes``), and optionally colour and overlay PNGs, in threads.
+    """Writes predicted train ids as PNGs of the data set's own mask values (the first value of each class in
+    ``classes``, in ``{ids_name}/`` files: labelIds for Cityscapes), and optionally colour and overlay PNGs, in
+    threads.
 
     Call it with ``(predictions (N, H, W) train-id tensor, meta)`` as evaluate's
     ``on_prediction``; ``close()`` waits for every file and returns the id PNGs' paths.
     """
 
-    def __init__(self, out_dir: Path, save_color: bool = False, threads: int = 4,
-                 classes: ClassTable | None = None) -> None:
-        if classes is None:
-            from cityscapes.labels import CITYSCAPES_CLASSES
-
-            classes = CITYSCAPES_CLASSES
+    def __init__(self, out_dir: Path, classes: ClassTable, ids_name: str = "ids", save_color: bool = False,
+                 threads: int = 4) -> None:
         self.out_dir = Path(out_dir)
-        self.kind, self.values, self.palette = ids_kind(classes), classes.mask_values(), classes.palette()
+        self.kind, self.values, self.palette = ids_name, classes.mask_values(), classes.palette()
         self.num_classes = classes.num_classes
         self.save_color = save_color
         self.executor = ThreadPoolExecutor(threads)

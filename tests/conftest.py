@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,24 +66,55 @@ def _cuda_tests_on_the_fake_device(request: pytest.FixtureRequest):
         yield
 
 
-def synthetic_with_masks(tmp_path_factory: pytest.TempPathFactory, name: str, frames: int, seed: int) -> Path:
+def built_once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str,
+               build: Callable[[Path], None]) -> Path:
+    """A folder ``build(folder)`` fills, made once for the whole run: under pytest-xdist (make test) the first
+    worker to ask builds it in the folder the workers share, under a file lock, and the others wait and reuse it;
+    in a single process it is an ordinary session folder."""
+    if worker_id == "master":
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def worker_id(request: pytest.FixtureRequest) -> str:
+    """xdist's worker id (gw0, gw1, ...), or "master" when the suite runs in one process (without xdist too)."""
+    return getattr(request.config, "workerinput", {}).get("workerid", "master")
+
+
+def synthetic_with_masks(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, frames: int,
+                         seed: int) -> Path:
     """A 64x128 synthetic data set with generated masks."""
-    root = tmp_path_factory.mktemp(name) / "cityscapes"
-    write_dataset(root, frames_per_split=frames, height=TINY_HEIGHT, width=TINY_WIDTH, seed=seed)
-    generate(root, workers=1, progress=False)
-    return root
+
+    def build(folder: Path) -> None:
+        write_dataset(folder / "cityscapes", frames_per_split=frames, height=TINY_HEIGHT, width=TINY_WIDTH, seed=seed)
+        generate(folder / "cityscapes", workers=1, progress=False)
+
+    return built_once(tmp_path_factory, worker_id, name, build) / "cityscapes"
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_root(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """3 frames per split; read-only for tests (copy it to change it)."""
-    return synthetic_with_masks(tmp_path_factory, "tiny", frames=3, seed=0)
+    return synthetic_with_masks(tmp_path_factory, worker_id, "tiny", frames=3, seed=0)
 
 
 @pytest.fixture(scope="session")
-def learn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def learn_root(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """12 frames per split, enough for a model to learn from."""
-    return synthetic_with_masks(tmp_path_factory, "learn", frames=12, seed=1)
+    return synthetic_with_masks(tmp_path_factory, worker_id, "learn", frames=12, seed=1)
 
 
 @pytest.fixture
@@ -97,11 +129,15 @@ TRAINED_ITERATIONS = 90
 
 
 @pytest.fixture(scope="session")
-def trained_run(learn_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one trained model of the suite: ResNet-50 OS16 from scratch, a short CPU run; its run folder."""
+def trained_run(learn_root: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The one trained model of the suite: ResNet-50 OS16 from scratch, a short CPU run (trained once for every
+    xdist worker); its run folder."""
+    return built_once(tmp_path_factory, worker_id, "saved", lambda save_dir: _train_tiny(learn_root, save_dir)) / "tiny"
+
+
+def _train_tiny(learn_root: Path, save_dir: Path) -> None:
     import train_dlv3p
 
-    save_dir = tmp_path_factory.mktemp("saved")
     args = train_dlv3p.get_args_parser().parse_args([
         "--data-root", str(learn_root), "--backbone", "resnet50", "--output-stride", "16",
         "--pretrained-backbone", "none", "--iters", str(TRAINED_ITERATIONS), "--batch-size", "4",
@@ -110,7 +146,6 @@ def trained_run(learn_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         "--no-tensorboard",  # its logs are tested on runs of their own
     ])
     assert train_dlv3p.main(args) == 0
-    return save_dir / "tiny"
 
 
 @pytest.fixture

@@ -312,6 +312,10 @@ class _ToHost(torch.autograd.Function):
 class _PendingHostTensor(torch.Tensor):
     """The result of a ``non_blocking`` device-to-host copy: reading it before a synchronisation is an error."""
 
+    def __reduce_ex__(self, protocol: int):
+        # torch.save after the synchronisation: a plain CPU tensor, as on CUDA (loadable with weights_only=True)
+        return self.as_subclass(torch.Tensor).__reduce_ex__(protocol)
+
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -1,24 +1,33 @@
-"""The data sets the scripts know by name (``--dataset``): Cityscapes, PASCAL VOC 2012 and a folder of your own, each
-a class table plus a file layout. The one place that maps a name to its class table, its splits and its checks."""
+"""The data sets the scripts know by name (``--dataset``): the one place that registers every kind, above the data
+packages. A kind (``segdata.kinds.DataSetKind``) is a class table plus a file layout; Cityscapes' lives in
+``cityscapes.kind``, the generic ones (a folder of your own, PASCAL VOC) in ``segdata.kinds``. Adding a data set is
+one module defining its kind and one line in :data:`KINDS`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cityscapes.kind import CITYSCAPES
 from segdata.cache import CACHE_DIR
-from segdata.classes import VOC_CLASSES, ClassTable, load_class_table
+from segdata.classes import ClassTable
 from segdata.dataset import SegmentationDataset, file_sizes
 from segdata.flags import FlagError
-from segdata.folder import FolderSegmentation
+from segdata.kinds import GENERIC_KINDS, DataSetKind
 from segdata.masks import read_mask, size_mismatch, to_train_ids
 from segdata.transforms import eval_transforms, train_transforms
-from segdata.voc import VOCSegmentation
 
-__all__ = ["DATASETS", "check_masks", "cityscapes_only", "class_table", "ground_truth_of", "open_split",
-           "open_training_splits"]
+__all__ = ["DATASETS", "KINDS", "check_masks", "cityscapes_only", "class_table", "ground_truth_of", "ids_name",
+           "kind", "open_scored_split", "open_split", "open_training_splits"]
 
-DATASETS = ("cityscapes", "voc", "folder")
+KINDS: dict[str, DataSetKind] = {CITYSCAPES.name: CITYSCAPES, **GENERIC_KINDS}
+"""Every ``--dataset``, by name: one line per kind."""
+DATASETS = tuple(KINDS)
+
+
+def kind(dataset: str) -> DataSetKind:
+    """The kind named ``dataset`` (a name the parsers' ``choices`` already checked)."""
+    return KINDS[dataset]
 
 
 def class_table(dataset: str, classes_file: Path | None = None, resumed: ClassTable | None = None,
@@ -26,7 +35,7 @@ def class_table(dataset: str, classes_file: Path | None = None, resumed: ClassTa
     """The class table of ``--dataset`` (``--classes FILE`` for a folder data set; FlagError when it is missing, or
     given for a data set with its own table, or when it differs from the ``resumed`` run's, read from
     ``resumed_from``)."""
-    table = _class_table(dataset, classes_file)
+    table = kind(dataset).class_table(classes_file)
     if resumed is not None and resumed != table:
         raise FlagError(f"argument --classes: {classes_file} describes other classes than the run being resumed; "
                         "resume with its own table, or fine-tune its weights on these classes in a new run: "
@@ -34,28 +43,20 @@ def class_table(dataset: str, classes_file: Path | None = None, resumed: ClassTa
     return table
 
 
-def _class_table(dataset: str, classes_file: Path | None) -> ClassTable:
-    if dataset == "folder":
-        if classes_file is None:
-            raise FlagError("argument --classes: --dataset folder needs a class table (--classes classes.json; see "
-                            "docs/own-data.md)")
-        return load_class_table(classes_file)
-    if classes_file is not None:
-        raise FlagError(f"argument --classes: {dataset} has its own class table; --classes is for --dataset folder")
-    if dataset == "voc":
-        return VOC_CLASSES
-    from cityscapes.labels import CITYSCAPES_CLASSES
-
-    return CITYSCAPES_CLASSES
+def ids_name(classes: ClassTable) -> str:
+    """The folder and suffix of predictions written in a data set's own mask values: ``labelIds`` for Cityscapes'
+    table (what its server reads), ``ids`` for the rest."""
+    return next((known.ids_name for known in KINDS.values() if known.classes is not None
+                 and known.classes.name == classes.name), "ids")
 
 
 def cityscapes_only(dataset: str, classes: ClassTable, flags: dict[str, object]) -> None:
     """FlagError naming the first of ``flags`` ({flag: value given}) that is given for a data set other than
     Cityscapes: the steps only Cityscapes has (labelIds submissions, the official evaluation, provided vs generated
-    masks, the decoded cache)."""
-    name = classes.name if dataset == "cityscapes" else dataset
+    masks)."""
+    name = classes.name if dataset == CITYSCAPES.name else dataset
     given = [flag for flag, value in flags.items() if value]
-    if name != "cityscapes" and given:
+    if name != CITYSCAPES.name and given:
         raise FlagError(f"argument {given[0]}: is for Cityscapes only; the {name} data set is scored by this "
                         "project's metrics (val scores, per-class IoU, PNGs and figures): drop the flag")
 
@@ -63,13 +64,7 @@ def cityscapes_only(dataset: str, classes: ClassTable, flags: dict[str, object])
 def open_split(dataset: str, root: Path, split: str, classes: ClassTable, transforms: Callable | None = None,
                cache_root: Path | None = None) -> SegmentationDataset:
     """The ``split`` of a data set at ``root``, read from the decoded cache at ``cache_root`` if given."""
-    if dataset == "folder":
-        return FolderSegmentation(root, split, classes, transforms, cache_root)
-    if dataset == "voc":
-        return VOCSegmentation(root, split, transforms, cache_root)
-    from cityscapes.dataset import CityscapesSegmentation
-
-    return CityscapesSegmentation(root, split, transforms, cache_root=cache_root)
+    return kind(dataset).open_split(root, split, classes, transforms, cache_root)
 
 
 def open_training_splits(dataset: str, root: Path, train_split: str, classes: ClassTable, crop_size: Sequence[int],
@@ -77,14 +72,13 @@ def open_training_splits(dataset: str, root: Path, train_split: str, classes: Cl
                          ) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The split trained on (crop-first random crops; from the decoded cache in ``{root}/cache`` with ``cache``) and
     val (whole images), after the fast check."""
-    if dataset == "cityscapes":  # its data check names missing masks better than opening the split would
-        from cityscapes.check import check_before_run
-
-        check_before_run(root, [train_split, "val"], needs_masks=[train_split, "val"])
+    known = kind(dataset)
+    if known.check_before_run is not None:  # a check of its own names missing masks better than opening would
+        known.check_before_run(root, [train_split, "val"])
     augment = train_transforms(crop_size, tuple(scale_range), jitter_on_device=jitter_on_device)
     splits = (open_split(dataset, root, train_split, classes, augment, Path(root) / CACHE_DIR if cache else None),
               open_split(dataset, root, "val", classes, eval_transforms()))
-    if dataset != "cityscapes":
+    if known.check_before_run is None:
         for data in splits:
             check_masks(data)
     return splits
@@ -104,11 +98,7 @@ def check_masks(data: SegmentationDataset) -> None:
 
 def ground_truth_of(dataset: str) -> str:
     """What a training run's validation scores against, in words (a protocol's ``ground_truth``)."""
-    if dataset != "cityscapes":
-        return f"the {dataset} masks"
-    from cityscapes.dataset import GROUND_TRUTHS
-
-    return GROUND_TRUTHS["generated"]
+    return kind(dataset).ground_truth()
 
 
 def open_scored_split(dataset: str, root: Path, split: str, classes: ClassTable, transforms: Callable,
@@ -116,13 +106,8 @@ def open_scored_split(dataset: str, root: Path, split: str, classes: ClassTable,
     """A split to predict and score, after its fast check, and what it is scored against in words ("" without
     labels). Cityscapes: the shipped labelIds when every frame has them, else the generated masks
     (``ground_truth`` chooses)."""
-    if dataset != "cityscapes":
-        data = open_split(dataset, root, split, classes, transforms)
-        return data, ground_truth_of(dataset) if data.has_labels else ""
-    from cityscapes.check import check_before_run
-    from cityscapes.dataset import GROUND_TRUTHS, CityscapesSegmentation, choose_ground_truth
-
-    chosen = choose_ground_truth(root, split, ground_truth)
-    check_before_run(root, [split], needs_masks=[split] if chosen == "generated" and split != "test" else [])
-    data = CityscapesSegmentation(root, split, transforms, ground_truth=chosen)
-    return data, GROUND_TRUTHS[chosen] if data.has_labels else ""
+    known = kind(dataset)
+    if known.open_scored_split is not None:
+        return known.open_scored_split(root, split, classes, transforms, ground_truth)
+    data = open_split(dataset, root, split, classes, transforms)
+    return data, known.ground_truth() if data.has_labels else ""
