@@ -25,7 +25,7 @@ from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.distributed import DistributedContext, init_distributed_mode
 from deeplabv3plus.engine import FitConfig, TrainState, fit
 from deeplabv3plus.model import ARCHITECTURES
-from deeplabv3plus.precision import AMP_DTYPES, fast_by_default, precision_from_flags
+from deeplabv3plus.precision import fast_by_default, precision_from_flags
 from deeplabv3plus.run_folder import RunFolder, run_location
 from segdata.flags import ignoring_interrupts
 from segdata.loading import default_workers
@@ -100,12 +100,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     optimization.add_argument("--power", type=cli.positive_float, default=None, help="poly LR power" + recipe("power"))
     optimization.add_argument("--warmup-iters", type=cli.non_negative_int, default=None,
                               help="linear LR warm-up iterations" + recipe("warmup_iters"))
-    optimization.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                              help="mixed precision (default: on, bfloat16, on a GPU that runs it natively; off "
-                                   "elsewhere; or the resumed run's)")
-    optimization.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
-                              help="autocast dtype; implies --amp (default: bfloat16; float16 + GradScaler on GPUs "
-                                   "without native bfloat16)")
+    cli.add_precision_flags(optimization, "; or the resumed run's")
 
     runtime = parser.add_argument_group("Runtime")
     runtime.add_argument("--device", type=cli.device, default=cli.default_device(), help="cuda, cuda:N or cpu")

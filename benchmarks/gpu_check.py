@@ -61,11 +61,12 @@ class Sizes:
     iterations: int
     steps: int
     limits: dict[str, int] = field(default_factory=dict)
+    warmup: int = 3
 
 
 FULL = Sizes(1024, 2048, 8, 4, CITYSCAPES_TRAIN_FRAMES, 768, 8, 450, 30,
              {"data": 60, "sync": 60, "throughput": 130, "training": 90, "inference": 45, "tier": 75})
-DRY = Sizes(64, 128, 4, 2, 16, 32, 2, 10, 2,
+DRY = Sizes(64, 128, 4, 2, 4, 32, 2, 3, 1,
             {"data": 60, "sync": 120, "throughput": 180, "training": 120, "inference": 60, "tier": 120})
 
 
@@ -224,7 +225,8 @@ def main(args: argparse.Namespace) -> list[Stage]:
 
         crop, batch = str(sizes.crop), str(sizes.batch)
         common = ["--device", args.device, "--backbones", "resnet50", "--output-strides", "16", "--crop", crop, crop,
-                  "--batch", batch, "--steps", str(sizes.steps), "--data-root", str(frames),
+                  "--batch", batch, "--warmup", str(max(1, sizes.warmup)), "--steps", str(sizes.steps), "--data-root",
+                  str(frames),
                   "--plot", str(work / "plot.png")]
         precision = ["--precisions", "bf16" if args.device.startswith("cuda") else "fp32"]
         runs = [["--modes", "model", "--variants", "channels_last", "channels_last+compile"],
@@ -267,7 +269,8 @@ def main(args: argparse.Namespace) -> list[Stage]:
             "benchmarks/inference.py", "--device", args.device, "--height", height, "--width", width,
             "--backbones", "resnet50", *([] if args.dry_run else ["resnet101"]), "--output-strides", "16",
             *([] if args.dry_run else ["8"]), "--precisions", "bf16" if args.device.startswith("cuda") else "fp32",
-            "--channels-last", "--runs", str(sizes.steps), "--csv", str(out / "inference.csv"), "--plot",
+            "--channels-last", "--warmup", str(sizes.warmup), "--runs", str(sizes.steps), "--csv",
+            str(out / "inference.csv"), "--plot",
             str(work / "inference.png")), log, sizes.limits["inference"], env)
         stages.append(Stage("inference", seconds, status, [
             (f"{row['backbone']} OS{row['output_stride']} {row['precision']}",

@@ -32,6 +32,7 @@ __all__ = [
     "FlagError",
     "Parser",
     "add_checkpoint_flags",
+    "add_precision_flags",
     "add_inference_flags",
     "bounded_int",
     "crop_size",
@@ -139,15 +140,21 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     group.add_argument("--scales", type=inference_scale, nargs="+", default=[1.0],
                        help="multi-scale inference (e.g. 0.75 1.0 1.25)")
-    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                       help="mixed precision inference (default: on, bfloat16, on a GPU that runs it natively, off "
-                            "elsewhere)")
-    group.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
-                       help="autocast dtype (implies --amp; default: bfloat16, float16 on GPUs without native "
-                            "bfloat16)")
+    add_precision_flags(group)
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="channels_last memory format (default: on a GPU that runs bfloat16 natively)")
     group.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
+
+
+def add_precision_flags(group: argparse._ArgumentGroup, default_note: str = "") -> None:
+    """``--amp`` / ``--no-amp`` and ``--amp-dtype`` (implies --amp), read by :func:`precision_from_flags`; their
+    defaults are the device's (bfloat16 autocast on a GPU that runs it natively), then ``default_note``."""
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"mixed precision (default: on, bfloat16, on a GPU that runs it natively; off elsewhere"
+                            f"{default_note})")
+    group.add_argument("--amp-dtype", choices=list(AMP_DTYPES), default=None,
+                       help="autocast dtype; implies --amp (default: bfloat16; float16 + GradScaler on GPUs without "
+                            "native bfloat16)")
 
 
 def inference_options(args: argparse.Namespace) -> InferenceOptions:

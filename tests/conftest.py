@@ -29,9 +29,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the tests marked cuda on the fake CUDA device of tests/fake_cuda.py (no GPU needed)")
 
 
+SLOW_FIRST = ("test_the_gpu_check_runs_every_stage", "test_bad_inputs.py::test_cuda_without_a_gpu",
+              "test_train_throughput_model_loader", "test_onnx_export", "test_resume_on_cuda")
+"""Tests that take a minute or more: started first, so that the workers of make test end together."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``cuda`` skip cleanly where no GPU is present (make test-gpu runs them on one), unless
-    --fake-cuda runs them on the fake device; those that need the hardware itself still skip then."""
+    """The slowest tests first (see SLOW_FIRST). Tests marked ``cuda`` skip cleanly where no GPU is present (make
+    test-gpu runs them on one), unless --fake-cuda runs them on the fake device; those that need the hardware itself
+    still skip then."""
+    items.sort(key=lambda item: not any(name in item.nodeid for name in SLOW_FIRST))
     if torch.cuda.is_available():
         return
     fake = config.getoption("--fake-cuda")

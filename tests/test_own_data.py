@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import built_once
 from PIL import Image
 
 import predict_dlv3p
@@ -34,10 +35,11 @@ SMALL = ["--iters", "2", "--batch-size", "2", "--crop-size", "64", "--output-str
 
 
 @pytest.fixture(scope="session")
-def own_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("own") / "street"
-    write_folder_dataset(root, frames_per_split=4)
-    return root
+def own_root(tmp_path_factory, worker_id):
+    def write(folder):
+        write_folder_dataset(folder / "street", frames_per_split=4)
+
+    return built_once(tmp_path_factory, worker_id, "own", write) / "street"
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +50,17 @@ def voc_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def folder_run(own_root, tmp_path_factory):
-    """A 5-class run on the synthetic folder data set (index masks with values 10-50): its run folder."""
-    save_dir = tmp_path_factory.mktemp("own_runs")
-    args = train_dlv3p.get_args_parser().parse_args(["--dataset", "folder", "--data-root", str(own_root), "--classes",
-                                                     str(own_root / "classes.json"), "--save-dir", str(save_dir),
-                                                     "--run-name", "street", *SMALL])
-    assert train_dlv3p.main(args) == 0
-    return save_dir / "street"
+def folder_run(own_root, tmp_path_factory, worker_id):
+    """A 5-class run on the synthetic folder data set (index masks with values 10-50), trained once for every xdist
+    worker: its run folder."""
+
+    def train_street(save_dir):
+        args = train_dlv3p.get_args_parser().parse_args([
+            "--dataset", "folder", "--data-root", str(own_root), "--classes", str(own_root / "classes.json"),
+            "--save-dir", str(save_dir), "--run-name", "street", *SMALL])
+        assert train_dlv3p.main(args) == 0
+
+    return built_once(tmp_path_factory, worker_id, "own_runs", train_street) / "street"
 
 
 def copy_of(root, tmp_path):
