@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,20 @@ from cityscapes.generate_gt import generate
 from cityscapes.synthetic import write_dataset
 
 TINY_HEIGHT, TINY_WIDTH = 64, 128
+
+
+def _one_share_of_the_cores_per_worker() -> None:
+    """Under pytest-xdist each worker (and every process it starts) computes on its share of the cores: torch's
+    default of one thread per core in every worker would oversubscribe the machine, and OpenMP threads waiting
+    for a core spin."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_one_share_of_the_cores_per_worker()
 
 
 @pytest.fixture
@@ -29,16 +44,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the tests marked cuda on the fake CUDA device of tests/fake_cuda.py (no GPU needed)")
 
 
-SLOW_FIRST = ("test_the_gpu_check_runs_every_stage", "test_bad_inputs.py::test_cuda_without_a_gpu",
-              "test_train_throughput_model_loader", "test_onnx_export", "test_resume_on_cuda")
-"""Tests that take a minute or more: started first, so that the workers of make test end together."""
+SLOW_FIRST = ("test_the_gpu_check_runs_every_stage", "test_train_throughput_model_loader",
+              "test_onnx_export", "test_bad_inputs.py::test_cuda_without_a_gpu",
+              "test_ddp_training_on_two_gloo_processes", "test_batches_without_labelled_pixels_under_ddp",
+              "test_resume_on_cuda", "test_resume_continues_exactly", "test_resume_with_loader_workers_repeats")
+"""The tests that take most time, started first so that the workers end together: make test hands tests to its
+workers in this order, two at a time, so the first worker starts on the two slowest that need no trained model
+while the second trains it (trained_run, two minutes) for the next two."""
+
+
+def _slowness_rank(item: pytest.Item) -> int:
+    """The item's place in SLOW_FIRST; every other test after them, in collection order."""
+    return next((rank for rank, name in enumerate(SLOW_FIRST) if name in item.nodeid), len(SLOW_FIRST))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The slowest tests first (see SLOW_FIRST). Tests marked ``cuda`` skip cleanly where no GPU is present (make
     test-gpu runs them on one), unless --fake-cuda runs them on the fake device; those that need the hardware itself
     still skip then."""
-    items.sort(key=lambda item: not any(name in item.nodeid for name in SLOW_FIRST))
+    items.sort(key=_slowness_rank)
     if torch.cuda.is_available():
         return
     fake = config.getoption("--fake-cuda")
