@@ -9,6 +9,7 @@ name=value`` (a Python literal, or a plain string) overrides one assignment.
 from __future__ import annotations
 
 import ast
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -50,14 +51,17 @@ def execute_notebook(path: Path, parameters: dict[str, object] | None = None, ou
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
     set_parameters(notebook, parameters or {})
-    kernel = KernelManager(kernel_name="python3", transport="ipc")  # a local socket file, not TCP
-    client = NotebookClient(notebook, km=kernel, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(cwd or path.parent)}})
-    try:
-        client.execute()
-    finally:  # nbclient leaves a kernel manager it did not create running
-        if kernel.has_kernel:
-            kernel.shutdown_kernel(now=False)
+    with tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
+        # local socket files, not TCP ports, in a folder of this run's own: jupyter_client numbers its socket files
+        # from 1 in the current folder by default, and two notebooks started at once there would share them
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "ipc"))
+        client = NotebookClient(notebook, km=kernel, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(cwd or path.parent)}})
+        try:
+            client.execute()
+        finally:  # nbclient leaves a kernel manager it did not create running
+            if kernel.has_kernel:
+                kernel.shutdown_kernel(now=False)
     if output is not None:
         write_bytes_atomic(Path(output), nbformat.writes(notebook).encode())
     return notebook

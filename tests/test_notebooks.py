@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,23 @@ def test_run_notebook_says_when_it_replaces_its_output(tmp_path, capsys):
     assert not first.endswith("(replaced)") and second.endswith(f"-> {tmp_path / 'o.ipynb'} (replaced)")
     assert run_notebook.main([str(tmp_path / "n.ipynb"), "--output", str(tmp_path)]) == 2
     assert f"argument --output: {tmp_path} is a folder; name a file" in capsys.readouterr().err
+
+
+def test_notebooks_run_at_once_from_one_folder_never_share_kernel_sockets(tmp_path):
+    """Two notebooks started together from one folder (make test's workers, two shells): each kernel's socket files
+    are its own, in a folder of the run's own, removed at the end (jupyter_client's default numbers them from 1 in
+    the current folder, and two kernels that take the same numbers get each other's messages: "Invalid Signature")."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# Parameters\nx = 1\nprint(x * 7)")])
+    nbformat.write(notebook, tmp_path / "n.ipynb")
+    runs = [subprocess.Popen([sys.executable, str(REPO / "run_notebook.py"), str(tmp_path / "n.ipynb"), "--param",
+                              f"x={x}", "--output", str(tmp_path / f"o{x}.ipynb")], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for x in (2, 3)]
+    for run in runs:
+        output = run.communicate(timeout=120)[0]
+        assert run.returncode == 0, output
+    for x in (2, 3):
+        cell = nbformat.read(tmp_path / f"o{x}.ipynb", as_version=4).cells[0]
+        assert cell.outputs[0]["text"] == f"{x * 7}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["n.ipynb", "o2.ipynb", "o3.ipynb"]
