@@ -13,8 +13,34 @@ import torch
 
 from cityscapes.generate_gt import generate
 from cityscapes.synthetic import write_dataset
+from segdata.loading import available_cpus
 
 TINY_HEIGHT, TINY_WIDTH = 64, 128
+MEMORY_PER_WORKER = 4 * 2**30
+"""What one test worker may hold at its peak (the suite's largest process reached 3.6 GiB on 2026-12-05; the
+workers train ResNet-50s and serialise their checkpoints): -n auto starts no more workers than the memory holds."""
+
+
+def workers_for(cores: int, memory: int | None) -> int:
+    """How many workers -n auto starts: one per core, at most one per MEMORY_PER_WORKER of ``memory`` (bytes;
+    None where the system does not say), at least one."""
+    by_memory = cores if memory is None else memory // MEMORY_PER_WORKER
+    return max(1, min(cores, by_memory))
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # a system without these names (Windows)
+        return None
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """-n auto (make test): :func:`workers_for` the cores this process may use and the machine's memory, unless
+    PYTEST_XDIST_AUTO_NUM_WORKERS says how many (xdist reads it)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return workers_for(available_cpus(), _physical_memory())
 
 
 def _one_share_of_the_cores_per_worker() -> None:
@@ -23,7 +49,7 @@ def _one_share_of_the_cores_per_worker() -> None:
     for a core spin."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = max(1, available_cpus() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 

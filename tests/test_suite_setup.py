@@ -1,10 +1,10 @@
-"""The suite's own machinery (tests/conftest.py): the slow tests it starts first exist, and a folder built once for
-every xdist worker is built once."""
+"""The suite's own machinery (tests/conftest.py): as many workers as the cores and the memory allow, the slow tests
+it starts first exist, and a folder built once for every xdist worker is built once."""
 
 import ast
 from pathlib import Path
 
-from conftest import SLOW_FIRST, built_once
+from conftest import MEMORY_PER_WORKER, SLOW_FIRST, built_once, workers_for
 
 TESTS = Path(__file__).resolve().parent
 
@@ -45,3 +45,10 @@ def test_a_folder_built_once_is_built_by_the_first_worker_only(tmp_path):
     assert (first / "made").read_text() == "once"
     alone = built_once(workers, "master", "alone", build)  # one process: a folder of its own
     assert alone == workers.base / "alone" and len(builds) == 2 and (alone / "made").is_file()
+
+
+def test_auto_workers_are_one_per_core_as_far_as_the_memory_goes():
+    assert workers_for(2, 24 * 2**30) == 2  # this project's CI machine
+    assert workers_for(16, 16 * 2**30) == 16 // (MEMORY_PER_WORKER // 2**30)  # a laptop with many cores
+    assert workers_for(8, MEMORY_PER_WORKER - 1) == 1  # never none
+    assert workers_for(4, None) == 4  # memory unknown: the cores
