@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -152,17 +153,22 @@ def new_file_mode() -> int:
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename.
+    """Write ``payload`` to ``path`` through a temporary file and a rename (:func:`write_atomic`)."""
+    write_atomic(path, lambda stream: stream.write(payload))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(stream)`` into a temporary file beside ``path``, then rename it to ``path``.
 
     A reader (or an interrupted run) sees either the old file or the complete new
-    one, never a half-written file.
+    one, never a half-written file. An OSError (a full disk) names ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
+            write(stream)
             os.fchmod(stream.fileno(), new_file_mode())  # mkstemp makes 0600; others may read what open() would let
         os.replace(temporary, path)
     except OSError as error:  # a full disk or a permission: name the file the caller wanted, not the temporary one

@@ -88,3 +88,14 @@ def test_the_gpu_check_runs_every_stage_as_a_dry_run_on_the_cpu(tmp_path):
     assert "(dry run)" in table and "epoch-end pause" in table and "loader alone, cache, 1 workers" in table
     assert "train_dlv3p.py, defaults" in table and "float32, contiguous, 1" in table
     assert re.search(r"\| sync \| ok \| \d+ \| sync tests \| 4/\d+ tests collected", table)  # 4 precisions/formats
+
+
+def test_checkpoint_write_times_both_ways(tmp_path, capsys):
+    import checkpoint_write
+
+    rows = checkpoint_write.main(checkpoint_write.get_args_parser().parse_args(
+        ["--repeats", "1", "--dir", str(tmp_path)]))
+    assert [row["way"] for row in rows] == list(checkpoint_write.WAYS)
+    assert all(row["write_s"] > 0 and row["copy_s"] > 0 and row["size_mib"] > 100 for row in rows)  # with momentum
+    assert rows[0]["size_mib"] == pytest.approx(rows[1]["size_mib"], rel=0.01)  # the same checkpoint either way
+    assert "streamed into the file" in capsys.readouterr().out and list(tmp_path.iterdir()) == []

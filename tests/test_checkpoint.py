@@ -1,3 +1,5 @@
+import errno
+import os
 import struct
 import zipfile
 
@@ -53,6 +55,41 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(path, model, epoch=2)
     assert path.read_bytes() == before and load_checkpoint(path)["epoch"] == 1
     assert list(tmp_path.iterdir()) == [path]
+
+
+class FillsUp:
+    """A file on a disk that is full after ``room`` bytes."""
+
+    def __init__(self, stream, room):
+        self.stream, self.room = stream, room
+
+    def write(self, data):
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.stream.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stream.close()
+
+
+def test_a_full_disk_while_saving_is_said_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = Tiny()
+    model.big = nn.Parameter(torch.zeros(1 << 20))  # 4 MiB: the disk fills up inside torch.save, not before it
+    path = save_checkpoint(tmp_path / "last.pth", model, epoch=1)
+    before = path.read_bytes()
+    fdopen = os.fdopen
+    monkeypatch.setattr("segdata.files.os.fdopen", lambda *args: FillsUp(fdopen(*args), room=1 << 20))
+    with pytest.raises(OSError) as raised:  # torch.save alone would say RuntimeError "unexpected pos ..."
+        save_checkpoint(path, model, epoch=2)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
 
 
 def test_bad_checkpoints_are_named(tmp_path):
