@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from cityscapes.labels import TRAIN_ID_TO_COLOR
+from segdata.pictures import new_figure
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from cityscapes.compare_gt import MaskComparison
 
 __all__ = ["colorize_train_ids", "plot_mask_agreement"]
@@ -26,7 +28,7 @@ def colorize_train_ids(train_ids: np.ndarray) -> np.ndarray:
 def plot_mask_agreement(comparison: MaskComparison) -> Figure:
     """Generated vs provided masks: per-class IoU bars and per-image agreement."""
     rows = comparison.per_class()
-    figure = Figure(figsize=(13, 4.5), layout="constrained")
+    figure = new_figure(13, 4.5)
     classes, images = figure.subplots(1, 2, width_ratios=[3, 1])
     names = [row["name"] for row in rows]
     classes.bar(range(len(rows)), [100 * row["iou"] for row in rows], color="tab:blue")

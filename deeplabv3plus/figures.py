@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.datasets import open_split
@@ -18,8 +18,11 @@ from deeplabv3plus.inference import load_trained_model, predict
 from segdata.classes import ClassTable, indexed_palette
 from segdata.dataset import SegmentationDataset
 from segdata.files import write_csv
-from segdata.pictures import save_figure, save_gif, side_by_side
+from segdata.pictures import new_figure, save_figure, save_gif, side_by_side
 from segdata.transforms import eval_transforms
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "CURVES",
@@ -49,7 +52,7 @@ CURVES = {  # figure file stem -> (history key(s) drawn, y label)
 def plot_training_curve(histories: dict[str, list[dict]], keys: tuple[str, ...], ylabel: str) -> Figure:
     """One panel per run (side by side, e.g. OS8 and OS16), a line per history key against iteration; a run with
     one validation is a marked point, and its title says so."""
-    figure = Figure(figsize=(5.5 * len(histories), 4), layout="constrained")
+    figure = new_figure(5.5 * len(histories), 4)
     axes = figure.subplots(1, len(histories), squeeze=False, sharey=True)[0]
     for axis, (run, history) in zip(axes, histories.items()):
         iterations = [row["iteration"] for row in history]
@@ -69,7 +72,7 @@ def plot_per_class_iou(per_class: dict[str, dict[str, float | None]]) -> Figure:
     """Grouped bars of the last validation's IoU per class, one colour per run; "n/a" where a class is absent."""
     runs = list(per_class)
     names = list(next(iter(per_class.values())))
-    figure = Figure(figsize=(13, 4.5), layout="constrained")
+    figure = new_figure(13, 4.5)
     axis = figure.subplots()
     width = 0.8 / len(runs)
     for offset, run in enumerate(runs):
@@ -165,7 +168,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     counts = np.asarray(matrix, dtype=np.float64)
     totals = counts.sum(axis=1, keepdims=True)
     recall = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    figure = Figure(figsize=(9, 8), layout="constrained")
+    figure = new_figure(9, 8)
     axis = figure.subplots()
     shown = axis.imshow(recall, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(shown, ax=axis, fraction=0.046, label="share of the true class's pixels")
@@ -191,7 +194,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
 def plot_class_iou_over_validations(entries: Sequence[dict], colors: Sequence[Sequence[int]]) -> Figure:
     """One line per class, in its class table's colour (``colors``, RGB 0-255 in train-id order): its IoU at each
     validation of a run (the entries of per_class_iou.json); one validation is a marked point."""
-    figure = Figure(figsize=(10, 5.5), layout="constrained")
+    figure = new_figure(10, 5.5)
     axis = figure.subplots()
     iterations = [entry["iteration"] for entry in entries]
     names = list(entries[0]["iou"]) if entries else []

@@ -16,15 +16,18 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.flags import Parser, report_error
 from segdata.folder import find_pairs
 from segdata.kinds import GENERIC_KINDS
-from segdata.pictures import save_figure
+from segdata.pictures import new_figure, save_figure
+
+if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn (0.6 s that the training scripts need not pay)
+    from matplotlib.figure import Figure
 
 __all__ = ["SplitReport", "check_split", "group_problems", "plot_class_frequencies", "report_problems"]
 
@@ -78,7 +81,7 @@ def check_split(dataset: str, root: Path, split: str, classes: ClassTable) -> Sp
 
 def plot_class_frequencies(reports: list[SplitReport], classes: ClassTable) -> Figure:
     """Bars of each class's share of the labelled pixels, one colour per split."""
-    figure = Figure(figsize=(max(6.0, 0.5 * classes.num_classes + 2), 4), layout="constrained")
+    figure = new_figure(max(6.0, 0.5 * classes.num_classes + 2), 4)
     axis = figure.subplots()
     width = 0.8 / max(len(reports), 1)
     for offset, report in enumerate(reports):

@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from segdata.files import write_bytes_atomic
 
-__all__ = ["overlay", "save_figure", "save_gif", "side_by_side"]
+if TYPE_CHECKING:  # matplotlib costs 0.6 s at import: every script imports this module, few draw a figure
+    from matplotlib.figure import Figure
+
+__all__ = ["new_figure", "overlay", "save_figure", "save_gif", "side_by_side"]
 
 
 def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend an (H, W, 3) uint8 image with a colour mask of the same size."""
     blended = (1 - alpha) * image.astype(np.float32) + alpha * color_mask.astype(np.float32)
     return blended.round().astype(np.uint8)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of ``width`` x ``height`` inches, constrained layout (matplotlib is imported here, on the
+    first figure, not when a script starts)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def save_figure(figure: Figure, path: Path, dpi: int = 120) -> Path:
