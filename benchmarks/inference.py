@@ -14,22 +14,24 @@ Prints a table, saves it as CSV and as a bar plot.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from matplotlib.figure import Figure
 from torch.utils.flop_counter import FlopCounterMode
 
 from deeplabv3plus.inference import sliding_window_logits
 from deeplabv3plus.model import build_model
+from fresh_process import run_in_fresh_process
 from segdata.files import write_csv
 from segdata.flags import Parser
-from segdata.pictures import save_figure
+from segdata.pictures import new_figure, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 COLUMNS = ["backbone", "output_stride", "precision", "mode", "height", "width", "batch", "params_m", "gflops",
@@ -86,7 +88,7 @@ def measure(config: dict) -> dict:
 
 def plot(rows: list[dict]) -> Figure:
     """Bars of latency and peak memory per configuration (the seed's inference-time and memory pictures)."""
-    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    figure = new_figure(12, 4.5)
     latency, memory = figure.subplots(1, 2)
     labels = [
         f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']} {r['mode']}" for r in rows
@@ -109,7 +111,6 @@ def main(args: argparse.Namespace) -> list[dict]:
         torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
     )
     rows = []
-    spawn = multiprocessing.get_context("spawn")
     for backbone in args.backbones:
         for output_stride in args.output_strides:
             gflops = count_gflops(backbone, output_stride, args.height, args.width)
@@ -131,8 +132,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                         "crop": tuple(args.crop),
                         "stride": tuple(args.stride),
                     }
-                    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                        measured = pool.submit(measure, config).result()
+                    measured = run_in_fresh_process(measure, config)
                     row = {
                         **{
                             k: config[k]

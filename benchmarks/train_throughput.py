@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, RandomSampler
 
 from deeplabv3plus.engine import masks_to_device, to_device, train_one_epoch
@@ -39,11 +37,15 @@ from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import build_model
 from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import resolve_precision
+from fresh_process import run_in_fresh_process
 from segdata.files import write_csv
 from segdata.flags import Parser
 from segdata.loading import PREFETCH_BATCHES, default_workers, loader_options
-from segdata.pictures import save_figure
+from segdata.pictures import new_figure, save_figure
 from segdata.transforms import RECIPE_CROP_SIZE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 VARIANTS = {"eager": (False, False), "channels_last": (True, False), "compile": (False, True),
@@ -152,7 +154,7 @@ def measure(config: dict) -> dict:
 
 def plot(rows: list[dict]) -> Figure:
     """Bars of throughput and peak memory per configuration."""
-    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    figure = new_figure(12, 4.5)
     speed, memory = figure.subplots(1, 2)
     labels = [
         f"{r['backbone'].replace('resnet', 'R')} OS{r['output_stride']} {r['precision']} {r['variant']} {r['mode']}"
@@ -203,10 +205,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     if args.workers is None:
         args.workers = [default_workers(torch.device(args.device).type)]
     rows = []
-    spawn = multiprocessing.get_context("spawn")
     for config in configurations(args):
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            measured = pool.submit(measure, config).result()
+        measured = run_in_fresh_process(measure, config)
         row = {**{key: config[key] for key in ("backbone", "output_stride", "precision", "variant", "mode")},
                "workers": config["workers"], "prefetch": config["prefetch"], "cache": config["cache"],
                "crop_height": args.crop[0], "crop_width": args.crop[1], "batch": args.batch, **measured,
