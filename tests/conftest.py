@@ -76,7 +76,7 @@ SLOW_FIRST = ("test_the_gpu_check_runs_every_stage", "test_train_throughput_mode
               "test_resume_on_cuda", "test_resume_continues_exactly", "test_resume_with_loader_workers_repeats")
 """The tests that take most time, started first so that the workers end together: make test hands tests to its
 workers in this order, two at a time, so the first worker starts on the two slowest that need no trained model
-while the second trains it (trained_run, two minutes) for the next two."""
+while the second trains it (trained_run, about 75 s) for the next two."""
 
 
 def _slowness_rank(item: pytest.Item) -> int:
@@ -182,7 +182,7 @@ def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
     return copy
 
 
-TRAINED_ITERATIONS = 90
+TRAINED_ITERATIONS = 60
 
 
 @pytest.fixture(scope="session")

@@ -99,8 +99,8 @@ def test_test_split_gives_a_zip_of_exactly_the_test_images(trained_run, learn_ro
     assert "ms per image" in printed and "peak memory" in printed and "mIoU" not in printed
 
 
-def test_flip_and_multi_scale_run(trained_run, learn_root, tmp_path):
-    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--flip", "--scales", "0.75", "1.0") == 0
+def test_flip_and_multi_scale_run(trained_run, tiny_root, tmp_path):  # tiny_root: 3 val frames, as cheap as any
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val", "--flip", "--scales", "0.75", "1.0") == 0
     assert json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["mean_iou"] > 0
 
 
@@ -192,11 +192,11 @@ def test_falls_back_to_generated_masks_with_a_notice(trained_run, learn_root, tm
     assert f"{removed}: 1 of 12 val masks are missing" in capsys.readouterr().err
 
 
-def test_evaluation_at_output_stride_8_of_a_model_trained_at_16(trained_run, learn_root, tmp_path, capsys):
-    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--eval-output-stride", "8", "--flip",
+def test_evaluation_at_output_stride_8_of_a_model_trained_at_16(trained_run, tiny_root, tmp_path, capsys):
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val", "--eval-output-stride", "8", "--flip",
                "--scales", "0.75", "1.0", "1.25") == 0
     assert capsys.readouterr().out.startswith(
-        "protocol: val, 12 images, whole 64x128, OS8 (trained OS16), flip, scales 0.75 1.0 1.25, float32")
+        "protocol: val, 3 images, whole 64x128, OS8 (trained OS16), flip, scales 0.75 1.0 1.25, float32")
     protocol = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["protocol"]
     assert (protocol["train_output_stride"], protocol["test_output_stride"], protocol["scales"]) == (
         16,
@@ -205,14 +205,14 @@ def test_evaluation_at_output_stride_8_of_a_model_trained_at_16(trained_run, lea
     )
 
 
-def test_sliding_window_evaluation(trained_run, learn_root, tmp_path, capsys):
-    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
+def test_sliding_window_evaluation(trained_run, tiny_root, tmp_path, capsys):
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
                "--stride", "32", "32") == 0
     assert capsys.readouterr().out.startswith(
-        "protocol: val, 12 images, slide 64x64 windows every 32x32 over 64x128, OS16"
+        "protocol: val, 3 images, slide 64x64 windows every 32x32 over 64x128, OS16"
     )
     protocol = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())["protocol"]
     assert (protocol["mode"], protocol["window"], protocol["stride"]) == ("slide", [64, 64], [32, 32])
-    assert run(trained_run, learn_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
                "--stride", "80", "32") == 2
     assert "argument --stride: [80, 32] leaves gaps between --crop [64, 64] windows" in capsys.readouterr().err

@@ -325,7 +325,7 @@ def test_confusion_matrix_on_cuda_waits_for_nothing(fake_cuda):
 
 def test_resume_on_cuda(fake_cuda, tiny_root, tmp_path, monkeypatch):
     undo = interrupt_training_at_epoch(monkeypatch, 2)
-    common = ["--amp", "--amp-dtype", "bfloat16", "--val-every", "1"]
+    common = ["--amp", "--amp-dtype", "bfloat16", "--val-every", "1", "--val-frames", "1"]  # bf16: slow on a CPU
     assert train(tiny_root, tmp_path, *common, iterations=2) == 130  # one step per epoch: 3 frames, batch 2
     undo()
     last = tmp_path / "fake" / "last.pth"

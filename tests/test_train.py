@@ -62,7 +62,8 @@ def test_epochs_instead_of_iterations(tiny_root, tmp_path):
 
 def test_mixed_precision_and_channels_last(tiny_root, tmp_path):
     """bfloat16 autocast on the CPU (float16 + GradScaler on CUDA) with channels_last memory."""
-    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--amp", "--channels-last")) == 0
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--amp", "--channels-last",
+                                       "--val-frames", "1")) == 0  # bfloat16 is slow on a CPU without it
     run = tmp_path / "dlv3p_resnet50_os16"
     assert json.loads((run / "args.json").read_text())["amp_dtype"] == "bfloat16"
     history = read_history(run)
@@ -335,17 +336,18 @@ def test_bad_flags_and_data_are_clear_errors(tiny_root, tmp_path, capsys):
 
 
 def test_the_model_learns(trained_run):
-    """From scratch, 90 iterations on 12 synthetic 64x128 frames.
+    """From scratch, 60 iterations on 12 synthetic 64x128 frames.
 
     Chance on this val split: predicting the most frequent class (sky) everywhere
-    gives mIoU 0.018 and pixel accuracy 0.317; uniform guessing mIoU 0.016. Three
-    runs with different LR and augmentation all ended at mIoU 0.25-0.26 and pixel
-    accuracy 0.83-0.84 (small classes are a few pixels at this size). The
-    thresholds, mIoU > 0.15 (8x chance) and pixel accuracy > 0.7, leave a wide
-    margin for CPU and library differences yet fail for a model that did not learn.
+    gives mIoU 0.018 and pixel accuracy 0.317; uniform guessing mIoU 0.016. Four
+    seeds (0-3) of this run ended at mIoU 0.206-0.226 and pixel accuracy
+    0.797-0.801 (2026-12-05; 90 iterations reached 0.25-0.27: small classes are a
+    few pixels at this size). The thresholds, mIoU > 0.15 (8x chance) and pixel
+    accuracy > 0.7, leave a wide margin for CPU and library differences yet fail
+    for a model that did not learn.
     """
     history = read_history(trained_run)
-    assert [row["iteration"] for row in history] == [30, 60, 90]
+    assert [row["iteration"] for row in history] == [30, 60]
     final = history[-1]
     assert final["miou"] > 0.15 and final["pixel_accuracy"] > 0.7
     assert final["train_loss"] < history[0]["train_loss"]
