@@ -20,8 +20,11 @@ $(VENV)/.installed: requirements.txt requirements-export.txt requirements-tensor
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# mmseg's first import writes yapf's grammar caches (~/.cache/YAPF) whenever they are older than the installed
+# grammar: done here once, so that two test workers importing it at once never read a half-written cache
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -c "import mmseg"
 	touch $@
 
 # The whole pipeline on the synthetic data set (about 8 minutes on a 2-core CPU, installation aside):
