@@ -21,7 +21,7 @@ from deeplabv3plus.backbone import BACKBONES
 from deeplabv3plus.checkpoint import checkpoint_payload, write_checkpoint
 from deeplabv3plus.model import build_model
 from segdata.files import write_bytes_atomic
-from segdata.flags import Parser
+from segdata.flags import Parser, positive_int
 
 
 def write_in_memory_first(path: Path, payload: dict) -> None:
@@ -66,10 +66,19 @@ def main(args: argparse.Namespace) -> list[dict]:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(description=__doc__)
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default="resnet50")
-    parser.add_argument("--repeats", type=int, default=5, help="saves per way (median reported)")
-    parser.add_argument("--dir", default=None, help="folder for the files (default: the system's temporary folder)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="saves per way (median reported)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="an existing folder for the files (default: the system's temporary folder)")
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.dir is not None and not args.dir.is_dir():
+        parser.error(f"argument --dir: {args.dir} is not a folder")
+    return args
+
+
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    main(parse_args())

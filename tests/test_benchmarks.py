@@ -93,9 +93,19 @@ def test_the_gpu_check_runs_every_stage_as_a_dry_run_on_the_cpu(tmp_path):
 def test_checkpoint_write_times_both_ways(tmp_path, capsys):
     import checkpoint_write
 
-    rows = checkpoint_write.main(checkpoint_write.get_args_parser().parse_args(
-        ["--repeats", "1", "--dir", str(tmp_path)]))
+    rows = checkpoint_write.main(checkpoint_write.parse_args(["--repeats", "1", "--dir", str(tmp_path)]))
     assert [row["way"] for row in rows] == list(checkpoint_write.WAYS)
     assert all(row["write_s"] > 0 and row["copy_s"] > 0 and row["size_mib"] > 100 for row in rows)  # with momentum
     assert rows[0]["size_mib"] == pytest.approx(rows[1]["size_mib"], rel=0.01)  # the same checkpoint either way
     assert "streamed into the file" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,message", [(["--repeats", "0"], "argument --repeats: must be a positive integer, got 0"),
+                                          (["--dir", "missing"], "argument --dir: missing is not a folder")])
+def test_checkpoint_write_refuses_bad_flags_in_one_line(argv, message, capsys):
+    import checkpoint_write
+
+    with pytest.raises(SystemExit) as stop:
+        checkpoint_write.parse_args(argv)
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and message in error and "Traceback" not in error
