@@ -44,7 +44,7 @@ demo: install
 		$(CPU_AMP) --workers 1 --device cpu
 	$(PY) -m deeplabv3plus.media $(DEMO_ROOT)/leftImg8bit/val outputs/demo_clip.mp4 --fps 4 --frames 12 --overwrite
 	$(PY) predict_dlv3p.py --model_weights_path saved/$(DEMO_RUN)/best.pth '$(DEMO_ROOT)/leftImg8bit/test/berlin/*.png' \
-		outputs/demo_clip.mp4 --out outputs/predict/$(DEMO_RUN) --batch-size 4 $(CPU_AMP) --device cpu
+		outputs/demo_clip.mp4 --out outputs/predict/$(DEMO_RUN) --batch-size 4 $(CPU_AMP) --device cpu --overwrite
 	$(PY) -m deeplabv3plus.export --model_weights_path saved/$(DEMO_RUN)/best.pth --height 256 --width 512 \
 		--data-root $(DEMO_ROOT) --num-images 4
 	$(PY) run_notebook.py visualize_training.ipynb --param save_dir=saved --param out_dir=outputs \

@@ -23,7 +23,7 @@ from deeplabv3plus import cli
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.inference import load_trained_model
 from deeplabv3plus.media import find_inputs
-from deeplabv3plus.prediction import OutputOptions, Predictor, predict_images, predict_video
+from deeplabv3plus.prediction import OutputOptions, Predictor, output_paths, predict_images, predict_video
 from deeplabv3plus.run_folder import run_name_of
 
 log = logging.getLogger("predict_dlv3p")
@@ -39,6 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     output.add_argument("--save-ids", action="store_true", help="also write trainId and labelId PNGs of images")
     output.add_argument("--side-by-side", action="store_true", help="videos: image | prediction instead of the overlay")
     output.add_argument("--batch-size", type=cli.positive_int, default=1, help="images or frames per forward pass")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace outputs of these inputs already in --out (without it they are never touched)")
     cli.add_inference_flags(parser)
     return parser
 
@@ -58,9 +60,15 @@ def main(args: argparse.Namespace) -> int:
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         out = cli.output_folder(args.out or Path("outputs") / "predict" / run_name_of(args.model_weights_path), "--out")
+        classes = checkpoint_classes(checkpoint)
+        existing = [path for path in output_paths(inputs, classes, written, out) if path.exists()]
+        if existing and not args.overwrite:
+            more = f" (and {len(existing) - 1} more outputs of these inputs)" if len(existing) > 1 else ""
+            raise cli.FlagError(f"{existing[0]}: exists and is left as it is{more}; write elsewhere with --out DIR, "
+                                "or replace them with --overwrite")
     except (FileNotFoundError, ValueError) as error:
         return cli.report_error(error)
-    predictor = Predictor(model, options, device, checkpoint_classes(checkpoint))
+    predictor = Predictor(model, options, device, classes)
     errors = [f"{argument}: matches no file" for argument in unmatched]
     videos = []
     try:

@@ -104,10 +104,11 @@ def main(args: argparse.Namespace) -> int:
                                                   scored_against)
         check_inference_options(options.mode, options.crop, options.stride, options.scales,
                                 min(dataset.image_sizes(), key=min))
+        # Written aside and put in place when complete: an interrupted run leaves the previous output alone, and a
+        # second command writing the same output is refused while this one runs.
+        work_dir = output.begin() if context.is_main else output.work
     except (FileNotFoundError, ValueError) as error:
         return cli.report_error(error)
-    # Everything is written aside and put in place when complete: an interrupted run leaves the previous output alone.
-    work_dir = output.begin() if context.is_main else output.work
     if context.enabled:
         torch.distributed.barrier()
     log.info("protocol: %s", protocol.describe())

@@ -21,7 +21,7 @@ import torch
 
 from deeplabv3plus import cli, datasets, run, training
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
-from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
+from deeplabv3plus.checkpoint import checkpoint_classes
 from deeplabv3plus.distributed import DistributedContext, init_distributed_mode
 from deeplabv3plus.engine import FitConfig, TrainState, fit
 from deeplabv3plus.model import ARCHITECTURES
@@ -177,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     context = init_distributed_mode(args.device)
     folder = None
     try:
-        checkpoint = load_checkpoint(args.resume) if args.resume else None
+        checkpoint = training.load_resume_point(args.resume) if args.resume else None
         given = cli.given_flags(args, get_args_parser())
         args, changes = resolve_args(args, context, checkpoint)
         precision = precision_from_flags(args.amp, args.amp_dtype, args.device)  # decided once, passed down

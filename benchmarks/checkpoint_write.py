@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bench_cli import run_benchmark
 from deeplabv3plus.backbone import BACKBONES
 from deeplabv3plus.checkpoint import checkpoint_payload, write_checkpoint
 from deeplabv3plus.model import build_model
@@ -81,4 +82,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    raise SystemExit(run_benchmark(main, parse_args()))

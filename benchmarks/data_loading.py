@@ -26,12 +26,14 @@ import cv2
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from bench_cli import existing_folder, run_benchmark, writable_file
 from cityscapes.dataset import CityscapesSegmentation
+from deeplabv3plus.cli import crop_side
 from segdata import files
 from segdata.cache import CACHE_DIR
 from segdata.dataset import SeededSampler
 from segdata.files import read_png, write_csv
-from segdata.flags import Parser
+from segdata.flags import Parser, non_negative_int, positive_int
 from segdata.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE, resize_then_crop_transforms, train_transforms
 
 PIPELINES = {  # name -> (crop first?, from the cache?, colour jitter left to the training device?, PNG decoder)
@@ -126,15 +128,17 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="benchmarks/data_loading.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, required=True, help="data set with generated masks (and a cache)")
-    parser.add_argument(
-        "--crop", type=int, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"), help="training crop"
-    )
-    parser.add_argument("--samples", type=int, default=40, help="timed samples per process")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader processes (0: single process only)")
-    parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_data_loading.csv"), help="CSV to write")
+    parser.add_argument("--data-root", type=existing_folder, required=True,
+                        help="data set with generated masks (and a cache)")
+    parser.add_argument("--crop", type=crop_side, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"),
+                        help="training crop")
+    parser.add_argument("--samples", type=positive_int, default=40, help="timed samples per process")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="DataLoader processes (0: single process only)")
+    parser.add_argument("--csv", type=writable_file, default=Path("outputs/benchmark_data_loading.csv"),
+                        help="CSV to write")
     return parser
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(run_benchmark(main, get_args_parser().parse_args()))

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
+from bench_cli import run_benchmark, writable_file
 from cityscapes.generate_gt import generate
 from cityscapes.paths import polygon_files
 from cityscapes.synthetic import write_dataset
 from segdata.files import write_csv
-from segdata.flags import Parser
+from segdata.flags import Parser, positive_int
 
 ENCODINGS = {"labelIds": "ids", "labelTrainIds": "trainIds", "color": "color"}
 
@@ -73,16 +74,16 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="benchmarks/generate_gt.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=12, help="annotations to convert")
-    parser.add_argument("--height", type=int, default=1024, help="image height (Cityscapes: 1024)")
-    parser.add_argument("--width", type=int, default=2048, help="image width (Cityscapes: 2048)")
-    parser.add_argument(
-        "--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1], help="worker counts to time"
-    )
-    parser.add_argument("--repeats", type=int, default=2, help="runs per method; the best is kept")
-    parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_generate_gt.csv"), help="CSV to write")
+    parser.add_argument("--frames", type=positive_int, default=12, help="annotations to convert")
+    parser.add_argument("--height", type=positive_int, default=1024, help="image height (Cityscapes: 1024)")
+    parser.add_argument("--width", type=positive_int, default=2048, help="image width (Cityscapes: 2048)")
+    parser.add_argument("--workers", type=positive_int, nargs="+", default=[1, os.cpu_count() or 1],
+                        help="worker counts to time")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="runs per method; the best is kept")
+    parser.add_argument("--csv", type=writable_file, default=Path("outputs/benchmark_generate_gt.csv"),
+                        help="CSV to write")
     return parser
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(run_benchmark(main, get_args_parser().parse_args()))

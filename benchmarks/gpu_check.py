@@ -305,15 +305,29 @@ def finish(stages: list[Stage], out: Path, args: argparse.Namespace) -> list[Sta
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    from bench_cli import writable_folder
+    from deeplabv3plus.cli import default_device, device
     from segdata.flags import Parser
 
     parser = Parser(prog="benchmarks/gpu_check.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/gpu_check"), help="folder of the (at most 8) files")
-    parser.add_argument("--device", default="cuda", help="cuda, or cpu for --dry-run")
+    parser.add_argument("--out", type=writable_folder, default=Path("outputs/gpu_check"),
+                        help="folder of the (at most 8) files")
+    parser.add_argument("--device", type=device, default=default_device(),
+                        help="cuda or cuda:N; cpu only with --dry-run")
     parser.add_argument("--dry-run", action="store_true", help="every stage at a tiny size (tests the script)")
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked before any work: a GPU to check (the CPU only for the dry run)."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if not args.device.startswith("cuda") and not args.dry_run:
+        parser.error("argument --device: no CUDA GPU to check here (the check's figures are a GPU's); run it on a "
+                     "GPU machine, or add --dry-run to try the script on the CPU")
+    return args
+
+
 if __name__ == "__main__":
-    stages = main(get_args_parser().parse_args())
+    stages = main(parse_args())
     raise SystemExit(0 if all(stage.status == "ok" for stage in stages) else 1)

@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_cli import run_benchmark, writable_file
+from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
+from deeplabv3plus.cli import crop_side, default_device, device
 from deeplabv3plus.inference import sliding_window_logits
 from deeplabv3plus.model import build_model
 from fresh_process import run_in_fresh_process
 from segdata.files import write_csv
-from segdata.flags import Parser
+from segdata.flags import Parser, non_negative_int, positive_int
 from segdata.pictures import new_figure, save_figure
 
 if TYPE_CHECKING:
@@ -156,29 +159,43 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="benchmarks/inference.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101", "resnet152"], help="backbones")
-    parser.add_argument("--output-strides", type=int, nargs="+", default=[8, 16], help="output strides")
+    parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES),
+                        default=["resnet50", "resnet101", "resnet152"], help="backbones")
+    parser.add_argument("--output-strides", type=int, nargs="+", choices=sorted(DILATION_BY_OUTPUT_STRIDE),
+                        default=[8, 16], help="output strides")
     parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=None,
                         help="default: fp32 fp16 bf16 on CUDA, fp32 bf16 on the CPU")
-    parser.add_argument("--height", type=int, default=1024, help="image height (Cityscapes: 1024)")
-    parser.add_argument("--width", type=int, default=2048, help="image width (Cityscapes: 2048)")
-    parser.add_argument("--batch", type=int, default=1, help="images per forward pass")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed passes first")
-    parser.add_argument("--runs", type=int, default=10, help="timed passes")
+    parser.add_argument("--height", type=crop_side, default=1024, help="image height (Cityscapes: 1024)")
+    parser.add_argument("--width", type=crop_side, default=2048, help="image width (Cityscapes: 2048)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per forward pass")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed passes first")
+    parser.add_argument("--runs", type=positive_int, default=10, help="timed passes")
     parser.add_argument("--modes", nargs="+", choices=["whole", "slide"], default=["whole"],
                         help="whole image in one pass, or sliding windows (--crop, --stride); GFLOPs are whole-image")
-    parser.add_argument("--crop", type=int, nargs=2, default=[769, 769], metavar=("H", "W"), help="sliding window")
-    parser.add_argument("--stride", type=int, nargs=2, default=[513, 513], metavar=("H", "W"), help="window step")
+    parser.add_argument("--crop", type=crop_side, nargs=2, default=[769, 769], metavar=("H", "W"),
+                        help="sliding window")
+    parser.add_argument("--stride", type=crop_side, nargs=2, default=[513, 513], metavar=("H", "W"),
+                        help="window step")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
-    parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_inference.csv"), help="CSV to write")
-    parser.add_argument("--plot", type=Path, default=Path("outputs/benchmark_inference.png"), help="plot to write")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: PyTorch's default)")
+    parser.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
+    parser.add_argument("--csv", type=writable_file, default=Path("outputs/benchmark_inference.csv"),
+                        help="CSV to write")
+    parser.add_argument("--plot", type=writable_file, default=Path("outputs/benchmark_inference.png"),
+                        help="plot to write")
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked together (exit 2 in one line), with the device's default precisions."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if "slide" in args.modes and any(step > side for step, side in zip(args.stride, args.crop)):
+        parser.error(f"argument --stride: {args.stride} leaves gaps between --crop {args.crop} windows")
+    if args.precisions is None:
+        args.precisions = ["fp32", "fp16", "bf16"] if args.device.startswith("cuda") else ["fp32", "bf16"]
+    return args
+
+
 if __name__ == "__main__":
-    arguments = get_args_parser().parse_args()
-    if arguments.precisions is None:
-        arguments.precisions = ["fp32", "fp16", "bf16"] if arguments.device.startswith("cuda") else ["fp32", "bf16"]
-    main(arguments)
+    raise SystemExit(run_benchmark(main, parse_args()))

@@ -24,8 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench_cli import existing_folder, run_benchmark, writable_file
 from segdata.files import decode_png, write_csv
-from segdata.flags import Parser
+from segdata.flags import Parser, positive_int
 
 COLUMNS = ["kind", "files", "mean_mb", "decoder", "ms_per_file", "identical_pixels"]
 
@@ -106,12 +107,14 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="benchmarks/png_decoding.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=Path("data/bench"), help="data root with generated masks")
-    parser.add_argument("--files", type=int, default=10, help="files of each kind")
-    parser.add_argument("--repeats", type=int, default=5, help="passes; the best is kept")
-    parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_png_decoding.csv"), help="table as CSV")
+    parser.add_argument("--data-root", type=existing_folder, default=Path("data/bench"),
+                        help="data root with generated masks")
+    parser.add_argument("--files", type=positive_int, default=10, help="files of each kind")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="passes; the best is kept")
+    parser.add_argument("--csv", type=writable_file, default=Path("outputs/benchmark_png_decoding.csv"),
+                        help="table as CSV")
     return parser
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(run_benchmark(main, get_args_parser().parse_args()))

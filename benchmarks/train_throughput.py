@@ -32,6 +32,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from bench_cli import run_benchmark, writable_file
+from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
+from deeplabv3plus.cli import crop_side, default_device, device
 from deeplabv3plus.engine import masks_to_device, to_device, train_one_epoch
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import build_model
@@ -39,7 +42,7 @@ from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import resolve_precision
 from fresh_process import run_in_fresh_process
 from segdata.files import write_csv
-from segdata.flags import Parser
+from segdata.flags import Parser, bounded_int, non_negative_int, positive_int
 from segdata.loading import PREFETCH_BATCHES, default_workers, loader_options
 from segdata.pictures import new_figure, save_figure
 from segdata.transforms import RECIPE_CROP_SIZE
@@ -230,8 +233,10 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="benchmarks/train_throughput.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101"], help="backbones")
-    parser.add_argument("--output-strides", type=int, nargs="+", default=[16, 8], help="output strides")
+    parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=["resnet50", "resnet101"],
+                        help="backbones")
+    parser.add_argument("--output-strides", type=int, nargs="+", choices=sorted(DILATION_BY_OUTPUT_STRIDE),
+                        default=[16, 8], help="output strides")
     parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=None,
                         help="default: fp32 fp16 bf16 on CUDA, fp32 bf16 on the CPU")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["eager", "channels_last"],
@@ -239,33 +244,44 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["model"],
                         help="model: batches already on the device; loader: the training loader on --data-root; "
                              "data: that loader alone, no model")
-    parser.add_argument(
-        "--crop", type=int, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"), help="training crop"
-    )
-    parser.add_argument("--batch", type=int, default=8, help="images per step and process (the recipe: 8)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (cuDNN autotuning, compile)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--crop", type=crop_side, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"),
+                        help="training crop")
+    parser.add_argument("--batch", type=bounded_int(2, 1024), default=8,
+                        help="images per step and process (the recipe: 8; batch norm needs 2)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5,
+                        help="untimed steps first (cuDNN autotuning, compile)")
+    parser.add_argument("--steps", type=positive_int, default=20, help="timed steps")
     parser.add_argument("--data-root", type=Path, default=None, help="data set for --modes loader")
-    parser.add_argument("--workers", type=int, nargs="+", default=None,
+    parser.add_argument("--workers", type=non_negative_int, nargs="+", default=None,
                         help="loader processes for the loader modes, one row each (default: train_dlv3p.py's)")
-    parser.add_argument("--prefetch", type=int, nargs="+", default=[PREFETCH_BATCHES],
+    parser.add_argument("--prefetch", type=positive_int, nargs="+", default=[PREFETCH_BATCHES],
                         help="batches each worker keeps ready (DataLoader's prefetch_factor), one row each")
     parser.add_argument("--jitter-on-device", action=argparse.BooleanOptionalAction, default=None,
                         help="the loader ships uint8 crops and the colour jitter runs on the training device, as "
                              "train_dlv3p.py does on CUDA (default: on CUDA)")
     parser.add_argument("--cache", action="store_true", help="the loader reads the decoded cache (python -m "
                                                              "cityscapes.cache) instead of the PNGs")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
-    parser.add_argument("--csv", type=Path, default=Path("outputs/benchmark_train_throughput.csv"), help="CSV to write")
-    parser.add_argument(
-        "--plot", type=Path, default=Path("outputs/benchmark_train_throughput.png"), help="plot to write"
-    )
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: PyTorch's default)")
+    parser.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
+    parser.add_argument("--csv", type=writable_file, default=Path("outputs/benchmark_train_throughput.csv"),
+                        help="CSV to write")
+    parser.add_argument("--plot", type=writable_file, default=Path("outputs/benchmark_train_throughput.png"),
+                        help="plot to write")
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked together (exit 2 in one line), with the device's default precisions."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if set(args.modes) - {"model"} and args.data_root is None:
+        parser.error("argument --modes: loader and data need --data-root (a data set with generated masks)")
+    if args.data_root is not None and not args.data_root.is_dir():
+        parser.error(f"argument --data-root: {args.data_root}: no such folder")
+    if args.precisions is None:
+        args.precisions = ["fp32", "fp16", "bf16"] if args.device.startswith("cuda") else ["fp32", "bf16"]
+    return args
+
+
 if __name__ == "__main__":
-    arguments = get_args_parser().parse_args()
-    if arguments.precisions is None:
-        arguments.precisions = ["fp32", "fp16", "bf16"] if arguments.device.startswith("cuda") else ["fp32", "bf16"]
-    main(arguments)
+    raise SystemExit(run_benchmark(main, parse_args()))

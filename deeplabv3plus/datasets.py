@@ -14,7 +14,7 @@ from segdata.classes import ClassTable
 from segdata.dataset import SegmentationDataset, file_sizes
 from segdata.flags import FlagError
 from segdata.kinds import GENERIC_KINDS, DataSetKind
-from segdata.masks import read_mask, size_mismatch, to_train_ids
+from segdata.masks import read_train_ids, size_mismatch
 from segdata.transforms import eval_transforms, train_transforms
 
 __all__ = ["DATASETS", "KINDS", "check_masks", "cityscapes_only", "class_table", "ground_truth_of", "ids_name",
@@ -36,7 +36,7 @@ def class_table(dataset: str, classes_file: Path | None = None, resumed: ClassTa
     given for a data set with its own table, or when it differs from the ``resumed`` run's, read from
     ``resumed_from``)."""
     table = kind(dataset).class_table(classes_file)
-    if resumed is not None and resumed != table:
+    if resumed is not None and not resumed.same_classes(table):
         raise FlagError(f"argument --classes: {classes_file} describes other classes than the run being resumed; "
                         "resume with its own table, or fine-tune its weights on these classes in a new run: "
                         f"--init-weights {resumed_from or 'CHECKPOINT'} --run-name NAME instead of --resume")
@@ -93,7 +93,7 @@ def check_masks(data: SegmentationDataset) -> None:
     for image, mask, image_size, mask_size in zip(data.images, data.masks, data.image_sizes(), file_sizes(data.masks)):
         if image_size != mask_size:
             raise ValueError(size_mismatch(image, mask, image_size, mask_size))
-    to_train_ids(read_mask(data.masks[0]), data.classes, data.masks[0])
+    read_train_ids(data.masks[0], data.classes)
 
 
 def ground_truth_of(dataset: str) -> str:

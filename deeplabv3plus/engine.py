@@ -305,8 +305,9 @@ class TrainState:
         """The state saved in a checkpoint (fields a checkpoint of an older version lacks keep their defaults)."""
         return cls(**{key: checkpoint[key] for key in cls().as_dict() if key in checkpoint})
 
-    def add_epoch(self, stats: EpochStats, seconds: float) -> None:
-        self.epoch, self.iteration = self.epoch + 1, self.iteration + stats.steps
+    def add_epoch(self, stats: EpochStats, seconds: float, continued: bool = False) -> None:
+        """Count a pass: a new epoch, or the rest of one the run had ended inside (``continued``)."""
+        self.epoch, self.iteration = self.epoch + (not continued), self.iteration + stats.steps
         self.loss_sum, self.loss_epochs = self.loss_sum + stats.loss, self.loss_epochs + 1
         self.seconds += seconds
         self.steps += stats.steps
@@ -376,20 +377,29 @@ class _EpochOfStream:
         return itertools.islice(self.batches, self.count)
 
 
-def _epochs_of(train_loader: DataLoader, first_epoch: int) -> Callable[[int, int], Iterable]:
-    """``batches(epoch, steps)``: one epoch's batches. A loader over an :class:`EpochStream` is iterated once for the
-    whole run (started at ``first_epoch``); any other loader anew per epoch (its sampler told the epoch)."""
+def _epochs_of(train_loader: DataLoader, first_epoch: int, skip_batches: int = 0) -> Callable[[int, int], Iterable]:
+    """``batches(epoch, steps)``: one epoch's batches, the first epoch's first ``skip_batches`` left out. A loader
+    over an :class:`EpochStream` is iterated once for the whole run (started at ``first_epoch``); any other loader
+    anew per epoch (its sampler told the epoch)."""
     if isinstance(train_loader.sampler, EpochStream):
-        train_loader.sampler.first_epoch = first_epoch
+        train_loader.sampler.first_epoch, train_loader.sampler.skip_batches = first_epoch, skip_batches
         stream = iter(train_loader)
         return lambda epoch, steps: _EpochOfStream(stream, steps)
 
-    def per_epoch(epoch: int, steps: int) -> DataLoader:
+    def per_epoch(epoch: int, steps: int) -> Iterable:
         if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler, or a sampler wrapping one
             train_loader.sampler.set_epoch(epoch)
-        return train_loader
+        skipped = skip_batches if epoch == first_epoch else 0
+        return _EpochOfStream(itertools.islice(train_loader, skipped, None), steps) if skipped else train_loader
 
     return per_epoch
+
+
+def unfinished_epoch(state: TrainState, iterations_per_epoch: int) -> int:
+    """The batches the run trained of its last epoch when it ended inside it (a run's length reached mid-epoch,
+    then made longer on resume); 0 when it ended at an epoch's end."""
+    done = state.iteration - (state.epoch - 1) * iterations_per_epoch
+    return done if state.epoch > 0 and 0 < done < iterations_per_epoch else 0
 
 
 def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -416,15 +426,20 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                       "scaler": scaler.state_dict()} if resume_point else {}
             writer.save(config.run_dir / name, model, **resume, **state.as_dict(), **config.checkpoint_extra)
 
-    batches_of = _epochs_of(train_loader, state.epoch)
+    # a run that ended inside an epoch (its length reached there) and was made longer goes on with that epoch
+    done_in_epoch = unfinished_epoch(state, iterations_per_epoch)
+    first_epoch = state.epoch - 1 if done_in_epoch else state.epoch
+    batches_of = _epochs_of(train_loader, first_epoch, done_in_epoch)
     ends = EpochEnds()
     try:
-        for epoch in range(state.epoch, num_epochs):
+        for epoch in range(first_epoch, num_epochs):
             seed_for_epoch(config.seed, epoch, config.rank)
+            available = iterations_per_epoch - (done_in_epoch if epoch == first_epoch else 0)
             ends.add(*_train_and_validate_epoch(
                 model, eval_model, criterion, optimizer, scheduler, scaler,
-                batches_of(epoch, min(iterations_per_epoch, config.total_iterations - state.iteration)), val_loader,
-                device, config, state, epoch, num_epochs, checkpoint))
+                batches_of(epoch, min(available, config.total_iterations - state.iteration)), val_loader,
+                device, config, state, epoch, num_epochs, checkpoint, continued=bool(done_in_epoch)
+                and epoch == first_epoch))
     except BaseException:
         writer.wait(raise_error=False)  # the write in progress ends; the reason the run stopped is what is reported
         raise
@@ -464,7 +479,8 @@ class EpochEnds:
 
 def _train_and_validate_epoch(model, eval_model, criterion, optimizer, scheduler, scaler, batches, val_loader,
                               device: torch.device, config: FitConfig, state: TrainState, epoch: int, num_epochs: int,
-                              checkpoint: Callable[[str, bool], None]) -> tuple[float, float, float | None]:
+                              checkpoint: Callable[[str, bool], None],
+                              continued: bool = False) -> tuple[float, float, float | None]:
     """One epoch of :func:`fit`: train, validate when due, write last.pth (and best.pth when the mIoU improved).
     Returns the seconds of training, of the pause after it (validation apart) and of the validation (None: none)."""
     start = time.perf_counter()
@@ -486,18 +502,18 @@ def _train_and_validate_epoch(model, eval_model, criterion, optimizer, scheduler
         ) from None
     before = state.iteration
     trained = time.perf_counter()
-    state.add_epoch(stats, trained - start)
+    state.add_epoch(stats, trained - start, continued)
     improved, validation_seconds = False, None
     if config.val_interval:
         due = state.iteration // config.val_interval > before // config.val_interval
     else:
         due = state.epoch % config.val_every == 0
     if due or state.epoch == num_epochs:
-        start = time.perf_counter()
+        validation_start = time.perf_counter()
         result = evaluate(eval_model, val_loader, device, config.num_classes, ignore_index=config.ignore_index,
                           amp_dtype=config.precision.dtype,
                           channels_last=config.channels_last, description="val")
-        row = state.close_row(optimizer.param_groups[-1]["lr"], result, time.perf_counter() - start)
+        row = state.close_row(optimizer.param_groups[-1]["lr"], result, time.perf_counter() - validation_start)
         log.info("epoch %d iteration %d: train loss %.4f, val loss %.4f, mIoU %.4f, mDice %.4f, pixel acc %.4f; "
                  "per iteration %.3f s data + %.3f s compute; peak memory %.0f MiB",
                  row["epoch"], row["iteration"], row["train_loss"], row["val_loss"], row["miou"], row["mean_dice"],
@@ -511,7 +527,7 @@ def _train_and_validate_epoch(model, eval_model, criterion, optimizer, scheduler
         improved = row["miou"] > state.best_miou  # False for NaN: a split without labels never counts as best
         if improved:
             state.best_miou = row["miou"]
-        validation_seconds = time.perf_counter() - start
+        validation_seconds = time.perf_counter() - validation_start
     checkpoint("last.pth", True)  # first: a full disk must still leave a last.pth to resume from
     if improved:
         checkpoint("best.pth", False)

@@ -21,7 +21,7 @@ from segdata.flags import FlagError
 from segdata.pictures import overlay, side_by_side
 from segdata.transforms import eval_transforms
 
-__all__ = ["OutputOptions", "Predictor", "class_shares", "predict_images", "predict_video"]
+__all__ = ["OutputOptions", "Predictor", "class_shares", "output_paths", "predict_images", "predict_video"]
 
 
 class Predictor:
@@ -83,6 +83,30 @@ class OutputOptions:
             raise FlagError(f"argument --alpha: must be from 0 to 1, got {self.alpha}")
 
 
+def _named(out: Path, entry: InputFile, suffix: str) -> Path:
+    """The output of an input file: its path below the folder it was found in, mirrored under ``out``, + suffix."""
+    stem = out / entry.relative.with_suffix("")
+    return stem.with_name(stem.name + suffix)
+
+
+def _video_suffix(options: OutputOptions) -> str:
+    return f"_{'side_by_side' if options.side_by_side else 'overlay'}.mp4"
+
+
+def output_paths(inputs: list[InputFile], classes: ClassTable, options: OutputOptions, out: Path) -> list[Path]:
+    """Every file predicting ``inputs`` writes under ``out``: what must not be there already (unless replaced)."""
+    paths = []
+    for entry in inputs:
+        if entry.is_video:
+            paths += [_named(out, entry, _video_suffix(options)), _named(out, entry, "_class_shares.csv")]
+            continue
+        kinds = ["color", "overlay", *(("trainIds", ids_name(classes)) if options.save_ids else ())]
+        paths += [_named(out, entry, f"_{kind}.png") for kind in kinds]
+    if any(not entry.is_video for entry in inputs):
+        paths.append(out / "class_shares.csv")
+    return paths
+
+
 def predict_images(images: list[InputFile], predictor: Predictor, options: OutputOptions, out: Path) -> list[str]:
     """Colour, overlay (and id) PNGs of every image, and class_shares.csv; the one-line errors of those skipped."""
     errors, shares = [], []
@@ -96,12 +120,11 @@ def predict_images(images: list[InputFile], predictor: Predictor, options: Outpu
 
     for batch in _batches(readable(), options.batch_size, key=lambda item: item[1].shape):
         for (entry, image), train_ids in zip(batch, predictor([image for _, image in batch])):
-            stem = out / entry.relative.with_suffix("")
             color = predictor.palette[train_ids]
-            write_png(stem.with_name(f"{stem.name}_color.png"), color)
-            write_png(stem.with_name(f"{stem.name}_overlay.png"), overlay(image, color, options.alpha))
+            write_png(_named(out, entry, "_color.png"), color)
+            write_png(_named(out, entry, "_overlay.png"), overlay(image, color, options.alpha))
             for kind, ids in (_id_pngs(train_ids, predictor.classes) if options.save_ids else {}).items():
-                write_png(stem.with_name(f"{stem.name}_{kind}.png"), ids)
+                write_png(_named(out, entry, f"_{kind}.png"), ids)
             shares.append({"name": str(entry.relative), **class_shares(train_ids, predictor.classes)})
     if shares:
         write_csv(out / "class_shares.csv", shares, ["name", *predictor.classes.names])
@@ -111,8 +134,7 @@ def predict_images(images: list[InputFile], predictor: Predictor, options: Outpu
 def predict_video(entry: InputFile, predictor: Predictor, options: OutputOptions, out: Path) -> Path:
     """The overlay (or side-by-side) MP4 of a video and its per-frame class shares; ValueError if unreadable."""
     frames, fps, count = read_video(entry.path)
-    stem = out / entry.relative.with_suffix("")
-    video_path = stem.with_name(f"{stem.name}_{'side_by_side' if options.side_by_side else 'overlay'}.mp4")
+    video_path = _named(out, entry, _video_suffix(options))
     writer, shares = None, []
     try:
         with tqdm(total=count or None, desc=entry.path.name, unit="frame", dynamic_ncols=True) as bar:
@@ -130,5 +152,5 @@ def predict_video(entry: InputFile, predictor: Predictor, options: OutputOptions
             writer.abort()
         raise
     writer.close()
-    write_csv(stem.with_name(f"{stem.name}_class_shares.csv"), shares, ["name", *predictor.classes.names])
+    write_csv(_named(out, entry, "_class_shares.csv"), shares, ["name", *predictor.classes.names])
     return video_path

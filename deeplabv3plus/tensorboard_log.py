@@ -15,18 +15,32 @@ installed (``requirements-tensorboard.txt``). Tags:
 A resumed run opens the same folder with ``purge_step`` just past its
 checkpoint's iteration: TensorBoard drops what a killed run logged after the
 checkpoint (that part is trained again), so no step appears twice.
+
+The logs are a view of a run, not its record (history.csv is): a ``tb`` that
+cannot be written at the start is refused in one line, and one that fails
+later (a full disk, a folder replaced) stops the logging with one warning while
+the training goes on.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
-from collections.abc import Sequence
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from segdata.files import OutputError, check_output_folder
+from segdata.flags import FlagError
+
 __all__ = ["TB_DIR", "TrainingLog", "tensorboard_available", "tensorboard_problem"]
+
+log = logging.getLogger(__name__)
 
 TB_DIR = "tb"
 MAX_IMAGE_WIDTH = 1536
@@ -50,29 +64,62 @@ def tensorboard_available() -> bool:
     return tensorboard_problem() is None
 
 
+def _file_name(error: OSError) -> str:
+    name = error.filename
+    return os.fsdecode(name) if name is not None else ""
+
+
 class TrainingLog:
     """A SummaryWriter with the run's tags; see the module docstring."""
 
     def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
+        self.log_dir = Path(log_dir)
+        try:
+            check_output_folder(self.log_dir, "--tensorboard")
+        except OutputError as error:
+            written = re.search(r"cannot write in .* \((.*)\);", str(error))
+            reason = written.group(1) if written else "a file is in its place"
+            raise FlagError(f"{self.log_dir}: TensorBoard logs cannot be written there ({reason}); move it away or "
+                            "fix its permissions, or train with --no-tensorboard") from None
         from torch.utils.tensorboard import SummaryWriter
 
-        self.log_dir = Path(log_dir)
+        self._hook = threading.excepthook
+        threading.excepthook = self._quiet_writer_thread
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step or None)
+
+    def _quiet_writer_thread(self, arguments: threading.ExceptHookArgs) -> None:
+        """TensorBoard's writer thread re-raises a failed write, which Python prints as a traceback: the failure
+        is reported once by :meth:`_guarded` instead; any other thread's exception is printed as before."""
+        if type(arguments.thread).__name__ != "_AsyncWriterThread":
+            self._hook(arguments)
+
+    def _guarded(self, write: Callable[[], object]) -> None:
+        """Run a write of the writer; a failure stops the logging with one warning (the training goes on)."""
+        if self.writer is None:
+            return
+        try:
+            write()
+        except OSError as error:
+            self.writer = None
+            log.warning("warning: TensorBoard logging stopped: cannot write %s (%s); the training goes on and "
+                        "history.csv keeps its scores", _file_name(error) or self.log_dir,
+                        error.strerror or type(error).__name__)
 
     def training(self, iteration: int, values: dict[str, float]) -> None:
         """The ``train/*`` scalars at ``iteration``."""
         for key, value in values.items():
             if value is not None and not math.isnan(value):
-                self.writer.add_scalar(f"train/{key}", value, iteration)
+                self._guarded(lambda key=key, value=value: self.writer.add_scalar(f"train/{key}", value, iteration))
 
     def validation(self, iteration: int, row: dict, class_names: Sequence[str]) -> None:
         """The ``val/*`` scalars and per-class IoU of a history row."""
         for key, tag in (("val_loss", "loss"), ("miou", "miou"), ("mean_dice", "mean_dice"),
                          ("pixel_accuracy", "pixel_accuracy")):
-            self.writer.add_scalar(f"val/{tag}", row[key], iteration)
+            self._guarded(lambda key=key, tag=tag: self.writer.add_scalar(f"val/{tag}", row[key], iteration))
         for name, value in zip(class_names, row["iou"]):
             if not math.isnan(value):
-                self.writer.add_scalar(f"val_class_iou/{name}", value, iteration)
+                self._guarded(lambda name=name, value=value: self.writer.add_scalar(f"val_class_iou/{name}", value,
+                                                                                    iteration))
 
     def images(self, iteration: int, frames: dict[str, np.ndarray]) -> None:
         """(H, W, 3) uint8 frames, one tag per frame name, shrunk to MAX_IMAGE_WIDTH."""
@@ -82,10 +129,17 @@ class TrainingLog:
             if frame.shape[1] > MAX_IMAGE_WIDTH:
                 height = round(frame.shape[0] * MAX_IMAGE_WIDTH / frame.shape[1])
                 frame = cv2.resize(frame, (MAX_IMAGE_WIDTH, height), interpolation=cv2.INTER_AREA)
-            self.writer.add_image(f"val_images/{name}", frame, iteration, dataformats="HWC")
+            self._guarded(lambda name=name, frame=frame: self.writer.add_image(f"val_images/{name}", frame, iteration,
+                                                                               dataformats="HWC"))
 
     def flush(self) -> None:
-        self.writer.flush()
+        self._guarded(lambda: self.writer.flush())
 
     def close(self) -> None:
-        self.writer.close()
+        """Close the files (a failure is the one warning, as for any write) and give the thread hook back."""
+        if self.writer is not None:
+            writer = self.writer
+            self._guarded(writer.close)
+            self.writer = None
+        if threading.excepthook == self._quiet_writer_thread:
+            threading.excepthook = self._hook

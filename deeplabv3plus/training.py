@@ -36,6 +36,7 @@ __all__ = [
     "configure_kernels",
     "crop_for_frames",
     "load_initial_weights",
+    "load_resume_point",
     "open_training_log",
     "report_finished",
     "resume_state",
@@ -130,10 +131,25 @@ def build_optimizer(model: nn.Module, settings: dict, total_iterations: int, dev
     return optimizer, scheduler, scaler
 
 
+def load_resume_point(path: Path) -> dict:
+    """The checkpoint --resume names, if training can go on from it (CheckpointError naming the way on otherwise)."""
+    checkpoint = load_checkpoint(path)
+    check_resumable(checkpoint, path)
+    return checkpoint
+
+
+def check_resumable(checkpoint: dict, path: Path) -> None:
+    """CheckpointError unless the checkpoint holds the optimizer state a resumed run needs (best.pth does not)."""
+    if "optimizer" not in checkpoint:
+        last = Path(path).parent / "last.pth"
+        raise CheckpointError(f"{path}: has no optimizer state (best.pth keeps the weights alone), so training cannot "
+                              f"resume from it; resume from the run's last.pth ({last}), or start a new run from these "
+                              f"weights with --init-weights {path} --run-name NAME")
+
+
 def resume_state(checkpoint: dict, path: Path, model: nn.Module, optimizer, scheduler, scaler) -> TrainState:
     """Load a training checkpoint into model, optimizer, scheduler and scaler; the saved TrainState."""
-    if "optimizer" not in checkpoint:
-        raise CheckpointError(f"{path}: has no optimizer state, so training cannot resume from it")
+    check_resumable(checkpoint, path)
     unwrap_model(model).load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,11 @@ class ClassTable:
     def num_classes(self) -> int:
         return len(self.names)
 
+    def same_classes(self, other: ClassTable) -> bool:
+        """Whether ``other`` says the same about every mask value and colour (the tables' names aside: a JSON table
+        saved as CSV is named after its file)."""
+        return self.as_dict() | {"name": ""} == other.as_dict() | {"name": ""}
+
     def value_lookup(self) -> np.ndarray:
         """(256,) int16: mask value -> train id, IGNORE_INDEX for ignored values, -1 for values the table lacks."""
         table = np.full(256, -1, np.int16)
@@ -115,7 +121,8 @@ class ClassTable:
         """The table of :meth:`as_dict`'s form (``values`` default to the class's position); ClassTableError naming
         ``source`` and the fix for anything else (keys it does not know included)."""
         where = source or "class table"
-        example = '{"classes": [{"name": ..., "color": [r, g, b], "values": [...]}, ...]}'
+        example = (CSV_EXAMPLE if where.lower().endswith(".csv") else
+                   '{"classes": [{"name": ..., "color": [r, g, b], "values": [...]}, ...]}')
         classes = data.get("classes") if isinstance(data, dict) else None
         if not isinstance(classes, list) or not all(isinstance(entry, dict) for entry in classes):
             kind = type(classes).__name__ if not isinstance(classes, list) else "a list of " + ", ".join(
@@ -158,33 +165,61 @@ def _refuse_unknown(where: str, what: str, unknown: set) -> None:
                               "only the ones docs/own-data.md lists (a misspelt one would be dropped in silence)")
 
 
+CSV_EXAMPLE = "a header name,r,g,b,values,ignore and a row per class, e.g. road,128,64,128,1,"
+
+
+def _csv_rows(path: Path) -> tuple[str | None, list[str], list[tuple[int, dict]]]:
+    """The table's name (a ``# name: ...`` line), its header and its rows as (line number, {column: text});
+    ClassTableError for a row with more or fewer fields than the header. A byte-order mark (spreadsheets write one)
+    is skipped, and so are blank and other ``#`` lines."""
+    with open(path, newline="", encoding="utf-8-sig") as stream:
+        lines = list(enumerate(stream.read().splitlines(), 1))
+    name = None
+    for _, line in lines:
+        declared = re.match(r"\s*#\s*name\s*[:=]\s*(.+)", line)
+        if declared:
+            name = declared.group(1).strip()
+    kept = [(number, line) for number, line in lines if line.strip() and not line.lstrip().startswith("#")]
+    records = [(number, fields) for (number, _), fields in zip(kept, csv.reader(line for _, line in kept))]
+    if not records:
+        return name, [], []
+    header = [column.strip() for column in records[0][1]]
+    rows = []
+    for number, fields in records[1:]:
+        if len(fields) != len(header):
+            raise ClassTableError(f"{path}: line {number} has {len(fields)} fields but the header has {len(header)} "
+                                  f"({','.join(header)}); give every column of every row (an empty one as ,,)")
+        rows.append((number, {column: field.strip() for column, field in zip(header, fields)}))
+    return name, header, rows
+
+
 def _read_csv(path: Path) -> dict:
     """A CSV class table as :meth:`ClassTable.from_dict`'s dict: class rows, and ``ignore`` rows (``yes``) as the
-    ignored values and colours."""
-    with open(path, newline="") as stream:
-        rows = list(csv.DictReader(stream))
-    if not rows or not {"name", "r", "g", "b"} <= set(rows[0]):
-        raise ClassTableError(f"{path}: a CSV class table needs a header name,r,g,b (and optionally values, ignore) "
-                              "and a row per class")
-    _refuse_unknown(str(path), "column", {column for column in rows[0] if column is not None} - CSV_COLUMNS)
+    ignored values and colours; ``# name: NAME`` names the table (else the file's name)."""
+    name, header, rows = _csv_rows(path)
+    if not rows or not {"name", "r", "g", "b"} <= set(header):
+        raise ClassTableError(f"{path}: a CSV class table needs {CSV_EXAMPLE}")
+    _refuse_unknown(str(path), "column", set(header) - CSV_COLUMNS)
     classes, ignore, ignore_colors = [], [], []
-    for row in rows:
+    for number, row in rows:
         values = (row.get("values") or "").split()
         color = [row[channel] for channel in ("r", "g", "b")]
-        flag = (row.get("ignore") or "").strip().lower()
+        flag = (row.get("ignore") or "").lower()
         if flag not in ("", "no", "yes"):
-            raise ClassTableError(f"{path}: row {row['name']}: ignore is yes or empty, got {row['ignore']!r}")
+            raise ClassTableError(f"{path}: row {row['name']}: ignore is yes or empty, got {row['ignore']!r} (line "
+                                  f"{number})")
         if flag == "yes":
-            if not values and not any((channel or "").strip() for channel in color):
-                raise ClassTableError(f"{path}: ignored row {row['name']} names no mask value and no colour")
+            if not values and not any(color):
+                raise ClassTableError(f"{path}: ignored row {row['name']} names no mask value and no colour (line "
+                                      f"{number}); give its values, or its colour for colour masks")
             ignore += values
-            if any((channel or "").strip() for channel in color):
+            if any(color):
                 ignore_colors.append(color)
             continue
         entry = {"name": row["name"], "color": color}
         entry["values"] = values or [len(classes)]
         classes.append(entry)
-    table = {"name": path.stem, "classes": classes, "ignore_colors": ignore_colors}
+    table = {"name": name or path.stem, "classes": classes, "ignore_colors": ignore_colors}
     if ignore:
         table["ignore"] = ignore
     return table

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 
 from segdata.classes import ClassTable
-from segdata.masks import read_image, read_mask, size_mismatch, to_train_ids, unlabelled_mask
+from segdata.masks import read_image, read_train_ids, size_mismatch, unlabelled_mask
 
 __all__ = ["EpochStream", "SeededSampler", "SegmentationDataset", "file_sizes"]
 
@@ -89,10 +89,10 @@ class SegmentationDataset(Dataset):
         image = read_image(self.images[index])
         if not self.has_labels:
             return image, unlabelled_mask(image.shape)
-        mask = read_mask(self.masks[index])
-        if mask.shape[:2] != image.shape[:2]:
-            raise ValueError(size_mismatch(self.images[index], self.masks[index], image.shape, mask.shape))
-        return image, to_train_ids(mask, self.classes, self.masks[index])
+        train_ids = read_train_ids(self.masks[index], self.classes)
+        if train_ids.shape[:2] != image.shape[:2]:
+            raise ValueError(size_mismatch(self.images[index], self.masks[index], image.shape, train_ids.shape))
+        return image, train_ids
 
     def image_sizes(self) -> list[tuple[int, int]]:
         """(height, width) of every image, from the file headers (no pixel is decoded)."""
@@ -164,16 +164,20 @@ class EpochStream(Sampler[tuple[int, int]]):
     next epoch's first batches while an epoch ends (checkpoint, validation),
     instead of starting from an empty queue at every epoch. Each epoch holds the
     samples and seeds the sampler gives for it, so a run resumed at an epoch
-    repeats an uninterrupted one. ``len()`` is one epoch's samples.
+    repeats an uninterrupted one. :attr:`skip_batches` of the first epoch are
+    left out (drawn, not loaded): a run that ended inside an epoch and is made
+    longer goes on with that epoch's next batch. ``len()`` is one epoch's samples.
     """
 
     def __init__(self, sampler: SeededSampler, batch_size: int, first_epoch: int = 0) -> None:
         self.sampler, self.batch_size, self.first_epoch = sampler, batch_size, first_epoch
+        self.skip_batches = 0
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for epoch in itertools.count(self.first_epoch):
             self.sampler.set_epoch(epoch)
-            yield from itertools.islice(iter(self.sampler), len(self))
+            skipped = self.skip_batches * self.batch_size if epoch == self.first_epoch else 0
+            yield from itertools.islice(iter(self.sampler), skipped, len(self))
 
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size * self.batch_size

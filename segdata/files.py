@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import datetime
+import fcntl
 import functools
 import io
 import json
@@ -23,6 +25,8 @@ except ImportError:  # pragma: no cover - the fallback is tested by patching thi
 
 __all__ = [
     "TEMPORARY_SUFFIX",
+    "LockFile",
+    "LockHeld",
     "OutputError",
     "WrittenAside",
     "check_output_file",
@@ -100,17 +104,86 @@ def remove_empty_folders(folders: Iterable[Path]) -> None:
             folder.rmdir()
 
 
+class LockHeld(Exception):
+    """The lock is held by another process; ``holder`` says which (``pid N, started TIME``)."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path}: held by {holder}")
+        self.path, self.holder = path, holder
+
+
+class LockFile:
+    """An exclusive lock on ``path`` for as long as this object holds it (``flock``: a second holder is refused, in
+    this process too). The system drops it when the process ends, however it ends; processes forked while it is
+    held (loader workers) close their copy of the file at once, so a killed command's folder is free the moment it
+    dies, not when its workers notice. The file records the holder's pid and start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._handle: list[int | None] = [None]  # shared with the fork hook, which outlives this object
+        os.register_at_fork(after_in_child=functools.partial(_close_in_child, self._handle))
+
+    def take(self) -> None:
+        """Lock (making the file); LockHeld naming the holder if another process has it; OutputError naming the
+        file and the fix where it cannot be made (a folder in its place, a read-only disk)."""
+        try:
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except IsADirectoryError:
+            raise OutputError(f"{self.path}: is a folder where this project keeps its lock file; remove it (it holds "
+                              "nothing of a run) and run again") from None
+        except OSError as error:
+            raise OutputError(f"{self.path.parent}: cannot be written ({error.strerror})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(handle)
+            raise LockHeld(self.path, holder) from None
+        os.ftruncate(handle, 0)
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.pwrite(handle, f"pid {os.getpid()}, started {started}".encode(), 0)
+        self._handle[0] = handle
+
+    @property
+    def held(self) -> bool:
+        return self._handle[0] is not None
+
+    def release(self) -> None:
+        """Remove the file and drop the lock (closing the file drops it)."""
+        if self._handle[0] is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._handle[0])
+            self._handle[0] = None
+
+
+def _close_in_child(handle: list[int | None]) -> None:
+    """In a forked child: close the inherited copy of a locked file (the lock stays the parent's alone)."""
+    if handle[0] is not None:
+        os.close(handle[0])
+        handle[0] = None
+
+
 class WrittenAside:
     """A folder's new output written aside (``.{name}.partial`` beside it) and put in place only when complete, so
-    an interrupted or failed run leaves the previous output as it was."""
+    an interrupted or failed run leaves the previous output as it was. One writer at a time: :meth:`begin` locks
+    ``.{name}.lock`` beside it, and a second command writing the same output is refused until the first ends."""
 
     def __init__(self, final: Path) -> None:
         self.final = Path(final)
         self.work = self.final.with_name(f".{self.final.name}.partial")
         self.made = missing_folders(self.work.parent)  # removed again if nothing is put in place
+        self.lock = LockFile(self.final.with_name(f".{self.final.name}.lock"))
 
     def begin(self) -> Path:
-        """The empty folder to write into (a killed run's leftovers removed)."""
+        """The empty folder to write into (a killed run's leftovers removed); OutputError while another command is
+        writing the same output."""
+        self.work.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock.take()
+        except LockHeld as held:
+            remove_empty_folders(self.made)
+            raise OutputError(f"{self.final}: another command is writing this output right now ({held.holder}); "
+                              "wait for it to end, or write elsewhere with --out DIR") from None
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         return self.work
@@ -123,10 +196,13 @@ class WrittenAside:
             self.final.rename(previous)
         self.work.rename(self.final)
         shutil.rmtree(previous, ignore_errors=True)
+        self.lock.release()
 
     def abandon(self) -> str:
         """Drop what was written aside (and the folders made for it); what the user still has, in words."""
-        shutil.rmtree(self.work, ignore_errors=True)
+        if self.lock.held:
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.lock.release()
         remove_empty_folders(self.made)
         return f"{self.final} keeps its previous output" if self.final.exists() else "nothing was written"
 

@@ -84,8 +84,8 @@ def one_line(error: BaseException) -> str:
     which the last line is the original message."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     last = lines[-1] if lines else type(error).__name__
-    prefix = f"{type(error).__name__}: "
-    return last[len(prefix):] if last.startswith(prefix) else last
+    # the worker's traceback ends in "module.ErrorType: message" (a qualified name when the type was not rebuilt)
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): ", "", last)
 
 
 def report_error(error: BaseException, state: str = "", writing: Path | str | None = None,

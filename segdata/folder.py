@@ -1,29 +1,49 @@
-"""Your own data as folders of images and masks, paired by relative path and name::
+"""Your own data as folders of images and masks, in the layouts data sets ship in.
 
-    ROOT/images/{split}/**/NAME.{png,jpg,jpeg}
-    ROOT/masks/{split}/**/NAME.png          index PNGs (values -> classes) or colour PNGs (colours -> classes)
+``--data-root ROOT`` holds, for each split, one of (looked for in this order)::
 
-or, with split list files, ``ROOT/splits/{split}.txt`` naming one frame per line: its path under ``images/`` and
-``masks/`` without suffix, or an ``IMAGE MASK`` pair of paths (the VOC- and SegNet-style lists), each relative to
-the list's folder or to ROOT (a leading ``/`` and the folders of another machine's root are dropped until the path
-exists). A split without masks (no ``masks/{split}``) is unlabelled: it is predicted, not scored. What the mask
-values mean comes from a class table (``segdata.classes``). Masks are lossless PNGs: a JPEG mask is refused by
-name, and so are two images of one frame (NAME.png beside NAME.jpg).
+    ROOT/splits/{split}.txt                  a split list: one frame per line (see below)
+    ROOT/{split}.txt                         a split list at the root, as SegNet's CamVid ships (train.txt, ...)
+    ROOT/images/{split}/**/NAME.{png,jpg}    images, and their masks in ROOT/masks/{split}/**/NAME.png
+    ROOT/{split}/**/NAME.{png,jpg}           images, and their masks in ROOT/{split}annot/**/NAME.png (SegNet-style)
+
+A list line names a frame by its path under ``images/`` and ``masks/`` without suffix, or an ``IMAGE MASK`` pair of
+paths (VOC- and SegNet-style lists; a tab or spaces between them, spaces inside a path allowed). A path that exists
+as written is that file; any other is looked up relative to the list's folder or to ROOT, its leading ``/`` and the
+folders of another machine's root dropped until it exists. A split without masks (no mask folder) is unlabelled:
+it is predicted, not scored. What the mask values mean comes from a class table (``segdata.classes``). Masks are
+lossless PNGs: a JPEG mask is refused by name, and so are two images of one frame (NAME.png beside NAME.jpg), a
+frame listed twice, and a list line naming a missing file (with the file of that name elsewhere under ROOT, if any).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdata.classes import ClassTable
 from segdata.dataset import SegmentationDataset
 from segdata.masks import IMAGE_SUFFIXES
 
-__all__ = ["FolderSegmentation", "find_pairs"]
+__all__ = ["FolderSegmentation", "SplitFiles", "find_pairs", "find_split", "likely_root"]
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
+ANNOTATION_SUFFIX = "annot"
+"""SegNet's mask folders: ``train`` and ``trainannot``."""
+
+
+@dataclass
+class SplitFiles:
+    """A split's frames (sorted, or in the list's order), their images and masks by stem, what does not pair, and
+    where the split was found, in words."""
+
+    stems: list[str] = field(default_factory=list)
+    images: dict[str, Path] = field(default_factory=dict)
+    masks: dict[str, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    source: str = ""
 
 
 def _images_under(folder: Path, problems: list[str]) -> dict[str, Path]:
@@ -50,8 +70,11 @@ def _jpeg_mask_problem(mask_folder: Path, stem: str, image: Path) -> str:
 
 
 def _resolve(token: str, bases: tuple[Path, ...]) -> Path | None:
-    """The file a list names: relative to one of ``bases``, a leading ``/`` and leading folders dropped until it
-    exists (a list written on another machine names its own root)."""
+    """The file a list names: the path as written where it exists; otherwise relative to one of ``bases``, a leading
+    ``/`` and leading folders dropped until it exists (a list written on another machine names its own root)."""
+    written = Path(token)
+    if written.is_absolute() and written.is_file():
+        return written
     parts = Path(token.lstrip("/")).parts
     for start in range(len(parts)):
         for base in bases:
@@ -61,99 +84,207 @@ def _resolve(token: str, bases: tuple[Path, ...]) -> Path | None:
     return None
 
 
-def _read_list(root: Path, list_file: Path) -> tuple[list[str], dict[str, Path], dict[str, Path], list[str], bool]:
-    """``(stems, images, masks, problems, labelled)`` of a split list file (see the module docstring)."""
+class _NameIndex:
+    """The files under a root by name, built on the first question: where a file a list names may really be."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self._by_name = root, None
+
+    def candidate(self, token: str) -> Path | None:
+        """The file under the root with the name of ``token`` whose path shares most of its tail, if any."""
+        if self._by_name is None:
+            self._by_name = {}
+            for folder, subfolders, names in os.walk(self.root):
+                subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+                for name in names:
+                    self._by_name.setdefault(name, []).append(Path(folder) / name)
+        wanted = Path(token).parts
+        found = self._by_name.get(Path(token).name, [])
+
+        def shared_tail(path: Path) -> int:
+            count = 0
+            for ours, theirs in zip(reversed(path.parts), reversed(wanted)):
+                if ours != theirs:
+                    break
+                count += 1
+            return count
+
+        return max(found, key=shared_tail, default=None)
+
+
+def _tokens(line: str) -> list[str]:
+    """The items of a list line: separated by tabs where it has one, else by spaces."""
+    return [token.strip() for token in (line.split("\t") if "\t" in line else line.split()) if token.strip()]
+
+
+def _pair(tokens: list[str], bases: tuple[Path, ...]) -> tuple[Path, Path] | None:
+    """The image and mask a line names, trying each split of its items in two (paths may hold spaces)."""
+    for cut in range(1, len(tokens)):
+        image, mask = _resolve(" ".join(tokens[:cut]), bases), _resolve(" ".join(tokens[cut:]), bases)
+        if image is not None and mask is not None:
+            return image, mask
+    return None
+
+
+def _frame_image(image_folder: Path, name: str) -> list[Path]:
+    """The image files of a frame a list names (its path under images/, with or without suffix)."""
+    stem = name.rsplit(".", 1)[0] if Path(name).suffix.lower() in IMAGE_SUFFIXES else name
+    paths = (image_folder / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES)
+    return [path for path in paths if path.is_file()]
+
+
+def _read_list(root: Path, list_file: Path) -> tuple[SplitFiles, bool]:
+    """The frames of a split list file (see the module docstring), and whether the split is labelled."""
     image_folder, mask_folder = root / "images", root / "masks"
-    lines = [(number, line.split()) for number, line in enumerate(list_file.read_text().splitlines(), 1)
+    bases, names = (list_file.parent, root), _NameIndex(root)
+    lines = [(number, _tokens(line)) for number, line in enumerate(list_file.read_text().splitlines(), 1)
              if line.strip()]
     if not lines:
         raise FileNotFoundError(f"{list_file}: lists no frames; write one frame per line (a name under images/, or "
                                 "an 'image mask' pair of paths; see docs/own-data.md)")
-    stems, images, masks, problems = [], {}, {}, []
+    found, first_line = SplitFiles(source=f"the list {list_file}"), {}
+
+    def add(number: int, stem: str, image: Path, mask: Path | None) -> None:
+        if stem in first_line:
+            found.problems.append(f"{list_file}: line {number} lists {stem} again (line {first_line[stem]} has it); "
+                                  "remove one: a frame listed twice is trained on twice as often")
+            return
+        first_line[stem] = number
+        found.stems.append(stem)
+        found.images[stem] = image
+        if mask is not None:
+            found.masks[stem] = mask
+
     for number, tokens in lines:
-        if len(tokens) == 2:  # an "image mask" pair
-            image, mask = (_resolve(token, (list_file.parent, root)) for token in tokens)
-            for token, path in zip(tokens, (image, mask)):
-                if path is None:
-                    problems.append(f"{list_file}: line {number} names {token}, which is neither under "
-                                    f"{list_file.parent} nor under {root}; fix the path (image mask pairs are "
-                                    "relative to the list's folder or to --data-root)")
-            if image is None or mask is None:
-                continue
+        pair = _pair(tokens, bases) if len(tokens) > 1 else None
+        named = _frame_image(image_folder, " ".join(tokens))
+        if pair is not None:
+            image, mask = pair
             if mask.suffix.lower() in LOSSY_SUFFIXES:
-                problems.append(f"{mask}: a mask saved as JPEG; masks must be lossless PNGs: save it as PNG")
+                found.problems.append(f"{mask}: a mask saved as JPEG; masks must be lossless PNGs: save it as PNG")
                 continue
             stem = (image.relative_to(root) if image.is_relative_to(root) else Path(image.name)).with_suffix("")
-            stems.append(stem.as_posix())
-            images[stem.as_posix()], masks[stem.as_posix()] = image, mask
-            continue
-        if len(tokens) != 1:
-            problems.append(f"{list_file}: line {number} holds {len(tokens)} items; write a frame name, or an image "
-                            "and its mask separated by a space")
-            continue
-        stem = tokens[0].rsplit(".", 1)[0] if Path(tokens[0]).suffix.lower() in IMAGE_SUFFIXES else tokens[0]
-        candidates = [image_folder / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES
-                      if (image_folder / f"{stem}{suffix}").is_file()]
-        if not candidates:
-            problems.append(f"{list_file}: line {number} lists {stem}, but {image_folder / stem}.png/.jpg does not "
-                            "exist")
-            continue
-        if len(candidates) > 1:
-            problems.append(f"{candidates[0]}: and {candidates[1].name} beside it are two files of one frame; keep one")
-            continue
-        stems.append(stem)
-        images[stem] = candidates[0]
-        if (mask_folder / f"{stem}.png").is_file():
-            masks[stem] = mask_folder / f"{stem}.png"
-        elif mask_folder.is_dir():
-            problems.append(_jpeg_mask_problem(mask_folder, stem, candidates[0]))
-    return stems, images, masks, problems, bool(masks) or mask_folder.is_dir()
+            add(number, stem.as_posix(), image, mask)
+        elif len(named) == 1:
+            stem = named[0].relative_to(image_folder).with_suffix("").as_posix()
+            mask = mask_folder / f"{stem}.png"
+            if not mask.is_file() and mask_folder.is_dir():
+                found.problems.append(_jpeg_mask_problem(mask_folder, stem, named[0]))
+                continue
+            add(number, stem, named[0], mask if mask.is_file() else None)
+        elif len(named) > 1:
+            found.problems.append(f"{named[0]}: and {named[1].name} beside it are two files of one frame; keep one")
+        elif len(tokens) == 2:
+            for token in tokens:
+                if _resolve(token, bases) is None:
+                    candidate = names.candidate(token)
+                    hint = (f"; did you mean {candidate.relative_to(root)}? (fix the path)" if candidate else
+                            "; fix the path (image mask pairs are relative to the list's folder or to --data-root)")
+                    found.problems.append(f"{list_file}: line {number} names {token}, which is neither under "
+                                          f"{list_file.parent} nor under {root}{hint}")
+        elif len(tokens) == 1:
+            found.problems.append(f"{list_file}: line {number} lists {tokens[0]}, but "
+                                  f"{image_folder / tokens[0]}.png/.jpg does not exist; fix the name")
+        else:
+            found.problems.append(f"{list_file}: line {number} holds {len(tokens)} items, and no split of them names "
+                                  "an image and its mask; write a frame name, or an image and its mask separated by a "
+                                  "tab or a space")
+    return found, bool(found.masks) or mask_folder.is_dir()
+
+
+def _pair_folders(image_folder: Path, mask_folder: Path, source: str) -> SplitFiles:
+    """The frames of an image folder paired by relative path and name with a mask folder (absent: unlabelled)."""
+    found = SplitFiles(source=source)
+    found.images = _images_under(image_folder, found.problems)
+    labelled = mask_folder.is_dir()
+    if labelled:
+        found.masks = {stem: path for stem, path in _images_under(mask_folder, found.problems).items()
+                       if path.suffix.lower() == ".png"}
+    found.problems += [f"{path}: a mask without an image (expected {image_folder / stem}.png or .jpg)"
+                       for stem, path in found.masks.items() if stem not in found.images]
+    found.stems = sorted(found.images)
+    if labelled:
+        found.problems += [_jpeg_mask_problem(mask_folder, stem, found.images[stem]) for stem in found.stems
+                           if stem not in found.masks]
+    else:
+        found.masks = {}
+    return found
+
+
+def _segnet_folders(root: Path, split: str) -> tuple[Path, Path] | None:
+    """``ROOT/{split}/`` and ``ROOT/{split}annot/`` where the root is laid out as SegNet's CamVid."""
+    images, masks = root / split, root / f"{split}{ANNOTATION_SUFFIX}"
+    if images.is_dir() and (masks.is_dir() or any(root.glob(f"*{ANNOTATION_SUFFIX}"))):
+        return images, masks
+    return None
+
+
+def likely_root(root: Path, split: str) -> Path | None:
+    """The folder a mistaken --data-root most likely meant: its parent (``ROOT/images`` given) or one of its
+    subfolders (the folder above given) that holds the ``split`` in a layout of this module."""
+
+    def holds_split(folder: Path) -> bool:
+        return ((folder / "splits" / f"{split}.txt").is_file() or (folder / f"{split}.txt").is_file()
+                or (folder / "images" / split).is_dir() or _segnet_folders(folder, split) is not None)
+
+    root = Path(root)
+    if root.name in ("images", "masks", "splits") and holds_split(root.parent):
+        return root.parent
+    if root.is_dir():
+        return next((child for child in sorted(root.iterdir()) if child.is_dir() and holds_split(child)), None)
+    return None
+
+
+def find_split(root: Path, split: str) -> SplitFiles:
+    """The files of a split in the first layout of the module docstring that ``root`` holds; FileNotFoundError
+    naming the likely root where it holds none."""
+    root = Path(root)
+    for list_file in (root / "splits" / f"{split}.txt", root / f"{split}.txt"):
+        if list_file.is_file():
+            found, labelled = _read_list(root, list_file)
+            found.stems = [stem for stem in found.stems if stem in found.images]
+            if not labelled:
+                found.masks = {}
+            return found
+    if (root / "images" / split).is_dir():
+        return _pair_folders(root / "images" / split, root / "masks" / split,
+                             f"{root / 'images' / split}/ and {root / 'masks' / split}/")
+    segnet = _segnet_folders(root, split)
+    if segnet is not None:
+        return _pair_folders(*segnet, f"{segnet[0]}/ and {segnet[1]}/ (SegNet layout)")
+    likely = likely_root(root, split)
+    hint = f"; did you mean --data-root {likely}?" if likely is not None else ""
+    raise FileNotFoundError(f"{root / 'images' / split}: no such folder; a folder data set holds images/{split}/ and "
+                            f"masks/{split}/, {split}/ and {split}{ANNOTATION_SUFFIX}/, or a list splits/{split}.txt "
+                            f"or {split}.txt under --data-root{hint}")
 
 
 def find_pairs(root: Path, split: str) -> tuple[list[str], dict[str, Path], dict[str, Path], list[str]]:
-    """``(stems, images, masks, problems)`` of a split: the frames (sorted, or in the list's order), their images and
-    masks by stem, and what does not pair (an image without a mask, a mask without an image, a JPEG mask, two images
-    of one frame, a listed frame without files)."""
-    root = Path(root)
-    image_folder, mask_folder = root / "images" / split, root / "masks" / split
-    list_file = root / "splits" / f"{split}.txt"
-    if list_file.is_file():
-        stems, images, masks, problems, labelled = _read_list(root, list_file)
-        return [stem for stem in stems if stem in images], images, masks if labelled else {}, problems
-    if not image_folder.is_dir():
-        raise FileNotFoundError(f"{image_folder}: no such folder; a folder data set holds images/{split}/ and "
-                                f"masks/{split}/ (or splits/{split}.txt) under --data-root")
-    problems: list[str] = []
-    images, masks = _images_under(image_folder, problems), {}
-    labelled = mask_folder.is_dir()
-    if labelled:
-        masks = {stem: path for stem, path in _images_under(mask_folder, problems).items()
-                 if path.suffix.lower() == ".png"}
-    problems += [f"{path}: a mask without an image (expected {image_folder / stem}.png or .jpg)"
-                 for stem, path in masks.items() if stem not in images]
-    stems = sorted(images)
-    if labelled:
-        problems += [_jpeg_mask_problem(mask_folder, stem, images[stem]) for stem in stems if stem not in masks]
-    return stems, images, masks if labelled else {}, problems
+    """``(stems, images, masks, problems)`` of a split (see :func:`find_split`)."""
+    found = find_split(root, split)
+    return found.stems, found.images, found.masks, found.problems
 
 
 class FolderSegmentation(SegmentationDataset):
-    """The frames of ``{root}/images/{split}`` and their masks, mapped to train ids by ``classes``."""
+    """The frames of a split of ``root`` (see the module docstring) and their masks, mapped to train ids by
+    ``classes``; ``source`` says where the split was found."""
 
     kind = "folder"
 
     def __init__(self, root: Path, split: str, classes: ClassTable, transforms: Callable | None = None,
                  cache_root: Path | None = None) -> None:
         self.root, self.split, self.classes, self.transforms = Path(root), split, classes, transforms
-        self.stems, images, masks, problems = find_pairs(self.root, split)
-        if problems:
-            more = f" (and {len(problems) - 1} more: python -m segdata.check lists them)" if len(problems) > 1 else ""
-            raise FileNotFoundError(problems[0] + more)
-        if not self.stems:
-            raise FileNotFoundError(f"{self.root / 'images' / split}: no .png/.jpg images in the {split} split")
-        self.images = [images[stem] for stem in self.stems]
-        self.has_labels = bool(masks)
-        self.masks = [masks[stem] for stem in self.stems] if self.has_labels else []
+        found = find_split(self.root, split)
+        if found.problems:
+            more = (f" (and {len(found.problems) - 1} more: python -m segdata.check lists them)"
+                    if len(found.problems) > 1 else "")
+            raise FileNotFoundError(found.problems[0] + more)
+        if not found.stems:
+            raise FileNotFoundError(f"{found.source}: no .png/.jpg images in the {split} split")
+        self.stems, self.source = found.stems, found.source
+        self.images = [found.images[stem] for stem in self.stems]
+        self.has_labels = bool(found.masks)
+        self.masks = [found.masks[stem] for stem in self.stems] if self.has_labels else []
         self.use_cache(cache_root)
 
     def stem(self, index: int) -> str:

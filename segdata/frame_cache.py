@@ -22,14 +22,17 @@ class CacheError(ValueError):
     """A cache entry that is missing, stale or unreadable; the message names the frame and the rebuilding command."""
 
 
-def cache_command(dataset) -> str:
-    """The command that (re)builds the cache of a data set's split: the data set's own
+def cache_command(dataset, cache_root: Path | None = None) -> str:
+    """The command that (re)builds the cache of a data set's split (in ``cache_root`` where that is not the data
+    set's own ``cache/``, as for VOC's root given above ``VOC2012/``): the data set's own
     (``dataset.cache_command()``), or this module's CLI for the generic kinds."""
     if hasattr(dataset, "cache_command"):
         return dataset.cache_command()
     classes = f" --classes {dataset.classes.source}" if dataset.kind == "folder" else ""
+    elsewhere = (f" --cache-dir {cache_root}" if cache_root is not None
+                 and Path(cache_root).resolve() != (Path(dataset.root) / CACHE_DIR).resolve() else "")
     return (f"python -m segdata.cache --dataset {dataset.kind} --data-root {dataset.root}{classes} --splits "
-            f"{dataset.split}")
+            f"{dataset.split}{elsewhere}")
 
 
 def source_record(path: Path) -> list:
@@ -82,7 +85,7 @@ class FrameCache:
     @classmethod
     def open(cls, dataset, cache_root: Path) -> FrameCache:
         """The cache of a data set's split; CacheError naming the first frame that is missing or out of date."""
-        cache_root, frames, command = Path(cache_root), read_manifest(cache_root), cache_command(dataset)
+        cache_root, frames, command = Path(cache_root), read_manifest(cache_root), cache_command(dataset, cache_root)
         table = table_digest(dataset)
         for index in range(len(dataset)):
             stem = dataset.stem(index)

@@ -13,8 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.files import decode_png
 
-__all__ = ["IMAGE_SUFFIXES", "MaskValueError", "likely_cause", "read_image", "read_mask", "size_mismatch",
-           "to_train_ids", "unlabelled_mask"]
+__all__ = ["IMAGE_SUFFIXES", "MaskValueError", "likely_cause", "read_image", "read_mask", "read_train_ids",
+           "size_mismatch", "to_train_ids", "unlabelled_mask"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -47,6 +47,11 @@ def read_image(path: Path) -> np.ndarray:
 def read_mask(path: Path) -> np.ndarray:
     """A mask PNG as stored: (H, W) values of an index or palette PNG (the palette's indices, as PASCAL VOC's), or
     (H, W, 3) RGB of a colour mask. ValueError naming the file otherwise."""
+    return _read_mask_and_palette(path)[0]
+
+
+def _read_mask_and_palette(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`read_mask`, and the (256, 3) uint8 palette of a palette PNG (None for any other)."""
     path = Path(path)
     try:
         with Image.open(path) as image:
@@ -54,11 +59,35 @@ def read_mask(path: Path) -> np.ndarray:
                 raise ValueError(f"{path}: a {image.mode} mask (16-bit or float); save masks as 8-bit PNGs")
             if image.mode in ("RGBA", "LA"):
                 image = image.convert(image.mode[:-1])
-            return np.asarray(image if image.mode in ("L", "P", "RGB") else image.convert("RGB"))
+            palette = None
+            if image.mode == "P":
+                colours = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)[:256]
+                palette = np.zeros((256, 3), np.uint8)
+                palette[: len(colours)] = colours
+            return np.asarray(image if image.mode in ("L", "P", "RGB") else image.convert("RGB")), palette
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: mask not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{path}: cannot be decoded as a PNG mask ({error}); replace the file") from None
+
+
+def read_train_ids(path: Path, table: ClassTable) -> np.ndarray:
+    """A mask file's (H, W) uint8 train ids (see :func:`to_train_ids`). A palette PNG is mapped by its colours where
+    every colour it uses is in the table (a colour mask saved with a palette), else by its indices (as PASCAL VOC's
+    masks): the error of a value the table lacks then says so."""
+    mask, palette = _read_mask_and_palette(path)
+    if palette is None:
+        return to_train_ids(mask, table, path)
+    used = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    known = {(r << 16) | (g << 8) | b for r, g, b in (*table.colors, *table.ignore_colors)}
+    codes = _colour_codes(palette[used])
+    if all(code in known for code in codes.tolist()):
+        return to_train_ids(palette[mask], table, path)
+    try:
+        return to_train_ids(mask, table, path)
+    except MaskValueError as error:
+        raise MaskValueError(f"{error} (a palette PNG, read by its indices as PASCAL VOC's: its palette colours are "
+                             "not all the table's colours either)") from None
 
 
 def size_mismatch(image: Path, mask: Path, image_size: tuple[int, ...], mask_size: tuple[int, ...]) -> str:

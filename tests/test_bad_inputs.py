@@ -419,3 +419,12 @@ def test_an_empty_val_image_ends_in_one_line_and_leaves_no_run_folder(tiny_copy,
     assert code == 2
     assert_one_line(err, f"{image}: is empty (0 bytes)", "replace or remove it")
     assert not (tmp_path / "saved").exists()
+
+
+def test_resume_from_best_names_the_ways_on(trained_run, tmp_path, capsys):
+    best = trained_run / "best.pth"
+    code, err = outcome(train_dlv3p, ["--resume", best, "--device", "cpu"], capsys)
+    assert code == 2
+    assert_one_line(err, f"{best}: has no optimizer state",
+                    f"resume from the run's last.pth ({trained_run / 'last.pth'})",
+                    f"--init-weights {best} --run-name NAME")

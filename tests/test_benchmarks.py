@@ -109,3 +109,49 @@ def test_checkpoint_write_refuses_bad_flags_in_one_line(argv, message, capsys):
         checkpoint_write.parse_args(argv)
     error = capsys.readouterr().err
     assert stop.value.code == 2 and message in error and "Traceback" not in error
+
+
+BENCHMARK_FLAGS = [  # (script, flags, what the one line says)
+    ("train_throughput", ["--batch", "0"], "argument --batch: must be an integer from 2 to 1024, got 0"),
+    ("train_throughput", ["--crop", "0", "64"], "argument --crop: must be an integer from 1 to 4096, got 0"),
+    ("train_throughput", ["--backbones", "resnet51"], "argument --backbones: invalid choice: 'resnet51'"),
+    ("train_throughput", ["--output-strides", "32"], "argument --output-strides: invalid choice: 32"),
+    ("train_throughput", ["--steps", "0"], "argument --steps: must be a positive integer, got 0"),
+    ("train_throughput", ["--modes", "data", "--data-root", "/no/such/root"], "argument --data-root: /no/such/root: "
+                                                                              "no such folder"),
+    ("inference", ["--runs", "-1"], "argument --runs: must be a positive integer, got -1"),
+    ("inference", ["--mode", "slide", "--crop", "64", "64", "--stride", "128", "128"], "argument --stride: [128, 128]"),
+    ("data_loading", ["--data-root", "/no/such/root"], "argument --data-root: /no/such/root: no such folder"),
+    ("png_decoding", ["--files", "0"], "argument --files: must be a positive integer, got 0"),
+    ("generate_gt", ["--workers", "0"], "argument --workers: must be a positive integer, got 0"),
+    ("gpu_check", ["--device", "cpu"], "argument --device: no CUDA GPU to check here"),
+    ("gpu_check", ["--dry-run", "--device", "gpu"], "argument --device: must be cpu, cuda or cuda:N, got 'gpu'"),
+]
+
+
+@pytest.mark.parametrize("script, flags, message", BENCHMARK_FLAGS,
+                         ids=[f"{script} {' '.join(flags)}" for script, flags, _ in BENCHMARK_FLAGS])
+def test_every_benchmark_checks_its_flags_before_any_work(script, flags, message, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    parse = getattr(module, "parse_args", None) or module.get_args_parser().parse_args
+    with pytest.raises(SystemExit) as exit_:
+        parse(flags)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_the_gpu_check_refuses_a_missing_gpu_and_an_out_that_is_a_file_at_once(tmp_path, capsys):
+    import gpu_check
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    (tmp_path / "a_file").write_text("")
+    for flags, message in ((["--device", "cuda"], "argument --device: cuda: no CUDA GPU is available here"),
+                           (["--dry-run", "--device", "cpu", "--out", str(tmp_path / "a_file")],
+                            f"argument --out: {tmp_path / 'a_file'} is a file, not a folder")):
+        with pytest.raises(SystemExit) as exit_:
+            gpu_check.parse_args(flags)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -59,3 +59,31 @@ def test_json_mistakes_are_named_when_the_table_is_read(tmp_path, data, message)
     with pytest.raises(ClassTableError, match=message) as caught:
         load_class_table(tmp_path / "t.json")
     assert str(caught.value).startswith(str(tmp_path / "t.json")) and "\n" not in str(caught.value)
+
+
+def test_csv_tables_as_spreadsheets_write_them(tmp_path):
+    """A byte-order mark, a name line, a short row named by its line, and errors that give CSV's syntax."""
+    (tmp_path / "roads.csv").write_bytes(("\ufeff# name: road-scenes\n" + ROAD_SCENE_CSV).encode("utf-8"))
+    table = load_class_table(tmp_path / "roads.csv")
+    assert table.name == "road-scenes" and table.names == ("sky", "road")
+    (tmp_path / "short.csv").write_text("name,r,g,b,values,ignore\nsky,128,128,128,0,\nroad,128,64\n")
+    with pytest.raises(ClassTableError, match=r"short.csv: line 3 has 3 fields but the header has 6 "
+                                              r"\(name,r,g,b,values,ignore\); give every column of every row"):
+        load_class_table(tmp_path / "short.csv")
+    (tmp_path / "bad.csv").write_text("name,r,g,b\nsky,1,2,x\n")
+    with pytest.raises(ClassTableError, match="not a class table") as caught:
+        load_class_table(tmp_path / "bad.csv")
+    assert "name,r,g,b,values,ignore" in str(caught.value) and '{"classes"' not in str(caught.value)
+
+
+def test_a_table_saved_as_csv_is_the_same_classes_as_its_json(tmp_path):
+    from deeplabv3plus.datasets import class_table
+
+    (tmp_path / "roads.json").write_text(json.dumps(ROAD_SCENE_JSON | {"name": "my-roads"}))
+    (tmp_path / "roads.csv").write_text(ROAD_SCENE_CSV)
+    from_json, from_csv = load_class_table(tmp_path / "roads.json"), load_class_table(tmp_path / "roads.csv")
+    assert from_json != from_csv and from_json.same_classes(from_csv)  # only the names differ
+    assert class_table("folder", tmp_path / "roads.csv", resumed=from_json).same_classes(from_json)
+    (tmp_path / "other.csv").write_text(ROAD_SCENE_CSV.replace("1 2,no", "1,no"))
+    with pytest.raises(ValueError, match="describes other classes than the run being resumed"):
+        class_table("folder", tmp_path / "other.csv", resumed=from_json)

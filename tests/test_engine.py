@@ -130,3 +130,24 @@ def test_cpu_bfloat16_support_guards_the_private_api(monkeypatch):
     assert answers({"_is_mkldnn_bf16_supported": lambda: False}) is False
     assert answers({"_is_mkldnn_bf16_supported": broken}) is False
     assert answers({}) is False  # a PyTorch without the function
+
+
+def test_the_epoch_end_line_times_each_epoch_from_its_own_start(tmp_path, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    from deeplabv3plus import engine
+
+    measured = []
+    monkeypatch.setattr(engine.EpochEnds, "add", lambda self, *times: measured.append(times))
+    model = FlipEquivariant()
+    model.config = {"backbone": "flip-equivariant"}  # what a checkpoint records of a model
+    optimizer, scheduler = sgd(model)
+    samples = [(torch.randn(3, 4, 4), torch.zeros(4, 4, dtype=torch.long), {"stem": str(index)})
+               for index in range(4)]
+    config = engine.FitConfig(total_iterations=4, run_dir=tmp_path, num_classes=4, class_names=list("abcd"))
+    engine.fit(model, nn.CrossEntropyLoss(), optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=False),
+               DataLoader(samples, batch_size=2), DataLoader(samples, batch_size=2), torch.device("cpu"), config,
+               engine.TrainState())
+    assert len(measured) == 2  # two epochs, each validated
+    for training, pause, validation in measured:
+        assert training > 0 and pause >= 0 and validation > 0

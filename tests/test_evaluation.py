@@ -216,3 +216,26 @@ def test_sliding_window_evaluation(trained_run, tiny_root, tmp_path, capsys):
     assert run(trained_run, tiny_root, tmp_path, "--split", "val", "--mode", "slide", "--crop", "64", "64",
                "--stride", "80", "32") == 2
     assert "argument --stride: [80, 32] leaves gaps between --crop [64, 64] windows" in capsys.readouterr().err
+
+
+def test_a_second_evaluation_into_the_same_output_waits_its_turn_and_nothing_is_lost(trained_run, tiny_root,
+                                                                                      tmp_path, capsys):
+    from segdata.files import WrittenAside
+
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val") == 0
+    final = tmp_path / "tiny" / "val"
+    complete = {path: path.read_bytes() for path in sorted(final.rglob("*")) if path.is_file()}
+    first = WrittenAside(final)  # another terminal's test_dlv3p.py, writing this output right now
+    work = first.begin()
+    (work / "labelIds").mkdir()
+    (work / "labelIds" / "half.png").write_bytes(b"being written")
+    capsys.readouterr()
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val") == 2
+    err = capsys.readouterr().err
+    assert f"error: {final}: another command is writing this output right now (pid {os.getpid()}, started " in err
+    assert "Traceback" not in err and "PNGs in" not in err  # no file reported that is not there
+    assert (work / "labelIds" / "half.png").read_bytes() == b"being written"  # the first's work is left alone
+    assert {path: path.read_bytes() for path in sorted(final.rglob("*")) if path.is_file()} == complete
+    first.put_in_place()
+    assert sorted(path.name for path in final.rglob("*")) == ["half.png", "labelIds"]
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val") == 0  # the output is free again

@@ -118,3 +118,59 @@ def test_group_problems_keeps_single_problems_as_they_are():
     assert grouped == ["2 files: mask values not in the class table (0: 3 px) (the first; the same in a0.png, "
                        "a1.png); add them", "b.png: has no mask (expected c.png)"]
 
+
+
+def test_a_listed_path_that_exists_as_written_is_that_file(copy, tmp_path):
+    """An absolute path that exists is never swapped for a file of the same tail under --data-root."""
+    elsewhere = tmp_path / "elsewhere" / "street"
+    shutil.copytree(copy, elsewhere)
+    frame = sorted((copy / "images" / "train").rglob("*.png"))[0].relative_to(copy / "images" / "train")
+    image, mask = elsewhere / "images" / "train" / frame, elsewhere / "masks" / "train" / frame
+    write_png(image, np.full((64, 128, 3), 7, np.uint8))  # other pixels than the root's file of that tail
+    (copy / "splits").mkdir()
+    (copy / "splits" / "train.txt").write_text(f"{image} {mask}\n")
+    data = FolderSegmentation(copy, "train", STREET_CLASSES)
+    assert data.images == [image] and data.masks == [mask]
+    assert (data.read_arrays(0)[0] == 7).all()
+
+
+def test_list_paths_with_spaces_and_a_frame_listed_twice(copy):
+    frames = sorted((copy / "images" / "train").rglob("*.png"))[:2]
+    spaced = []
+    for frame in frames:
+        relative = frame.relative_to(copy / "images" / "train")
+        for top in ("images", "masks"):
+            source = copy / top / "train" / relative
+            target = source.with_name(source.stem + " copy.png")
+            source.rename(target)
+        spaced.append(f"images/train/{relative.with_name(relative.stem + ' copy.png')}")
+    lines = [f"{spaced[0]} {spaced[0].replace('images/', 'masks/', 1)}",
+             f"{spaced[1]}\t{spaced[1].replace('images/', 'masks/', 1)}"]
+    (copy / "splits").mkdir()
+    (copy / "splits" / "train.txt").write_text("\n".join(lines) + "\n")
+    data = FolderSegmentation(copy, "train", STREET_CLASSES)
+    assert [image.name for image in data.images] == [f"{frame.stem} copy.png" for frame in frames]
+    (copy / "splits" / "train.txt").write_text("\n".join([lines[0], lines[1], lines[0]]) + "\n")
+    with pytest.raises(FileNotFoundError, match=r"train.txt: line 3 lists .* copy again \(line 1 has it\); remove one: "
+                                                r"a frame listed twice is trained on twice as often"):
+        FolderSegmentation(copy, "train", STREET_CLASSES)
+
+
+def test_a_colour_mask_saved_as_a_palette_png_is_read_by_its_colours(copy):
+    from PIL import Image
+
+    from segdata.masks import MaskValueError, read_train_ids
+
+    mask = sorted((copy / "masks" / "train").rglob("*.png"))[0]
+    train_ids = np.array([[0, 1], [4, 255]], np.uint8)
+    palette = [255, 255, 255, *STREET_CLASSES.colors[4], *STREET_CLASSES.colors[1], 0, 0, 0, *STREET_CLASSES.colors[0]]
+    indices = np.array([[4, 2], [1, 3]], np.uint8)  # palette slots in another order than the classes
+    picture = Image.fromarray(indices, mode="P")
+    picture.putpalette(palette)
+    picture.save(mask)
+    assert read_train_ids(mask, STREET_CLASSES).tolist() == train_ids.tolist()
+    picture.putpalette([9, 9, 9] * 5)  # colours of no class: read by its indices, and the error says so
+    picture.save(mask)
+    with pytest.raises(MaskValueError, match=r"mask values not in the class table .*\(a palette PNG, read by its "
+                                             r"indices as PASCAL VOC's: its palette colours are not all the table's"):
+        read_train_ids(mask, STREET_CLASSES)

@@ -60,3 +60,15 @@ def test_epoch_stream_is_the_seeded_epochs_one_after_another_cut_to_whole_batche
     samples = [next(iterator) for _ in range(24)]
     assert samples == epoch(2) + epoch(3) + epoch(4)
     assert epoch(2) != epoch(3)
+
+
+def test_an_epoch_stream_that_goes_on_inside_an_epoch_leaves_out_its_first_batches_only():
+    def epoch(number):
+        sampler = SeededSampler(RandomSampler(range(10)), seed=3)
+        sampler.set_epoch(number)
+        return list(sampler)[:8]
+
+    stream = EpochStream(SeededSampler(RandomSampler(range(10)), seed=3), batch_size=4, first_epoch=2)
+    stream.skip_batches = 1  # a run that ended after the first batch of epoch 2 goes on with its second
+    iterator = iter(stream)
+    assert [next(iterator) for _ in range(12)] == epoch(2)[4:] + epoch(3)

@@ -439,3 +439,24 @@ def test_own_data_flags_end_in_one_line(own_root, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and ("nope" in err[0] or "--classes" in err[0]), err
     assert not (tmp_path / "c").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_value_outside_the_table_in_any_train_mask_stops_the_run_in_the_loader(own_root, tmp_path, capsys):
+    """The start-up check reads each split's first mask; the loader (with the default workers) checks every frame
+    where it maps it, and the first bad one ends the run in one line, before any checkpoint."""
+    from test_bad_inputs import assert_one_line
+
+    root = copy_of(own_root, tmp_path)
+    second = FolderSegmentation(root, "train", STREET_CLASSES).masks[1]
+    mask = read_png(second)
+    mask[:3, :5] = 99
+    write_png(second, mask)
+    at = SMALL.index("--workers")
+    argv = SMALL[:at] + SMALL[at + 2:]  # the default loader workers
+    capsys.readouterr()
+    code = train_dlv3p.main(train_dlv3p.get_args_parser().parse_args([
+        "--dataset", "folder", "--data-root", str(root), "--classes", str(root / "classes.json"), "--save-dir",
+        str(tmp_path / "runs"), *argv]))
+    assert code == 2
+    assert_one_line(capsys.readouterr().err, f"error: {second}: mask values not in the class table (99: 15 px)")
+    assert not (tmp_path / "runs").exists()  # no checkpoint, no record: the same command runs once it is fixed

@@ -67,8 +67,9 @@ def test_a_video_becomes_an_mp4_at_its_frame_rate(trained_run, video, tmp_path):
     with open(tmp_path / "dashcam_class_shares.csv") as stream:
         assert len(list(csv.DictReader(stream))) == 6
     assert not list(tmp_path.glob(".*"))  # the temporary file was renamed
+    # the side-by-side video's class shares (of other predictions: sliding windows) would replace the first's
     assert run(trained_run, video, "--out", tmp_path, "--side-by-side", "--mode", "slide", "--crop", "64", "64",
-               "--stride", "32", "32") == 0
+               "--stride", "32", "32", "--overwrite") == 0
     capture = cv2.VideoCapture(str(tmp_path / "dashcam_side_by_side.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 2 * 128
     capture.release()
@@ -163,3 +164,18 @@ def test_ctrl_c_during_a_video_leaves_no_partial_file(trained_run, video, tmp_pa
     err = capsys.readouterr().err
     assert "interrupted: the files written to" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # neither the MP4 nor its temporary file
+
+
+def test_outputs_already_in_out_are_never_replaced_without_overwrite(trained_run, inputs, tmp_path, capsys):
+    from test_bad_inputs import snapshot
+
+    assert run(trained_run, inputs / "street.png", "--out", tmp_path) == 0
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert run(trained_run, inputs / "street.png", "--out", tmp_path, "--alpha", "0.9") == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'street_color.png'}: exists and is left as it is (and 2 more outputs of these " \
+           "inputs); write elsewhere with --out DIR, or replace them with --overwrite" in err
+    assert snapshot(tmp_path) == before
+    assert run(trained_run, inputs / "street.png", "--out", tmp_path, "--alpha", "0.9", "--overwrite") == 0
+    assert (tmp_path / "street_overlay.png").read_bytes() != before[tmp_path / "street_overlay.png"]

@@ -16,6 +16,7 @@ from test_bad_inputs import assert_one_line, outcome, train_argv
 
 import train_dlv3p
 from deeplabv3plus import media
+from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.run_folder import RunFolder
 from segdata import files
 from segdata.flags import FlagError
@@ -211,3 +212,110 @@ class Tiny(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv2d(1, 1, 1)
+
+
+def test_a_finished_runs_record_is_kept_when_its_checkpoints_were_moved_away(tiny_copy, tmp_path, capsys):
+    from test_bad_inputs import snapshot
+
+    assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path), capsys)[0] == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("best.pth", "last.pth"):
+        (run / name).rename(shipped / name)  # shipped, or moved to free the disk: the record stays
+    before = snapshot(run)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path), capsys)
+    assert code == 2
+    assert_one_line(err, f"{run}: holds files of a run without its checkpoints (args.json, history.csv, "
+                    "per_class_iou.json", "--run-name NAME", "--overwrite")
+    assert snapshot(run) == before and before  # byte for byte, every file of the record
+
+
+def test_a_start_may_replace_only_what_a_start_leaves(tmp_path):
+    run = tmp_path / "run"
+    (run / "tb").mkdir(parents=True)
+    (run / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"events of a start")
+    (run / "args.json").write_text('{"lr": 0.01, "resumes": []}')
+    (run / ".last.pth.x1.tmp").write_bytes(b"a write cut short")
+    RunFolder.claim(tmp_path, "run", None, False).release()  # the leftovers of a start: started again
+    for name, content in (("notes.txt", "mine"), ("run.onnx", "an export")):
+        (run / name).write_text(content)
+        with pytest.raises(FlagError, match=f"without its checkpoints \\(args.json, {name}, tb/\\)"):
+            RunFolder.claim(tmp_path, "run", None, False)
+        (run / name).unlink()
+    (run / "args.json").write_text('{"lr": 0.01, "resumes": [{"from_iteration": 2}]}')  # a resumed run's record
+    with pytest.raises(FlagError, match=r"\(args.json, tb/\)"):
+        RunFolder.claim(tmp_path, "run", None, False)
+    RunFolder.claim(tmp_path, "run", None, True).release()  # --overwrite
+
+
+def test_a_lock_that_is_a_folder_or_a_run_folder_that_cannot_be_written_is_one_line(tiny_copy, tmp_path, capsys,
+                                                                                    monkeypatch):
+    (tmp_path / "dlv3p_resnet50_os16" / ".lock").mkdir(parents=True)
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path), capsys)
+    assert code == 2
+    assert_one_line(err, f"{tmp_path / 'dlv3p_resnet50_os16' / '.lock'}: is a folder where this project keeps its "
+                    "lock file; remove it")
+    (tmp_path / "dlv3p_resnet50_os16" / ".lock").rmdir()
+    real_open = os.open
+
+    def read_only(path, flags, *mode):
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Read-only file system", str(path))
+        return real_open(path, flags, *mode)
+
+    monkeypatch.setattr(files.os, "open", read_only)  # root passes every permission check: a read-only disk, faked
+    code, err = outcome(train_dlv3p, train_argv(tiny_copy, tmp_path), capsys)
+    assert code == 2
+    assert_one_line(err, f"{tmp_path / 'dlv3p_resnet50_os16'}: cannot be written (Read-only file system); a training "
+                    "writes its checkpoints there: choose a writable --save-dir")
+
+
+def test_a_resumed_run_goes_on_in_another_folder_when_its_own_cannot_be_written(tiny_copy, tmp_path, capsys,
+                                                                                 monkeypatch):
+    assert outcome(train_dlv3p, train_argv(tiny_copy, tmp_path / "ro"), capsys)[0] == 0
+    last = tmp_path / "ro" / "dlv3p_resnet50_os16" / "last.pth"
+    real_open = os.open
+
+    def read_only(path, flags, *mode):
+        if str(path).startswith(str(tmp_path / "ro")) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(30, "Read-only file system", str(path))
+        return real_open(path, flags, *mode)
+
+    monkeypatch.setattr(files.os, "open", read_only)
+    code, err = outcome(train_dlv3p, ["--resume", last, "--iters", "2", "--device", "cpu", "--workers", "0"], capsys)
+    assert code == 2
+    assert_one_line(err, "(Read-only file system)", f"continue the run in a writable folder with --resume {last} "
+                    "--save-dir DIR")
+    code, err = outcome(train_dlv3p, ["--resume", last, "--iters", "2", "--device", "cpu", "--workers", "0",
+                                      "--save-dir", tmp_path / "rw"], capsys)
+    assert code == 0, err
+    moved = load_checkpoint(tmp_path / "rw" / "dlv3p_resnet50_os16" / "last.pth")
+    assert moved["iteration"] == 2 and [row["iteration"] for row in moved["history"]] == [1, 2]
+
+
+def _claim_fork_a_worker_and_get_killed(save_dir: Path, worker_started) -> None:
+    RunFolder.claim(save_dir, "run", None, False)
+    worker = os.fork()
+    if worker == 0:  # a loader worker: forked while the lock is held, alive after its parent dies
+        signal.pause()
+        os._exit(0)
+    (save_dir / "worker.pid").write_text(str(worker))
+    worker_started.set()
+    os.kill(os.getpid(), signal.SIGKILL)  # the out-of-memory killer
+
+
+def test_a_killed_trainings_loader_workers_do_not_hold_its_run_folder(tmp_path):
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    child = context.Process(target=_claim_fork_a_worker_and_get_killed, args=(tmp_path, started))
+    child.start()
+    child.join()
+    assert child.exitcode == -signal.SIGKILL and started.is_set()
+    worker = int((tmp_path / "worker.pid").read_text())
+    try:
+        os.kill(worker, 0)  # the orphaned worker is still alive
+        folder = RunFolder.claim(tmp_path, "run", None, False)  # and the run folder is free at once
+        folder.release()
+    finally:
+        os.kill(worker, signal.SIGKILL)

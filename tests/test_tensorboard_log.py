@@ -125,7 +125,46 @@ def test_a_tb_path_that_is_a_file_ends_in_one_line_and_leaves_no_run(tiny_root, 
     run = tmp_path / "dlv3p_resnet50_os16"
     run.mkdir()
     (run / "tb").write_text("not a folder")
-    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--tensorboard")) == 1
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--tensorboard")) == 2  # bad input
     line, = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
     assert f"{run / 'tb'}" in line and "Traceback" not in line
     assert sorted(path.name for path in run.iterdir()) == ["tb"]  # no args.json of a run that never started
+
+
+def test_a_tb_that_is_a_file_refuses_the_start_in_one_line(tiny_root, tmp_path, capsys):
+    from test_bad_inputs import assert_one_line
+
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "1", "--run-name", "other")) == 0
+    capsys.readouterr()
+    (tmp_path / "other" / "tb").rename(tmp_path / "other" / "tb.moved")
+    (tmp_path / "other" / "tb").write_text("a file in its place")
+    code = train_dlv3p.main(train_dlv3p.get_args_parser().parse_args([
+        "--resume", str(tmp_path / "other" / "last.pth"), "--iters", "2", "--device", "cpu", "--workers", "0"]))
+    assert code == 2
+    assert_one_line(capsys.readouterr().err, f"{tmp_path / 'other' / 'tb'}: TensorBoard logs cannot be written "
+                    "there (a file is in its place); move it away or fix its permissions, or train with "
+                    "--no-tensorboard")
+    assert (tmp_path / "other" / "tb").read_text() == "a file in its place"
+
+
+def test_a_tb_folder_that_breaks_during_a_run_stops_the_logging_not_the_training(tmp_path, capsys, caplog):
+    import shutil
+    import threading
+
+    from deeplabv3plus.tensorboard_log import TrainingLog
+
+    hook = threading.excepthook
+    log = TrainingLog(tmp_path / "tb")
+    log.training(1, {"loss": 1.0})
+    log.flush()
+    shutil.rmtree(tmp_path / "tb")
+    (tmp_path / "tb").write_text("replaced by a file")  # the writer thread's next write fails
+    for iteration in range(2, 5):
+        log.training(iteration, {"loss": 1.0})
+        log.flush()
+    log.close()
+    warnings = [record.message for record in caplog.records if "TensorBoard logging stopped" in record.message]
+    assert len(warnings) == 1 and f"cannot write {tmp_path / 'tb'}" in warnings[0]
+    assert "b'" not in warnings[0] and "history.csv keeps its scores" in warnings[0]
+    assert "Traceback" not in capsys.readouterr().err  # the writer thread's failure is not printed
+    assert threading.excepthook is hook

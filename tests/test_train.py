@@ -451,3 +451,16 @@ def test_float16_on_the_cpu_is_warned_about(caplog):
         precision_from_flags(True, "bfloat16", "cpu")
         precision_from_flags(False, None, "cpu")
     assert "float16 autocast" not in caplog.text
+
+
+def test_a_run_that_ended_inside_an_epoch_trains_the_iterations_it_is_lengthened_by(learn_root, tmp_path):
+    """12 frames, batch 2: a 2-iteration run ends inside its first epoch of 6; --iters 3 trains its third batch."""
+    assert train_dlv3p.main(train_args(learn_root, tmp_path, "--iters", "2", "--val-frames", "1")) == 0
+    run = tmp_path / "dlv3p_resnet50_os16"
+    assert train_dlv3p.main(train_dlv3p.get_args_parser().parse_args([
+        "--workers", "0", "--device", "cpu", "--resume", str(run / "last.pth"), "--iters", "3"])) == 0
+    last = load_checkpoint(run / "last.pth")
+    assert last["iteration"] == 3 and last["epoch"] == 1  # still the first epoch, now 3 of its 6 batches trained
+    assert [(row["epoch"], row["iteration"]) for row in read_history(run)] == [(1, 2), (1, 3)]
+    record = json.loads((run / "args.json").read_text())
+    assert record["iters"] == 3 and record["resumes"][0]["from_iteration"] == 2
