@@ -25,6 +25,7 @@ from deeplabv3plus.inference import load_trained_model
 from deeplabv3plus.media import find_inputs
 from deeplabv3plus.prediction import OutputOptions, Predictor, output_paths, predict_images, predict_video
 from deeplabv3plus.run_folder import run_name_of
+from segdata.flags import log_to_terminal
 
 log = logging.getLogger("predict_dlv3p")
 
@@ -46,7 +47,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_to_terminal("predict_dlv3p")
     device = torch.device(args.device)
     try:
         written = OutputOptions(args.alpha, args.save_ids, args.side_by_side, args.batch_size)

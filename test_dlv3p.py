@@ -25,11 +25,13 @@ from cityscapes.dataset import GROUND_TRUTHS
 from deeplabv3plus import cli, evaluation
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
-from deeplabv3plus.datasets import DATASETS, cityscapes_only, open_scored_split
+from deeplabv3plus.datasets import DATA_ROOT_HELP, DATASETS, cityscapes_only, open_scored_split
 from deeplabv3plus.distributed import init_distributed_mode
 from deeplabv3plus.inference import check_inference_options, load_trained_model
 from deeplabv3plus.run_folder import run_name_of
+from segdata.dataset import spread_frames
 from segdata.files import WrittenAside
+from segdata.flags import log_to_terminal
 from segdata.loading import default_workers
 from segdata.transforms import eval_transforms
 
@@ -49,12 +51,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="the data set's layout (default: the one the checkpoint was trained on; its class table "
                            "comes from the checkpoint)")
     data.add_argument("--data-root", "--data_root", type=Path, default=None,
-                      help="data set root (default: the one the checkpoint was trained on, where it still exists, "
-                           "else data)")
+                      help=DATA_ROOT_HELP + " (default: the one the checkpoint was trained on, where it still "
+                                            "exists, else data)")
     data.add_argument("--split", default="val", help="split to predict (Cityscapes: train, val or test)")
     data.add_argument("--ground-truth", "--ground_truth", choices=list(GROUND_TRUTHS), default=None,
                       help="score against the shipped gtFine labelIds (provided, as the server; the default when every "
                            "frame has one) or the masks generate_gt drew from the polygons (generated)")
+    data.add_argument("--frames", type=cli.positive_int, default=None,
+                      help="score this many frames of the split, spread evenly over it and the same each time (the "
+                           "rule of train_dlv3p.py --val-frames; default: all), said in the protocol")
     data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=1, help="images per forward pass")
     data.add_argument("--workers", type=cli.non_negative_int, default=None,
                       help="data loading processes (default: on a GPU, the CPUs this process may use less one, at most "
@@ -83,7 +88,7 @@ def data_root_of(checkpoint: dict, path: Path) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_to_terminal("test_dlv3p")
     context = init_distributed_mode(args.device)
     try:
         options = cli.inference_options(args)
@@ -100,6 +105,7 @@ def main(args: argparse.Namespace) -> int:
             model = model.to(memory_format=torch.channels_last)
         dataset, scored_against = open_scored_split(kind, data_root, args.split, classes, eval_transforms(),
                                                     args.ground_truth)
+        dataset = spread_frames(dataset, args.frames)
         protocol = evaluation.evaluation_protocol(args.split, dataset, checkpoint, options, args.eval_output_stride,
                                                   scored_against)
         check_inference_options(options.mode, options.crop, options.stride, options.scales,
@@ -131,8 +137,7 @@ def main(args: argparse.Namespace) -> int:
         if context.enabled:
             torch.distributed.destroy_process_group()
     if context.is_main:
-        evaluation.report_outputs(result, report, len(dataset), classes, output.final, model_name, args.split,
-                                  context.device)
+        evaluation.report_outputs(result, report, protocol, classes, output.final, model_name)
     return 0
 
 

@@ -27,7 +27,7 @@ from deeplabv3plus.engine import FitConfig, TrainState, fit
 from deeplabv3plus.model import ARCHITECTURES
 from deeplabv3plus.precision import fast_by_default, precision_from_flags
 from deeplabv3plus.run_folder import RunFolder, run_location
-from segdata.flags import ignoring_interrupts
+from segdata.flags import ignoring_interrupts, log_to_terminal
 from segdata.loading import default_workers
 
 log = logging.getLogger("train_dlv3p")
@@ -41,8 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", choices=datasets.DATASETS, default=None,
                       help="cityscapes, PASCAL voc 2012, or a folder of your own (with --classes)" + recipe("dataset"))
     data.add_argument("--data-root", "--data_root", type=Path, default=None,
-                      help="the data set's folder (Cityscapes': leftImg8bit/, gtFine/, generated_gt/)"
-                      + kept("data_root"))
+                      help=datasets.DATA_ROOT_HELP + kept("data_root"))
     data.add_argument("--classes", type=Path, default=None,
                       help="class table (JSON or CSV) of --dataset folder; see docs/own-data.md")
     data.add_argument("--train-split", default=None,
@@ -60,6 +59,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--cache", action="store_true",
                       help="read training frames from the decoded cache (python -m cityscapes.cache, or segdata.cache "
                            "for other data sets) instead of decoding the files")
+    data.add_argument("--class-weights", default=None, metavar="{none,median-frequency,inverse-frequency,FILE}",
+                      help="weigh each class's pixels in the loss: median-frequency balancing (SegNet's), inverse "
+                           "frequency, both counted once on the train masks, or a file of one weight per class"
+                           + recipe("class_weights"))
     data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=None,
                       help="training batch size in total, split over the processes" + recipe("batch_size"))
     data.add_argument("--val-batch-size", "--val_batch_size", type=cli.positive_int, default=1,
@@ -168,12 +171,13 @@ def resolve_args(args: argparse.Namespace, context: DistributedContext,
 
 
 def build_criterion(args: argparse.Namespace) -> torch.nn.Module:
-    """The loss: cross-entropy over labelled pixels, plus --aux-loss-weight x the auxiliary head's."""
-    return training.build_criterion(args.aux_loss_weight)
+    """The loss: cross-entropy over labelled pixels (weighted per class with --class-weights), plus --aux-loss-weight
+    x the auxiliary head's."""
+    return training.build_criterion(args.aux_loss_weight, args.class_weight_values)
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_to_terminal("train_dlv3p")
     context = init_distributed_mode(args.device)
     folder = None
     try:
@@ -193,6 +197,9 @@ def main(args: argparse.Namespace) -> int:
             args.crop_size = list(training.crop_for_frames(args.crop_size, train_set.image_sizes(), args.scale_range,
                                                            "crop_size" in given))
             train_set.transforms.crop_size = tuple(args.crop_size)
+        args.class_weight_values = (training.class_weights(args.class_weights, train_set, args.workers) if fresh
+                                    else checkpoint["args"].get("class_weight_values"))
+        log.info("data: %s; %s", training.describe_split(train_set), training.describe_split(val_set))
         validated = training.validation_frames(val_set, args.val_frames)
         train_loader, val_loader = training.build_loaders(train_set, validated, args.batch_size, args.val_batch_size,
                                                           args.workers, args.seed, context)

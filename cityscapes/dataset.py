@@ -128,6 +128,13 @@ class CityscapesSegmentation(SegmentationDataset):
             )
         return image, LABEL_ID_TO_TRAIN_ID[mask] if self.ground_truth == "provided" else mask
 
+    def read_train_ids(self, index: int) -> np.ndarray:
+        """A frame's (H, W) uint8 trainIds alone (its image is not read)."""
+        if self.cache is not None:
+            return np.asarray(self.cache.load(self.stem(index))[1])
+        mask = read_png(self.masks[index])
+        return LABEL_ID_TO_TRAIN_ID[mask] if self.ground_truth == "provided" else mask
+
     def _check_size_against_annotation(self, index: int, size: tuple[int, int]) -> None:
         """An unlabelled (test) image must have its annotation's size, or its submission PNG would too."""
         annotation = polygons_path(self.root, self.split, stem_of(self.images[index]))

@@ -33,4 +33,5 @@ CITYSCAPES = DataSetKind(
     lambda root, split, classes, transforms, cache_root: CityscapesSegmentation(root, split, transforms,
                                                                                 cache_root=cache_root),
     classes=CITYSCAPES_CLASSES, check_before_run=_check, open_scored_split=_open_scored_split,
-    training_ground_truth=GROUND_TRUTHS["generated"], ids_name="labelIds")
+    training_ground_truth=GROUND_TRUTHS["generated"], ids_name="labelIds",
+    layout="leftImg8bit/, gtFine/ and the masks generate_gt writes, generated_gt/")

@@ -45,11 +45,13 @@ def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
     try:
         return weights.get_state_dict(progress=True)
     except (URLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error.strerror or error
         raise RuntimeError(
-            f"could not download the ImageNet weights of {name} ({weights.url}): {error}. Either pass a local "
-            f"state-dict file (pretrained_backbone='path/to/{Path(weights.url).name}', the file torchvision "
-            "downloads to ~/.cache/torch/hub/checkpoints/) or start from scratch with pretrained_backbone=None"
-        ) from error
+            f"could not download the ImageNet weights of {name} ({weights.url}: {reason}); pass a local state-dict "
+            f"file with --pretrained-backbone PATH ({Path(weights.url).name}, as torchvision keeps it in "
+            "~/.cache/torch/hub/checkpoints/), or start from scratch with --pretrained-backbone none "
+            "(build_model: pretrained_backbone=None)"
+        ) from None
 
 
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:

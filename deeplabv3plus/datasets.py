@@ -13,16 +13,18 @@ from segdata.cache import CACHE_DIR
 from segdata.classes import ClassTable
 from segdata.dataset import SegmentationDataset, file_sizes
 from segdata.flags import FlagError
-from segdata.kinds import GENERIC_KINDS, DataSetKind
+from segdata.kinds import GENERIC_KINDS, DataSetKind, data_root_help
 from segdata.masks import read_train_ids, size_mismatch
 from segdata.transforms import eval_transforms, train_transforms
 
-__all__ = ["DATASETS", "KINDS", "check_masks", "cityscapes_only", "class_table", "ground_truth_of", "ids_name",
-           "kind", "open_scored_split", "open_split", "open_training_splits"]
+__all__ = ["DATASETS", "DATA_ROOT_HELP", "KINDS", "check_masks", "cityscapes_only", "class_table", "ground_truth_of",
+           "ids_name", "kind", "open_scored_split", "open_split", "open_training_splits"]
 
 KINDS: dict[str, DataSetKind] = {CITYSCAPES.name: CITYSCAPES, **GENERIC_KINDS}
 """Every ``--dataset``, by name: one line per kind."""
 DATASETS = tuple(KINDS)
+DATA_ROOT_HELP = data_root_help(KINDS)
+"""--data-root's help in every script: what the root of each kind holds."""
 
 
 def kind(dataset: str) -> DataSetKind:

@@ -133,7 +133,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     The LR scheduler steps once per iteration. A non-finite loss raises
     FloatingPointError at the next check (every ``log_every`` steps and at the
     end of the pass), so an epoch that saw one never returns and no checkpoint
-    holds its weights. The progress bar shows the loss of the checked steps.
+    holds its weights. The progress bar counts every step and shows the loss of
+    the checked steps (reading it is the host sync the check makes anyway).
     ``batch_transform(images on the device, meta)`` finishes a batch on the device
     (the colour jitter and normalisation of uint8 crops) before the model sees it.
     A pass whose masks hold no pixel other than ``ignore_index`` (on any process)
@@ -178,11 +179,11 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 optimizer.step()
             scheduler.step()
             loss_sum += loss.detach()
+            bar.update(1)  # the count needs no device value: the bar moves every step, on every device
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 watch.check()
                 parts = getattr(criterion, "parts", {})
                 read = torch.stack([loss.detach().float(), *(value.float() for value in parts.values())]).tolist()
-                bar.update(step + 1 - bar.n)
                 bar.set_postfix(loss=f"{read[0]:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
                 if on_log is not None:
                     now, count = time.perf_counter(), step + 1 - logged[0]
@@ -216,6 +217,7 @@ class EvaluationResult:
     images: int
     seconds_per_image: float
     peak_memory_mb: float
+    memory: str = "process RSS"  # what peak_memory_mb measures: "GPU allocated" on CUDA
 
     def scores(self) -> dict[str, object]:
         return self.confusion.scores()
@@ -275,6 +277,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
         images=int(image_total),
         seconds_per_image=seconds_total / max(1.0, image_total),
         peak_memory_mb=peak_memory_mb(device),
+        memory="GPU allocated" if device.type == "cuda" else "process RSS",
     )
 
 

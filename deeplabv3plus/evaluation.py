@@ -44,7 +44,8 @@ def evaluation_protocol(split: str, dataset, checkpoint: dict, options: Inferenc
         window=options.crop if slide else None, stride=options.stride if slide else None, flip=options.flip,
         scales=options.scales, train_output_stride=train_stride, test_output_stride=eval_output_stride or train_stride,
         amp_dtype=dtype_name(options.amp_dtype), channels_last=options.channels_last, ground_truth=ground_truth,
-        checkpoint_iteration=checkpoint.get("iteration"), weights=weights_digest(checkpoint["model"]))
+        checkpoint_iteration=checkpoint.get("iteration"), weights=weights_digest(checkpoint["model"]),
+        of_images=getattr(dataset, "of_frames", None))
 
 
 def _none_for_nan(value: float) -> float | None:
@@ -74,7 +75,7 @@ def score_report(result: EvaluationResult, protocol: EvaluationProtocol, classes
         "class_iou": {name: _none_for_nan(value) for name, value in zip(classes.names, scores["iou"])},
         "class_dice": {name: _none_for_nan(value) for name, value in zip(classes.names, scores["dice"])},
         **_category_scores(result, classes),
-        "val_loss": result.loss, "images": result.images,
+        f"{protocol.split}_loss": result.loss, "images": result.images,  # the loss of the split scored
         "seconds_per_image": result.seconds_per_image, "peak_memory_mb": result.peak_memory_mb,
         "confusion_matrix": result.confusion.matrix.tolist(),
     }
@@ -157,18 +158,18 @@ def predict_split(model: torch.nn.Module, dataset, classes: ClassTable, options:
         writer.close()
 
 
-def report_outputs(result: EvaluationResult, report: dict | None, frames: int, classes: ClassTable, final_dir: Path,
-                   model_name: str, split: str, device: torch.device) -> None:
+def report_outputs(result: EvaluationResult, report: dict | None, protocol: EvaluationProtocol, classes: ClassTable,
+                   final_dir: Path, model_name: str) -> None:
     """Where a split's outputs are, its scores (labelled splits) and the speed, on stdout."""
-    kind = ids_name(classes)
+    kind, split, frames = ids_name(classes), protocol.split, protocol.images
     zip_path = final_dir / submission_zip_name(model_name, split)
-    where = "" if kind != "labelIds" else (f"; upload {zip_path}" if split == "test"
-                                           else f"; zipped to {zip_path} (val: not for the server)")
+    where = "" if kind != "labelIds" else (f"; upload {zip_path}" if split == "test" and not protocol.of_images
+                                           else f"; zipped to {zip_path} ({'a subset' if protocol.of_images else split}"
+                                                ": not for the server)")
     extra = [f"{len(list((final_dir / name).rglob('*.png')))} {name} PNGs in {final_dir / name}"
              for name in ("color", "overlay") if (final_dir / name).is_dir()]
     log.info("%d %s PNGs in %s%s%s", frames, kind, final_dir / kind, "".join(f", {text}" for text in extra), where)
     if report is not None:
         print(format_report(report))
-    memory = "GPU allocated" if device.type == "cuda" else "process RSS"
     print(f"{result.images} images: {1000 * result.seconds_per_image:.1f} ms per image, peak memory "
-          f"{result.peak_memory_mb:.0f} MiB ({memory})")
+          f"{result.peak_memory_mb:.0f} MiB ({result.memory})")

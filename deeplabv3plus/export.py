@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from deeplabv3plus import cli
 from deeplabv3plus.run_folder import run_name_of
 from segdata.files import write_bytes_atomic, write_json
+from segdata.flags import log_to_terminal
 
 __all__ = ["export_onnx", "parity_report"]
 
@@ -175,7 +176,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_to_terminal("deeplabv3plus.export")
     from deeplabv3plus.checkpoint import load_checkpoint
     from deeplabv3plus.inference import load_trained_model
 

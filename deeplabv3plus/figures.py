@@ -123,11 +123,14 @@ def run_classes(folder: Path) -> ClassTable:
     return ClassTable(folder.name, names, indexed_palette(len(names)), tuple((index,) for index in range(len(names))))
 
 
-def save_training_figures(save_dir: Path, out_dir: Path, runs: Sequence[str] | None = None) -> list[Path]:
+def save_training_figures(save_dir: Path, out_dir: Path, runs: Sequence[str] | None = None,
+                          captions: dict[Path, str] | None = None) -> list[Path]:
     """Loss / mIoU / mean Dice / pixel accuracy curves, per-class IoU bars, and for each run its per-class IoU over
     the validations (in its classes' colours) and the confusion matrix of its last validation; a summary CSV; all in
     ``out_dir``. Runs of other class tables (Cityscapes beside your own data) are never drawn in one figure: each
-    table's runs get their own shared figures, named ``dlv3p_{figure}_{table}.png`` when there are several."""
+    table's runs get their own shared figures, named ``dlv3p_{figure}_{table}.png`` when there are several, and
+    titled with the table and the runs they show. ``captions`` (if given) gets each figure's, by path."""
+    captions = {} if captions is None else captions
     folders = find_runs(save_dir, runs)
     tables = {folder.name: run_classes(folder) for folder in folders}
     groups: dict[tuple[str, ...], list[Path]] = {}
@@ -139,20 +142,27 @@ def save_training_figures(save_dir: Path, out_dir: Path, runs: Sequence[str] | N
     for members in groups.values():
         table = tables[members[0].name]
         suffix = f"_{table.name}" if len(groups) > 1 else ""
+        caption = f"class table {table.name}: {', '.join(folder.name for folder in members)}"
         group = {folder.name: histories[folder.name] for folder in members}
-        written += [save_figure(plot_training_curve(group, keys, ylabel), Path(out_dir) / f"{stem}{suffix}.png")
-                    for stem, (keys, ylabel) in CURVES.items()]
-        per_class = {folder.name: entries[folder.name][-1]["iou"] for folder in members}
-        written.append(save_figure(plot_per_class_iou(per_class), Path(out_dir) / f"dlv3p_class_iou{suffix}.png"))
+        figures = {f"{stem}{suffix}.png": plot_training_curve(group, keys, ylabel)
+                   for stem, (keys, ylabel) in CURVES.items()}
+        figures[f"dlv3p_class_iou{suffix}.png"] = plot_per_class_iou(
+            {folder.name: entries[folder.name][-1]["iou"] for folder in members})
+        for name, figure in figures.items():
+            figure.suptitle(caption, fontsize=9)
+            written.append(save_figure(figure, Path(out_dir) / name))
+            captions[written[-1]] = caption
     for run, rows in entries.items():
         written.append(save_figure(plot_class_iou_over_validations(rows, tables[run].colors),
                                    Path(out_dir) / f"{run}_class_iou_over_validations.png"))
+        captions[written[-1]] = f"class table {tables[run].name}: {run}"
         if "confusion_matrix" in rows[-1]:  # runs trained before it was recorded have none
             written.append(save_figure(
                 plot_confusion_matrix(rows[-1]["confusion_matrix"], list(rows[-1]["iou"]),
                                       f"{run}, val at iteration {rows[-1]['iteration']}: confusion matrix (rows: "
                                       "recall, %; red: the largest confusions)"),
                 Path(out_dir) / f"{run}_confusion_matrix.png"))
+            captions[written[-1]] = f"class table {tables[run].name}: {run}"
     summary = Path(out_dir) / "dlv3p_summary.csv"
     rows = training_summary(histories)
     for row in rows:

@@ -1,6 +1,9 @@
-"""The training loss: pixel-wise cross-entropy over labelled pixels, plus the auxiliary head's when there is one."""
+"""The training loss: pixel-wise cross-entropy over labelled pixels (optionally weighted per class), plus the
+auxiliary head's when there is one."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,16 +15,18 @@ __all__ = ["SegmentationLoss", "cross_entropy_over_labelled_pixels"]
 
 
 def cross_entropy_over_labelled_pixels(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean cross-entropy of (N, C, H, W) logits over the pixels of (N, H, W) ``target`` that are not ignored.
+    """Mean cross-entropy of (N, C, H, W) logits over the pixels of (N, H, W) ``target`` that are not ignored, each
+    pixel's term times its class's ``weight`` (C,) when given (divided by the pixels, not by the weights: as
+    mmsegmentation's ``class_weight`` with ``avg_non_ignore``).
 
     A batch without any labelled pixel gives 0 (and zero gradients), not the NaN of
     ``reduction="mean"``: the sum over labelled pixels is divided by max(1, their count).
     Computed in float32 whatever the autocast dtype of the logits.
     """
     labelled = (target != ignore_index).sum()
-    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index, reduction="sum")
     return total / labelled.clamp_min(1)
 
 
@@ -32,20 +37,29 @@ class SegmentationLoss(nn.Module):
     auxiliary head ``{"out": logits, "aux": aux_logits}``.
     """
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.0) -> None:
+    def __init__(self, ignore_index: int = IGNORE_INDEX, aux_weight: float = 0.0,
+                 class_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.parts: dict[str, torch.Tensor] = {}
         """The last call's terms, detached, on the device (``main``, and ``aux`` unweighted): read when logged."""
 
     def forward(self, outputs: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if not isinstance(outputs, dict):
             outputs = {"out": outputs}
-        loss = main = cross_entropy_over_labelled_pixels(outputs["out"], target, self.ignore_index)
+        weights = self._weights_on(target.device)
+        loss = main = cross_entropy_over_labelled_pixels(outputs["out"], target, self.ignore_index, weights)
         self.parts = {"main": main.detach()}
         if "aux" in outputs and self.aux_weight:
-            aux = cross_entropy_over_labelled_pixels(outputs["aux"], target, self.ignore_index)
+            aux = cross_entropy_over_labelled_pixels(outputs["aux"], target, self.ignore_index, weights)
             loss = loss + self.aux_weight * aux
             self.parts["aux"] = aux.detach()
         return loss
+
+    def _weights_on(self, device: torch.device) -> torch.Tensor | None:
+        """The class weights on the training device: copied there at the first step, then kept (no copy per step)."""
+        if self.class_weights is not None and self.class_weights.device != device:
+            self.class_weights = self.class_weights.to(device, non_blocking=True)
+        return self.class_weights

@@ -36,7 +36,7 @@ RUN_DEFAULTS = {
     "scale_range": list(RECIPE_SCALE_RANGE), "batch_size": 8,
     "lr": 0.01, "backbone_lr_multiplier": 1.0, "momentum": 0.9, "weight_decay": 5e-4, "power": 0.9,
     "warmup_iters": 1000, "amp": False, "amp_dtype": None, "seed": 0, "aux_loss_weight": 0.4, "arch": "deeplabv3plus",
-    "dataset": "cityscapes", "train_split": "train",
+    "dataset": "cityscapes", "train_split": "train", "class_weights": "none",
 }
 """The recipe's value of every flag that defines a run."""
 KEPT_DEFAULTS = {"data_root": "data", "val_every": 10, "val_interval": None, "pretrained_backbone": "imagenet",

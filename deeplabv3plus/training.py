@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_config, unwrap_model
 from deeplabv3plus.distributed import DistributedContext, ShardSampler
@@ -21,13 +21,15 @@ from deeplabv3plus.optimizer import build_sgd
 from deeplabv3plus.precision import Precision
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
 from deeplabv3plus.tensorboard_log import TB_DIR, TrainingLog, tensorboard_problem
+from segdata.class_weights import WEIGHTINGS, weights_for
 from segdata.classes import IGNORE_INDEX, ClassTable
-from segdata.dataset import EpochStream, SeededSampler
+from segdata.dataset import EpochStream, SeededSampler, spread_frames
 from segdata.flags import FlagError
 from segdata.loading import loader_options
 
 __all__ = [
     "build_criterion",
+    "class_weights",
     "build_loaders",
     "build_optimizer",
     "check_tensorboard",
@@ -35,6 +37,7 @@ __all__ = [
     "clamp_warmup",
     "configure_kernels",
     "crop_for_frames",
+    "describe_split",
     "load_initial_weights",
     "load_resume_point",
     "open_training_log",
@@ -92,10 +95,21 @@ def load_initial_weights(model: nn.Module, path: Path) -> list[str]:
     return afresh
 
 
-def build_criterion(aux_weight: float) -> nn.Module:
-    """Pixel-wise cross-entropy over labelled pixels (0 for a batch without any), plus ``aux_weight`` x the auxiliary
-    head's."""
-    return SegmentationLoss(IGNORE_INDEX, aux_weight=aux_weight)
+def build_criterion(aux_weight: float, class_weights: Sequence[float] | None = None) -> nn.Module:
+    """Pixel-wise cross-entropy over labelled pixels (0 for a batch without any; each class's pixels weighted by
+    ``class_weights``), plus ``aux_weight`` x the auxiliary head's."""
+    return SegmentationLoss(IGNORE_INDEX, aux_weight=aux_weight, class_weights=class_weights)
+
+
+def class_weights(rule: str, train_set, workers: int) -> list[float] | None:
+    """The class weights of --class-weights for a new run (counted on the train masks once, or read from a file),
+    said in one line; None for none."""
+    weights = weights_for(rule, train_set, workers)
+    if weights is not None:
+        where = f"counted on the {len(train_set)} {train_set.split} masks" if rule in WEIGHTINGS else f"from {rule}"
+        log.info("class weights (%s, %s): %s", rule if rule in WEIGHTINGS else "a file", where,
+                 ", ".join(f"{name} {weight:.3g}" for name, weight in zip(train_set.classes.names, weights)))
+    return weights
 
 
 def check_tensorboard(wanted: bool | None) -> None:
@@ -228,15 +242,18 @@ def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, val_bat
     return train_loader, val_loader
 
 
+def describe_split(data) -> str:
+    """Where a split's frames come from, in words: ``train: 367 frames from the list ROOT/train.txt, read from the
+    decoded cache ROOT/cache`` (a run says it at its start)."""
+    where = getattr(data, "source", "") or str(data.root)
+    cache = f", read from the decoded cache {data.cache.cache_root}" if data.cache is not None else ""
+    return f"{data.split}: {len(data)} frames from {where}{cache}"
+
+
 def validation_frames(val_set: Dataset, frames: int | None) -> Dataset:
     """The val frames validated during training: all, or ``frames`` of them spread evenly over the split, the same
     at every validation (--val-frames: a quick look during a run; test_dlv3p.py scores the whole split)."""
-    if frames is None or frames >= len(val_set):
-        return val_set
-    step = len(val_set) / frames
-    subset = Subset(val_set, [int(index * step) for index in range(frames)])
-    subset.image_sizes = lambda: [size for index, size in enumerate(val_set.image_sizes()) if index in subset.indices]
-    return subset
+    return spread_frames(val_set, frames)
 
 
 def crop_for_frames(crop: Sequence[int], sizes: Sequence[tuple[int, int]], scale_range: Sequence[float],

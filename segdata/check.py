@@ -22,8 +22,8 @@ import numpy as np
 
 from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.flags import Parser, report_error
-from segdata.folder import find_pairs
-from segdata.kinds import GENERIC_KINDS
+from segdata.folder import FolderSegmentation, find_pairs
+from segdata.kinds import GENERIC_KINDS, data_root_help
 from segdata.pictures import new_figure, save_figure
 
 if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn (0.6 s that the training scripts need not pay)
@@ -41,6 +41,7 @@ class SplitReport:
     problems: list[str] = field(default_factory=list)
     pixels: Counter = field(default_factory=Counter)
     labelled_frames: int = 0  # frames whose mask was read and counted
+    source: str = ""  # where the split was found, in words
 
     def frequency_rows(self, classes: ClassTable) -> list[tuple[str, int, float]]:
         """(class, pixels, share of the labelled pixels) in train-id order."""
@@ -51,15 +52,18 @@ class SplitReport:
 def check_split(dataset: str, root: Path, split: str, classes: ClassTable) -> SplitReport:
     """Open every image and mask of a split; the problems found and the class pixel counts."""
     report = SplitReport(split)
-    if dataset == "folder":
-        report.problems += find_pairs(root, split)[3]  # every pairing problem (opening the split names the first)
-    if report.problems:
-        return report
+    if dataset == "folder":  # every pairing problem (a split that is not there: an error of the flags)
+        report.problems += find_pairs(root, split)[3]
     try:
-        data = GENERIC_KINDS[dataset].open_split(root, split, classes, None, None)
+        if dataset == "folder":  # and the frames that pair, counted all the same
+            data = FolderSegmentation(root, split, classes, good_frames=True)
+        else:
+            data = GENERIC_KINDS[dataset].open_split(root, split, classes, None, None)
     except (FileNotFoundError, ValueError) as error:
-        report.problems.append(str(error))
+        if not report.problems:  # a split whose every frame has a problem already named has no frame left to open
+            report.problems.append(str(error))
         return report
+    report.source = getattr(data, "source", "")
     report.frames = len(data)
     for index in range(len(data)):
         try:
@@ -95,10 +99,11 @@ def plot_class_frequencies(reports: list[SplitReport], classes: ClassTable) -> F
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m segdata.check", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m segdata.check", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--dataset", choices=list(GENERIC_KINDS), default="folder",
                         help="the data set's layout (Cityscapes: python -m cityscapes.check)")
-    parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"), help="the data set's folder")
+    parser.add_argument("--data-root", "--data_root", type=Path, default=Path("data"),
+                        help=data_root_help(GENERIC_KINDS))
     parser.add_argument("--classes", type=Path, default=None, help="class table of --dataset folder")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to check")
     parser.add_argument("--figure", type=Path, default=None,
@@ -119,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyboardInterrupt) as error:
         return report_error(error)
     for report in reports:
+        if report.source:
+            print(f"{report.split}: read from {report.source}")
         if not report.labelled_frames:
             print(f"{report.split}: {report.frames} frames, no pixel counted (no mask could be read without a problem)")
             continue
@@ -139,23 +146,34 @@ def main(args: argparse.Namespace) -> int:
 
 def group_problems(problems: list[str], shown: int = 5) -> list[str]:
     """Problems of one kind (``FILE: what (details); fix``, the same what and fix) on one line: how many, the first
-    ``shown`` files and the fix, instead of a line per file."""
-    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    in full and the next ``shown`` files (or, for lines of one list, ``LIST: N lines ...`` and their line numbers)
+    instead of a line each. A "did you mean" hint belongs to its line: it does not split a group."""
+    groups: dict[tuple[str, str, str], list[tuple[str, str, str, str | None]]] = {}
     for problem in problems:
         file, _, rest = problem.partition(": ")
         what, _, fix = rest.rpartition("; ") if "; " in rest else (rest, "", "")
-        kind = re.sub(r"\([^)]*\)", "(...)", re.sub(r"\d+", "N", what))
-        groups.setdefault((kind, fix), []).append((file, what))
+        line = re.match(r"line (\d+) ", what)
+        kind = re.sub(r"\([^)]*\)", "(...)", re.sub(r"\S*\d\S*", "N", what))
+        fix_kind = re.sub(r"did you mean [^?]*\?", "did you mean ...?", fix)
+        groups.setdefault((file if line else "", kind, fix_kind), []).append(
+            (file, what, fix, line.group(1) if line else None))
     lines = []
-    for (_, fix), found in groups.items():
+    for (list_file, _, _), found in groups.items():
+        file, what, fix, _ = found[0]
+        first = f"{what}" + (f"; {fix}" if fix else "")
         if len(found) == 1:
-            file, what = found[0]
-            lines.append(f"{file}: {what}" + (f"; {fix}" if fix else ""))
+            lines.append(f"{file}: {first}")
             continue
-        files = ", ".join(file for file, _ in found[:shown]) + (f" and {len(found) - shown} more"
-                                                              if len(found) > shown else "")
-        lines.append(f"{len(found)} files: {found[0][1]} (the first; the same in {files})"
-                     + (f"; {fix}" if fix else ""))
+        if list_file:
+            numbers = list(dict.fromkeys(number for _, _, _, number in found))  # a line may hold two problems
+            more = f" and {len(numbers) - shown} more" if len(numbers) > shown else ""
+            lines.append(f"{list_file}: {len(numbers)} lines: {first} (the first; the same at lines "
+                         f"{', '.join(numbers[:shown])}{more})")
+            continue
+        named = ", ".join(other for other, _, _, _ in found[:shown])
+        more = f" and {len(found) - shown} more" if len(found) > shown else ""
+        lines.append(f"{len(found)} files: {what} (the first; the same in {named}{more})" + (f"; {fix}" if fix
+                                                                                           else ""))
     return lines
 
 

@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 from segdata.classes import ClassTable
 from segdata.masks import read_image, read_train_ids, size_mismatch, unlabelled_mask
 
-__all__ = ["EpochStream", "SeededSampler", "SegmentationDataset", "file_sizes"]
+__all__ = ["EpochStream", "FrameSubset", "SeededSampler", "SegmentationDataset", "file_sizes", "spread_frames"]
 
 
 def file_sizes(paths: list[Path]) -> list[tuple[int, int]]:
@@ -94,6 +94,12 @@ class SegmentationDataset(Dataset):
             raise ValueError(size_mismatch(self.images[index], self.masks[index], image.shape, train_ids.shape))
         return image, train_ids
 
+    def read_train_ids(self, index: int) -> np.ndarray:
+        """A frame's (H, W) uint8 train ids alone (its image is not read): from the cache, or the mask file."""
+        if self.cache is not None:
+            return np.asarray(self.cache.load(self.stem(index))[1])
+        return read_train_ids(self.masks[index], self.classes)
+
     def image_sizes(self) -> list[tuple[int, int]]:
         """(height, width) of every image, from the file headers (no pixel is decoded)."""
         return file_sizes(self.images)
@@ -121,6 +127,62 @@ class SegmentationDataset(Dataset):
             meta["jitter"] = extra[0]
         # uint8 masks: 8x less to ship from a worker and to copy to the GPU; the training device makes them int64
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), meta
+
+
+def spread_frames(dataset: SegmentationDataset, count: int | None) -> SegmentationDataset:
+    """The split, or ``count`` of its frames spread evenly over it (the same ones every time: a fixed subset)."""
+    if count is None or count >= len(dataset):
+        return dataset
+    return FrameSubset(dataset, [int(index * len(dataset) / count) for index in range(count)])
+
+
+class FrameSubset(Dataset):
+    """Some frames of a split, seen as a split of their own: samples, stems, files and sizes of those frames only;
+    everything else (split, root, classes, has_labels, ...) is the split's. ``of_frames``: the split's size."""
+
+    def __init__(self, dataset: SegmentationDataset, indices: list[int]) -> None:
+        self.dataset, self.indices, self.of_frames = dataset, list(indices), len(dataset)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getattr__(self, name: str):
+        if name == "dataset":  # not set yet (while unpickled in a spawned worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        if isinstance(key, tuple):
+            return self.dataset[(self.indices[key[0]], key[1])]
+        return self.dataset[self.indices[key]]
+
+    @property
+    def images(self) -> list[Path]:
+        return [self.dataset.images[index] for index in self.indices]
+
+    @property
+    def masks(self) -> list[Path]:
+        return [self.dataset.masks[index] for index in self.indices] if self.dataset.masks else []
+
+    def stem(self, index: int) -> str:
+        return self.dataset.stem(self.indices[index])
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        return self.dataset.load(self.indices[index])
+
+    def read_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.dataset.read_arrays(self.indices[index])
+
+    def read_train_ids(self, index: int) -> np.ndarray:
+        return self.dataset.read_train_ids(self.indices[index])
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        sizes = self.dataset.image_sizes()
+        return [sizes[index] for index in self.indices]
+
+    def label_id_files(self) -> list[Path]:
+        files = self.dataset.label_id_files()
+        return [files[index] for index in self.indices]
 
 
 class SeededSampler(Sampler[tuple[int, int]]):

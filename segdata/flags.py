@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import logging
 import re
 import signal
 import sys
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import NoReturn
 
 __all__ = ["BAD_INPUT", "FAILURE", "INTERRUPTED", "DefaultsOnceFormatter", "FlagError", "Parser", "bounded_int",
-           "ignoring_interrupts", "inference_scale", "non_negative_float", "non_negative_int", "one_line",
-           "positive_float", "positive_int", "report_error"]
+           "ignoring_interrupts", "inference_scale", "log_to_terminal", "non_negative_float", "non_negative_int",
+           "one_line", "positive_float", "positive_int", "report_error"]
+
+PROJECT_LOGGERS = ("segdata", "cityscapes", "deeplabv3plus")
 
 BAD_INPUT, FAILURE, INTERRUPTED = 2, 1, 130
 """Exit statuses of every CLI: a bad flag or file; a failure while running (a write, a non-finite loss); Ctrl-C."""
@@ -40,17 +44,42 @@ class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with errors on one line (``{prog}: error: ...``, no usage block) and exit status 2, and each
-    default said once in ``--help``."""
+    """argparse with errors on one line (``{prog}: error: ...``, no usage block) and exit status 2, each default
+    said once in ``--help``, no abbreviated flags (``--iter 5`` is not taken for ``--iters``: a later flag could make
+    it mean another) and the closest flag named for a mistyped one."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", DefaultsOnceFormatter)
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         message = re.sub(r"argument (--[\w-]+)(/--\w+)+:", r"argument \1:", message)  # name a flag once, not its alias
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            message += self._closest_flags(unknown.group(1).split())
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+    def _closest_flags(self, given: list[str]) -> str:
+        """`` (did you mean --iters?)`` for the first given token that looks like a mistyped flag of this parser."""
+        parsers = [self, *(choice for action in self._actions if isinstance(action, argparse._SubParsersAction)
+                           for choice in action.choices.values())]
+        flags = sorted({flag for parser in parsers for flag in parser._option_string_actions if flag.startswith("--")})
+        for token in given:
+            if token.startswith("--"):
+                close = difflib.get_close_matches(token.split("=")[0], flags, n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def log_to_terminal(command: str) -> None:
+    """A command's log lines on the terminal as plain messages: this project's (and ``command``'s) from INFO on,
+    other packages' warnings only (an exporter's optimisation passes say nothing)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in (*PROJECT_LOGGERS, command):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _number(kind: type, rule: Callable[[float], bool], description: str) -> Callable[[str], object]:

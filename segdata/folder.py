@@ -90,26 +90,28 @@ class _NameIndex:
     def __init__(self, root: Path) -> None:
         self.root, self._by_name = root, None
 
-    def candidate(self, token: str) -> Path | None:
-        """The file under the root with the name of ``token`` whose path shares most of its tail, if any."""
+    def candidate(self, token: str, is_mask: bool, split: str) -> Path | None:
+        """The file under the root with the name of ``token`` that is most likely the one meant: the longest shared
+        tail of its path, then one in a folder of its kind (masks/ or ``*annot``/ for a mask) and of the ``split``."""
         if self._by_name is None:
             self._by_name = {}
-            for folder, subfolders, names in os.walk(self.root):
+            for folder, subfolders, files in os.walk(self.root):
                 subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-                for name in names:
+                for name in files:
                     self._by_name.setdefault(name, []).append(Path(folder) / name)
         wanted = Path(token).parts
-        found = self._by_name.get(Path(token).name, [])
 
-        def shared_tail(path: Path) -> int:
-            count = 0
+        def likelihood(path: Path) -> tuple[int, bool, bool]:
+            shared = 0
             for ours, theirs in zip(reversed(path.parts), reversed(wanted)):
                 if ours != theirs:
                     break
-                count += 1
-            return count
+                shared += 1
+            folders = path.relative_to(self.root).parts[:-1]
+            of_masks = any(folder in ("masks", "labels") or folder.endswith(ANNOTATION_SUFFIX) for folder in folders)
+            return shared, of_masks == is_mask, any(split in folder for folder in folders)
 
-        return max(found, key=shared_tail, default=None)
+        return max(self._by_name.get(Path(token).name, []), key=likelihood, default=None)
 
 
 def _tokens(line: str) -> list[str]:
@@ -175,9 +177,9 @@ def _read_list(root: Path, list_file: Path) -> tuple[SplitFiles, bool]:
         elif len(named) > 1:
             found.problems.append(f"{named[0]}: and {named[1].name} beside it are two files of one frame; keep one")
         elif len(tokens) == 2:
-            for token in tokens:
+            for token, is_mask in zip(tokens, (False, True)):
                 if _resolve(token, bases) is None:
-                    candidate = names.candidate(token)
+                    candidate = names.candidate(token, is_mask, list_file.stem)
                     hint = (f"; did you mean {candidate.relative_to(root)}? (fix the path)" if candidate else
                             "; fix the path (image mask pairs are relative to the list's folder or to --data-root)")
                     found.problems.append(f"{list_file}: line {number} names {token}, which is neither under "
@@ -267,18 +269,22 @@ def find_pairs(root: Path, split: str) -> tuple[list[str], dict[str, Path], dict
 
 class FolderSegmentation(SegmentationDataset):
     """The frames of a split of ``root`` (see the module docstring) and their masks, mapped to train ids by
-    ``classes``; ``source`` says where the split was found."""
+    ``classes``; ``source`` says where the split was found. A split with a problem (a frame without its mask, a
+    list line naming no file) is refused, naming the first; ``good_frames`` opens the frames that pair instead (the
+    check counts those)."""
 
     kind = "folder"
 
     def __init__(self, root: Path, split: str, classes: ClassTable, transforms: Callable | None = None,
-                 cache_root: Path | None = None) -> None:
+                 cache_root: Path | None = None, good_frames: bool = False) -> None:
         self.root, self.split, self.classes, self.transforms = Path(root), split, classes, transforms
         found = find_split(self.root, split)
-        if found.problems:
+        if found.problems and not good_frames:
             more = (f" (and {len(found.problems) - 1} more: python -m segdata.check lists them)"
                     if len(found.problems) > 1 else "")
             raise FileNotFoundError(found.problems[0] + more)
+        if good_frames and found.masks:
+            found.stems = [stem for stem in found.stems if stem in found.masks]
         if not found.stems:
             raise FileNotFoundError(f"{found.source}: no .png/.jpg images in the {split} split")
         self.stems, self.source = found.stems, found.source

@@ -18,7 +18,7 @@ from segdata.flags import FlagError
 from segdata.folder import FolderSegmentation
 from segdata.voc import VOCSegmentation
 
-__all__ = ["FOLDER", "GENERIC_KINDS", "VOC", "DataSetKind"]
+__all__ = ["FOLDER", "GENERIC_KINDS", "VOC", "DataSetKind", "data_root_help"]
 
 SplitOpener = Callable[[Path, str, ClassTable, Callable | None, Path | None], SegmentationDataset]
 """``open(root, split, classes, transforms, cache_root) -> the split``."""
@@ -43,6 +43,8 @@ class DataSetKind:
     """What validation during training scores against, in words; "" : ``the {name} masks``."""
     ids_name: str = "ids"
     """What the data set calls its masks' own values: the folder and suffix of prediction PNGs written in them."""
+    layout: str = ""
+    """What its --data-root holds, in words (the flags' help)."""
 
     def class_table(self, classes_file: Path | None) -> ClassTable:
         """The kind's table, or the one ``--classes`` names; FlagError for a missing or a needless ``--classes``."""
@@ -61,8 +63,16 @@ class DataSetKind:
 
 
 FOLDER = DataSetKind("folder", lambda root, split, classes, transforms, cache_root: FolderSegmentation(
-    root, split, classes, transforms, cache_root))
+    root, split, classes, transforms, cache_root),
+    layout="images/ and masks/, train/ and trainannot/ (SegNet's), or split lists (docs/own-data.md)")
 VOC = DataSetKind("voc", lambda root, split, classes, transforms, cache_root: VOCSegmentation(
-    root, split, transforms, cache_root), classes=VOC_CLASSES)
+    root, split, transforms, cache_root), classes=VOC_CLASSES,
+    layout="JPEGImages/ and SegmentationClass/ (or VOCdevkit/VOC2012/ holding them)")
 GENERIC_KINDS = {kind.name: kind for kind in (VOC, FOLDER)}
 """The kinds this package knows: every one that needs no code of its own."""
+
+
+def data_root_help(kinds: dict[str, DataSetKind]) -> str:
+    """--data-root's help: what the root of each of ``kinds`` holds."""
+    return "the data set's folder: " + "; ".join(f"{name}: {kind.layout}" for name, kind in kinds.items()
+                                                 if kind.layout)

@@ -99,6 +99,10 @@ def size_mismatch(image: Path, mask: Path, image_size: tuple[int, ...], mask_siz
 def likely_cause(unknown: dict[int, int], table: ClassTable) -> str:
     """Why an index mask holds ``unknown`` values ({value: pixels}) that ``table`` lacks, in words, with the fix."""
     values = set(unknown)
+    taken = sorted(value for values in table.values for value in values)
+    if len(values) == 1 and taken and values == {taken[-1] + 1} and taken == list(range(taken[0], taken[-1] + 1)):
+        return (f"the table's {table.num_classes} classes take the values {taken[0]}-{taken[-1]}: one class short? "
+                f"add a class (or an ignored value) for {taken[-1] + 1}")
     if values == {255} and table.num_classes <= 2:
         return ("a binary mask saved as 0/255? give the object class \"values\": [255] in the class table, or save "
                 "masks as 0/1")

@@ -120,7 +120,7 @@ BENCHMARK_FLAGS = [  # (script, flags, what the one line says)
     ("train_throughput", ["--modes", "data", "--data-root", "/no/such/root"], "argument --data-root: /no/such/root: "
                                                                               "no such folder"),
     ("inference", ["--runs", "-1"], "argument --runs: must be a positive integer, got -1"),
-    ("inference", ["--mode", "slide", "--crop", "64", "64", "--stride", "128", "128"], "argument --stride: [128, 128]"),
+    ("inference", ["--modes", "slide", "--crop", "64", "64", "--stride", "128", "128"], "argument --stride: [128,"),
     ("data_loading", ["--data-root", "/no/such/root"], "argument --data-root: /no/such/root: no such folder"),
     ("png_decoding", ["--files", "0"], "argument --files: must be a positive integer, got 0"),
     ("generate_gt", ["--workers", "0"], "argument --workers: must be a positive integer, got 0"),

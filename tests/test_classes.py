@@ -87,3 +87,10 @@ def test_a_table_saved_as_csv_is_the_same_classes_as_its_json(tmp_path):
     (tmp_path / "other.csv").write_text(ROAD_SCENE_CSV.replace("1 2,no", "1,no"))
     with pytest.raises(ValueError, match="describes other classes than the run being resumed"):
         class_table("folder", tmp_path / "other.csv", resumed=from_json)
+
+
+def test_a_table_one_class_short_of_the_masks_says_so(tmp_path):
+    (tmp_path / "t.csv").write_text("name,r,g,b\n" + "".join(f"c{index},{index},0,0\n" for index in range(11)))
+    with pytest.raises(MaskValueError, match=r"\(11: 2 px\); the table's 11 classes take the values 0-10: one class "
+                                             r"short\? add a class \(or an ignored value\) for 11"):
+        to_train_ids(np.array([[0, 11, 11, 10]], np.uint8), load_class_table(tmp_path / "t.csv"), "m.png")

@@ -151,3 +151,32 @@ def test_the_epoch_end_line_times_each_epoch_from_its_own_start(tmp_path, monkey
     assert len(measured) == 2  # two epochs, each validated
     for training, pause, validation in measured:
         assert training > 0 and pause >= 0 and validation > 0
+
+
+def test_the_progress_bar_counts_every_step_and_reads_the_loss_only_at_the_checks(monkeypatch):
+    from deeplabv3plus import engine
+
+    bars = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            self.n, self.shown = 0, []
+            bars.append(self)
+
+        def update(self, count):
+            self.n += count
+            self.shown.append(("count", self.n))
+
+        def set_postfix(self, **values):
+            self.shown.append(("loss", self.n))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "tqdm", Bar)
+    model = FlipEquivariant()
+    optimizer, scheduler = sgd(model)
+    train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, scheduler, one_batch_loader(5), torch.device("cpu"),
+                    log_every=3)
+    assert bars[0].shown == [("count", 1), ("count", 2), ("count", 3), ("loss", 3), ("count", 4), ("count", 5),
+                             ("loss", 5)]

@@ -239,3 +239,26 @@ def test_a_second_evaluation_into_the_same_output_waits_its_turn_and_nothing_is_
     first.put_in_place()
     assert sorted(path.name for path in final.rglob("*")) == ["half.png", "labelIds"]
     assert run(trained_run, tiny_root, tmp_path, "--split", "val") == 0  # the output is free again
+
+
+def test_frames_scores_a_fixed_part_of_the_split_and_says_so(trained_run, tiny_root, tmp_path):
+    assert run(trained_run, tiny_root, tmp_path, "--split", "val", "--frames", "2") == 0
+    metrics = json.loads((tmp_path / "tiny" / "val" / "metrics.json").read_text())
+    assert metrics["images"] == 2 and metrics["protocol"]["images"] == 2 and metrics["protocol"]["of_images"] == 3
+    assert metrics["protocol"]["description"].startswith("val, 2 of 3 images (a fixed subset), whole 64x128")
+    stems = [stem_of(path) for path in image_files(tiny_root, "val")]
+    written = sorted(path.name for path in (tmp_path / "tiny" / "val" / "labelIds").rglob("*.png"))
+    assert written == sorted(f"{stem}_labelIds.png" for stem in (stems[0], stems[1]))  # frames 0 and int(1.5)
+
+
+def test_a_score_report_names_the_loss_after_its_split():
+    from deeplabv3plus.engine import EvaluationResult
+    from deeplabv3plus.evaluation import score_report
+    from deeplabv3plus.metrics import ConfusionMatrix
+    from deeplabv3plus.protocol import EvaluationProtocol
+    from segdata.classes import VOC_CLASSES
+
+    confusion = ConfusionMatrix(VOC_CLASSES.num_classes, 255, "cpu")
+    result = EvaluationResult(confusion, loss=0.5, images=1, seconds_per_image=0.1, peak_memory_mb=1.0)
+    report = score_report(result, EvaluationProtocol(split="test", images=1, image_size="4x4"), VOC_CLASSES)
+    assert report["test_loss"] == 0.5 and "val_loss" not in report

@@ -71,3 +71,59 @@ def test_test_and_predict_share_the_inference_flags():
     implied = cli.inference_options(test_dlv3p.get_args_parser().parse_args(
         ["--model-weights-path", "m.pth", "--amp-dtype", "bfloat16", "--device", "cpu"]))
     assert implied.amp_dtype == torch.bfloat16 and not implied.channels_last
+
+
+@pytest.mark.parametrize("name", list(PARSERS))
+def test_every_command_refuses_an_abbreviated_flag_and_names_the_closest(name, capsys):
+    parser = PARSERS[name].get_args_parser()
+    assert parser.allow_abbrev is False  # --iter is no flag of its own, so it is not taken for --iters
+    flag = max((flag for flag in parser._option_string_actions if flag.startswith("--")), key=len)
+    with pytest.raises(SystemExit) as exit_:
+        parser.error(f"unrecognized arguments: {flag[:-1]} 1")
+    assert exit_.value.code == 2 and f"(did you mean {flag}?)" in capsys.readouterr().err
+
+
+def test_a_mistyped_training_flag_is_named_with_the_flag_meant(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_dlv3p.get_args_parser().parse_args(["--iter", "5"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == ("train_dlv3p.py: error: unrecognized arguments: --iter 5 (did you mean "
+                                               "--iters?)")
+
+
+def test_a_command_logs_its_own_lines_and_not_other_packages_chatter(capsys):
+    import logging
+
+    from segdata.flags import log_to_terminal
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    root.handlers = []
+    try:
+        log_to_terminal("train_dlv3p")
+        logging.getLogger("onnxscript.optimizer").info("Removed 560 unused nodes")
+        logging.getLogger("deeplabv3plus.training").info("class weights: ...")
+        logging.getLogger("train_dlv3p").info("run saved/x: 2 iterations")
+        logging.getLogger("onnxscript.optimizer").warning("a third-party warning")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers, root.level = handlers, level
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["class weights: ...", "run saved/x: 2 iterations", "a third-party warning"]
+
+
+def test_the_offline_imagenet_error_names_the_flags(monkeypatch):
+    from urllib.error import URLError
+
+    from deeplabv3plus.backbone import BACKBONES
+    from deeplabv3plus.model import build_model
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(type(BACKBONES["resnet50"][1]), "get_state_dict", offline)
+    with pytest.raises(RuntimeError) as error:
+        build_model("resnet50", 16, pretrained_backbone="imagenet")
+    assert "pass a local state-dict file with --pretrained-backbone PATH (resnet50-" in str(error.value)
+    assert "or start from scratch with --pretrained-backbone none" in str(error.value) and "\n" not in str(error.value)

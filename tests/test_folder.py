@@ -174,3 +174,74 @@ def test_a_colour_mask_saved_as_a_palette_png_is_read_by_its_colours(copy):
     with pytest.raises(MaskValueError, match=r"mask values not in the class table .*\(a palette PNG, read by its "
                                              r"indices as PASCAL VOC's: its palette colours are not all the table's"):
         read_train_ids(mask, STREET_CLASSES)
+
+
+def segnet_layout(source, root, lists=True):
+    """``source``'s frames as SegNet ships CamVid: ROOT/{split}/ and ROOT/{split}annot/ of flat names, and with
+    ``lists`` ROOT/{split}.txt naming them by another machine's absolute paths."""
+    for split in ("train", "val", "test"):
+        lines = []
+        for image in sorted((source / "images" / split).rglob("*.png")):
+            name = "_".join(image.relative_to(source / "images" / split).parts)
+            (root / split).mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, root / split / name)
+            mask = source / "masks" / split / image.relative_to(source / "images" / split)
+            if mask.exists():
+                (root / f"{split}annot").mkdir(exist_ok=True)
+                shutil.copy(mask, root / f"{split}annot" / name)
+            lines.append(f"/SegNet/CamVid/{split}/{name} /SegNet/CamVid/{split}annot/{name}")
+        if lists and (root / f"{split}annot").is_dir():
+            (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_a_segnet_style_root_as_it_ships_opens_by_its_lists_or_its_folders(street, tmp_path):
+    shipped = segnet_layout(street, tmp_path / "CamVid")
+    data = FolderSegmentation(shipped, "train", STREET_CLASSES)
+    assert data.source == f"the list {shipped / 'train.txt'}" and len(data) == 4
+    assert data.images[0].parent == shipped / "train" and data.masks[0].parent == shipped / "trainannot"
+    image, mask = data.read_arrays(0)
+    assert image.shape[:2] == mask.shape and set(np.unique(mask).tolist()) <= {0, 1, 2, 3, 4, 255}
+    folders = segnet_layout(street, tmp_path / "NoLists", lists=False)
+    data = FolderSegmentation(folders, "val", STREET_CLASSES)
+    assert data.source == f"{folders / 'val'}/ and {folders / 'valannot'}/ (SegNet layout)" and data.has_labels
+    assert [image.name for image in data.images] == [mask.name for mask in data.masks]
+
+
+def test_a_wrong_data_root_names_the_likely_one(street, tmp_path):
+    shipped = segnet_layout(street, tmp_path / "data" / "CamVid")
+    for wrong, likely in ((tmp_path / "data", shipped), (street / "images", street)):
+        with pytest.raises(FileNotFoundError, match=f"did you mean --data-root {likely}\\?"):
+            FolderSegmentation(wrong, "train", STREET_CLASSES)
+
+
+def test_list_lines_naming_moved_files_get_the_candidate_and_the_check_names_lines(street, tmp_path, capsys):
+    """SegNet's lists copied into splits/ of an images/masks root: each line names train/ and trainannot/."""
+    root = tmp_path / "street"
+    shutil.copytree(street, root)
+    (root / "splits").mkdir()
+    names = [path.relative_to(root / "images" / "train") for path in sorted((root / "images" / "train").rglob("*.png"))]
+    (root / "splits" / "train.txt").write_text("".join(
+        f"/SegNet/CamVid/train/{name} /SegNet/CamVid/trainannot/{name}\n" for name in names))
+    problems = find_pairs(root, "train")[3]
+    first = (f"line 1 names /SegNet/CamVid/train/{names[0]}, which is neither under {root / 'splits'} nor under "
+             f"{root}; did you mean images/train/{names[0]}? (fix the path)")
+    assert problems[0] == f"{root / 'splits' / 'train.txt'}: {first}" and len(problems) == 8
+    assert problems[1].endswith(f"did you mean masks/train/{names[0]}? (fix the path)")
+    args = ["--data-root", str(root), "--classes", str(root / "classes.json"), "--figure", str(tmp_path / "f.png"),
+            "--splits", "train"]
+    assert check.main(check.get_args_parser().parse_args(args)) == 1
+    grouped = [line for line in capsys.readouterr().err.splitlines() if line.startswith("problem: ")]
+    assert grouped == [f"problem: {root / 'splits' / 'train.txt'}: 4 lines: {first} (the first; the same at lines 1, "
+                       "2, 3, 4)"]
+
+
+def test_the_check_counts_the_good_frames_of_a_split_with_one_bad_frame(copy, capsys):
+    image = sorted((copy / "images" / "train").rglob("*.png"))[0]
+    (copy / "masks" / "train" / image.relative_to(copy / "images" / "train")).unlink()
+    args = ["--data-root", str(copy), "--classes", str(copy / "classes.json"), "--figure", str(copy / "f.png"),
+            "--splits", "train"]
+    assert check.main(check.get_args_parser().parse_args(args)) == 1
+    out, err = capsys.readouterr()
+    assert f"train: read from {copy / 'images' / 'train'}/ and {copy / 'masks' / 'train'}/\ntrain: 3 frames, " in out
+    assert f"problem: {image}: has no mask" in err

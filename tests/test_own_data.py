@@ -460,3 +460,14 @@ def test_a_value_outside_the_table_in_any_train_mask_stops_the_run_in_the_loader
     assert code == 2
     assert_one_line(capsys.readouterr().err, f"error: {second}: mask values not in the class table (99: 15 px)")
     assert not (tmp_path / "runs").exists()  # no checkpoint, no record: the same command runs once it is fixed
+
+
+def test_a_segnet_style_root_trains_as_it_ships_and_the_run_says_where_its_frames_come_from(own_root, tmp_path,
+                                                                                            caplog):
+    from test_folder import segnet_layout
+
+    caplog.set_level("INFO")
+    shipped = segnet_layout(own_root, tmp_path / "CamVid")  # lists of another machine's absolute paths at the root
+    assert train(shipped, tmp_path, "--iters", "1", "--val-frames", "1", classes=own_root / "classes.json") == 0
+    assert (f"data: train: 4 frames from the list {shipped / 'train.txt'}; val: 4 frames from the list "
+            f"{shipped / 'val.txt'}") in caplog.text

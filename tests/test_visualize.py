@@ -45,3 +45,28 @@ def test_gif_and_figure_files(tmp_path):
     assert len(figure.axes) == 2  # the two runs side by side
     with Image.open(save_figure(figure, tmp_path / "loss.png")) as image:
         assert image.format == "PNG"
+
+
+def test_each_figure_names_its_class_table_and_its_runs(tmp_path):
+    import json
+
+    from cityscapes.synthetic_layouts import STREET_CLASSES
+    from deeplabv3plus.figures import save_training_figures
+    from deeplabv3plus.history import write_history
+
+    def run(name, classes):
+        row = {"epoch": 1, "iteration": 10, "lr": 0.01, "train_loss": 1.0, "val_loss": 0.9, "miou": 0.5,
+               "mean_dice": 0.6, "pixel_accuracy": 0.7, "mean_class_accuracy": 0.5, "seconds": 1.0,
+               "iou": [0.5] * classes.num_classes}
+        write_history(tmp_path / "saved" / name, [row], classes.names)
+        (tmp_path / "saved" / name / "args.json").write_text(json.dumps({"class_table": classes.as_dict()}))
+
+    for name, classes in (("os8", CITYSCAPES_CLASSES), ("os16", CITYSCAPES_CLASSES), ("own", STREET_CLASSES)):
+        run(name, classes)
+    captions = {}
+    written = save_training_figures(tmp_path / "saved", tmp_path / "out", captions=captions)
+    assert captions[tmp_path / "out" / "dlv3p_loss_cityscapes.png"] == "class table cityscapes: os16, os8"
+    own = f"class table {STREET_CLASSES.name}: own"
+    assert captions[tmp_path / "out" / f"dlv3p_miou_{STREET_CLASSES.name}.png"] == own
+    assert captions[tmp_path / "out" / "own_class_iou_over_validations.png"] == own
+    assert set(captions) <= set(written)
