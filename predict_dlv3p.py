@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 
 from deeplabv3plus import cli
-from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
-from deeplabv3plus.inference import load_trained_model
+from deeplabv3plus.datasets import dataset_kind
+from deeplabv3plus.inference import TrainedRun
 from deeplabv3plus.media import find_inputs
 from deeplabv3plus.prediction import OutputOptions, Predictor, output_paths, predict_images, predict_video
-from deeplabv3plus.run_folder import run_name_of
 from segdata.flags import log_to_terminal
 
 log = logging.getLogger("predict_dlv3p")
@@ -55,21 +54,18 @@ def main(args: argparse.Namespace) -> int:
         inputs, unmatched = find_inputs(args.inputs)
         if not inputs:
             raise FileNotFoundError(f"{' '.join(args.inputs)}: no image or video found; name files, folders or globs")
-        checkpoint = load_checkpoint(args.model_weights_path)
-        model = load_trained_model(args.model_weights_path, device, eval_output_stride=args.eval_output_stride,
-                                   checkpoint=checkpoint)
-        if options.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        out = cli.output_folder(args.out or Path("outputs") / "predict" / run_name_of(args.model_weights_path), "--out")
-        classes = checkpoint_classes(checkpoint)
-        existing = [path for path in output_paths(inputs, classes, written, out) if path.exists()]
+        run = TrainedRun.load(args.model_weights_path)
+        model = run.model(device, args.eval_output_stride, options.channels_last)
+        out = cli.output_folder(args.out or Path("outputs") / "predict" / run.run_name, "--out")
+        ids_name = dataset_kind(run.dataset).ids_name
+        existing = [path for path in output_paths(inputs, ids_name, written, out) if path.exists()]
         if existing and not args.overwrite:
             more = f" (and {len(existing) - 1} more outputs of these inputs)" if len(existing) > 1 else ""
             raise cli.FlagError(f"{existing[0]}: exists and is left as it is{more}; write elsewhere with --out DIR, "
                                 "or replace them with --overwrite")
     except (FileNotFoundError, ValueError) as error:
         return cli.report_error(error)
-    predictor = Predictor(model, options, device, classes)
+    predictor = Predictor(model, options, device, run.classes, ids_name)
     errors = [f"{argument}: matches no file" for argument in unmatched]
     videos = []
     try:

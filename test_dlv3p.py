@@ -22,18 +22,17 @@ from pathlib import Path
 import torch
 
 from cityscapes.dataset import GROUND_TRUTHS
-from deeplabv3plus import cli, evaluation
+from deeplabv3plus import cli
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
-from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
-from deeplabv3plus.datasets import DATA_ROOT_HELP, DATASETS, cityscapes_only, open_scored_split
+from deeplabv3plus.checkpoint import run_name_of
+from deeplabv3plus.datasets import DATA_ROOT_HELP, DATASETS, dataset_kind, open_scored_split, refuse_steps_it_lacks
 from deeplabv3plus.distributed import init_distributed_mode
-from deeplabv3plus.inference import check_inference_options, load_trained_model
-from deeplabv3plus.run_folder import run_name_of
+from deeplabv3plus.evaluation import Evaluation, scoring_protocol
+from deeplabv3plus.inference import TrainedRun, check_inference_options
 from segdata.dataset import spread_frames
-from segdata.files import WrittenAside
+from segdata.files import StagedOutput
 from segdata.flags import log_to_terminal
 from segdata.loading import default_workers
-from segdata.transforms import eval_transforms
 
 log = logging.getLogger("test_dlv3p")
 
@@ -77,67 +76,66 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def data_root_of(checkpoint: dict, path: Path) -> Path:
-    """Where to find the data when --data-root is not given: the root the checkpoint was trained on (recorded in it)
-    where it still exists, else ``data``; the choice is said."""
-    trained_on = checkpoint.get("args", {}).get("data_root")
-    if trained_on and Path(trained_on).is_dir():
-        log.info("data root: %s (the one %s was trained on; --data-root chooses another)", trained_on, path)
-        return Path(trained_on)
+def data_root_of(run: TrainedRun) -> Path:
+    """Where to find the data when --data-root is not given: the root the run was trained on where it still exists
+    (the choice is said), else ``data``."""
+    trained_on = run.data_root()
+    if trained_on is not None:
+        log.info("data root: %s (the one %s was trained on; --data-root chooses another)", trained_on, run.path)
+        return trained_on
     return Path("data")
+
+
+def prepare(args: argparse.Namespace, context) -> tuple[Evaluation, StagedOutput]:
+    """The evaluation the flags ask for, checked before any work, and its output staged (locked)."""
+    options = cli.inference_options(args)
+    model_name = args.model_name or run_name_of(args.model_weights_path)
+    output = StagedOutput(cli.output_folder(args.out, "--out") / model_name / args.split)
+    run = TrainedRun.load(args.model_weights_path)
+    kind = dataset_kind(args.dataset or run.dataset)
+    refuse_steps_it_lacks(kind, {"--official-eval": args.official_eval, "--ground-truth": args.ground_truth})
+    data_root = args.data_root or data_root_of(run)
+    model = run.model(context.device, args.eval_output_stride, options.channels_last, args.backbone,
+                      args.output_stride)
+    dataset, scored_against = open_scored_split(kind.name, data_root, args.split, run.classes, args.ground_truth)
+    dataset = spread_frames(dataset, args.frames)
+    check_inference_options(options.mode, options.crop, options.stride, options.scales,
+                            min(dataset.image_sizes(), key=min))
+    workers = default_workers(context.device.type, context.local_world_size) if args.workers is None else args.workers
+    evaluation = Evaluation(run, model, dataset, kind, options, context, scoring_protocol(
+        dataset, run, options, args.eval_output_stride, scored_against), model_name, args.batch_size, workers,
+        args.save_color, args.official_eval)
+    return evaluation, output
 
 
 def main(args: argparse.Namespace) -> int:
     log_to_terminal("test_dlv3p")
     context = init_distributed_mode(args.device)
     try:
-        options = cli.inference_options(args)
-        model_name = args.model_name or run_name_of(args.model_weights_path)
-        output = WrittenAside(cli.output_folder(args.out, "--out") / model_name / args.split)
-        checkpoint = load_checkpoint(args.model_weights_path)
-        classes = checkpoint_classes(checkpoint)
-        kind = args.dataset or checkpoint.get("args", {}).get("dataset", "cityscapes")
-        data_root = args.data_root or data_root_of(checkpoint, args.model_weights_path)
-        cityscapes_only(kind, classes, {"--official-eval": args.official_eval, "--ground-truth": args.ground_truth})
-        model = load_trained_model(args.model_weights_path, context.device, args.backbone, args.output_stride,
-                                   args.eval_output_stride, checkpoint=checkpoint)
-        if options.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        dataset, scored_against = open_scored_split(kind, data_root, args.split, classes, eval_transforms(),
-                                                    args.ground_truth)
-        dataset = spread_frames(dataset, args.frames)
-        protocol = evaluation.evaluation_protocol(args.split, dataset, checkpoint, options, args.eval_output_stride,
-                                                  scored_against)
-        check_inference_options(options.mode, options.crop, options.stride, options.scales,
-                                min(dataset.image_sizes(), key=min))
-        # Written aside and put in place when complete: an interrupted run leaves the previous output alone, and a
-        # second command writing the same output is refused while this one runs.
-        work_dir = output.begin() if context.is_main else output.work
+        evaluation, output = prepare(args, context)
+        # staged and committed when complete: an interrupted run leaves the previous output alone, and a second
+        # command writing the same output is refused while this one runs
+        work_dir = output.stage() if context.is_main else output.staging
     except (FileNotFoundError, ValueError) as error:
         return cli.report_error(error)
     if context.enabled:
         torch.distributed.barrier()
-    log.info("protocol: %s", protocol.describe())
+    log.info("protocol: %s", evaluation.protocol.describe())
     try:
-        result = evaluation.predict_split(model, dataset, classes, options, context.device, work_dir,
-                                          rank=context.rank, world_size=context.world_size,
-                                          batch_size=args.batch_size, save_color=args.save_color,
-                                          workers=default_workers(context.device.type, context.local_world_size)
-                                          if args.workers is None else args.workers)
+        result = evaluation.predict(work_dir)
         if context.enabled:
             torch.distributed.barrier()
         if context.is_main:
-            report = evaluation.write_split_outputs(result, dataset, protocol, work_dir, model_name, args.official_eval,
-                                                    classes)
-            output.put_in_place()
+            report = evaluation.write_outputs(result, work_dir)
+            output.commit()
     except (KeyboardInterrupt, OSError, ValueError) as error:
-        kept = output.abandon() if context.is_main else ""
+        kept = output.discard() if context.is_main else ""
         return cli.report_error(error, kept, writing=work_dir, write_advice="free space (or fix permissions)")
     finally:
         if context.enabled:
             torch.distributed.destroy_process_group()
     if context.is_main:
-        evaluation.report_outputs(result, report, protocol, classes, output.final, model_name)
+        evaluation.report(result, report, output.final)
     return 0
 
 

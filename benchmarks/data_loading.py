@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader, RandomSampler
 from bench_cli import existing_folder, run_benchmark, writable_file
 from cityscapes.dataset import CityscapesSegmentation
 from deeplabv3plus.cli import crop_side
+from deeplabv3plus.config import RunConfig
 from segdata import files
 from segdata.cache import CACHE_DIR
 from segdata.dataset import SeededSampler
 from segdata.files import read_png, write_csv
 from segdata.flags import Parser, non_negative_int, positive_int
-from segdata.transforms import RECIPE_CROP_SIZE, RECIPE_SCALE_RANGE, resize_then_crop_transforms, train_transforms
+from segdata.transforms import resize_then_crop_transforms, train_transforms
 
 PIPELINES = {  # name -> (crop first?, from the cache?, colour jitter left to the training device?, PNG decoder)
     "resize-then-crop, PNG (before)": (False, False, False, "opencv"),  # the 2026-11-24 pipeline, rebuilt here
@@ -54,8 +55,8 @@ def decoder(name: str) -> contextlib.AbstractContextManager:
 
 def build_dataset(root: Path, crop_first: bool, cached: bool, jitter_on_device: bool,
                   crop: tuple[int, int]) -> CityscapesSegmentation:
-    transforms = (train_transforms(crop, RECIPE_SCALE_RANGE, jitter_on_device=jitter_on_device) if crop_first
-                  else resize_then_crop_transforms(crop, RECIPE_SCALE_RANGE))
+    transforms = (train_transforms(crop, RunConfig().scale_range, jitter_on_device=jitter_on_device) if crop_first
+                  else resize_then_crop_transforms(crop, RunConfig().scale_range))
     return CityscapesSegmentation(root, "train", transforms, cache_root=root / CACHE_DIR if cached else None)
 
 
@@ -130,7 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="benchmarks/data_loading.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=existing_folder, required=True,
                         help="data set with generated masks (and a cache)")
-    parser.add_argument("--crop", type=crop_side, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"),
+    parser.add_argument("--crop", type=crop_side, nargs=2, default=list(RunConfig().crop_size), metavar=("H", "W"),
                         help="training crop")
     parser.add_argument("--samples", type=positive_int, default=40, help="timed samples per process")
     parser.add_argument("--workers", type=non_negative_int, default=2,

@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from bench_cli import run_benchmark, writable_file
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.cli import crop_side, default_device, device
-from deeplabv3plus.engine import masks_to_device, to_device, train_one_epoch
+from deeplabv3plus.config import RunConfig
+from deeplabv3plus.engine import TrainingStep, masks_to_device, to_device, train_one_epoch
 from deeplabv3plus.loss import SegmentationLoss
 from deeplabv3plus.model import build_model
 from deeplabv3plus.optimizer import build_sgd
@@ -45,7 +46,6 @@ from segdata.files import write_csv
 from segdata.flags import Parser, bounded_int, non_negative_int, positive_int
 from segdata.loading import PREFETCH_BATCHES, default_workers, loader_options
 from segdata.pictures import new_figure, save_figure
-from segdata.transforms import RECIPE_CROP_SIZE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -81,7 +81,7 @@ def training_loader(config: dict, device: torch.device, batches: int) -> tuple[D
     from segdata.transforms import train_transforms
 
     jitter_on_device = config["jitter_on_device"]
-    transforms = train_transforms(config["crop"], jitter_on_device=jitter_on_device)
+    transforms = train_transforms(config["crop"], RunConfig().scale_range, jitter_on_device=jitter_on_device)
     dataset = CityscapesSegmentation(config["data_root"], "train", transforms,
                                      cache_root=config["data_root"] / CACHE_DIR if config["cache"] else None)
     sampler = SeededSampler(RandomSampler(dataset, replacement=True, num_samples=batches * config["batch"]))
@@ -136,7 +136,7 @@ def measure(config: dict) -> dict:
     optimizer = build_sgd(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=0.0, device=device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: 1.0)
     scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
-    options = {"scaler": scaler, "precision": precision, "channels_last": channels_last, "log_every": 10**9}
+    batch_transform = None
     if config["mode"] == "model":
         generator = torch.Generator().manual_seed(0)
         height, width = config["crop"]
@@ -144,12 +144,12 @@ def measure(config: dict) -> dict:
         masks = torch.randint(0, 19, (config["batch"], height, width), generator=generator).to(device)
         batches = itertools.repeat((images, masks, {}))
     else:  # one loader, one iterator: the warm-up steps start its workers and fill its queue
-        loader, options["batch_transform"] = training_loader(config, device, config["warmup"] + config["steps"])
+        loader, batch_transform = training_loader(config, device, config["warmup"] + config["steps"])
         batches = iter(loader)
-    train_one_epoch(train_model, SegmentationLoss(), optimizer, scheduler, Batches(batches, config["warmup"]), device,
-                    description="warm-up", **options)
-    stats = train_one_epoch(train_model, SegmentationLoss(), optimizer, scheduler, Batches(batches, config["steps"]),
-                            device, description="timed", **options)
+    step = TrainingStep(train_model, SegmentationLoss(), optimizer, scheduler, device, scaler, precision,
+                        channels_last, batch_transform, log_every=10**9)
+    train_one_epoch(step, Batches(batches, config["warmup"]), description="warm-up")
+    stats = train_one_epoch(step, Batches(batches, config["steps"]), description="timed")
     step_seconds = stats.data_seconds + stats.compute_seconds
     return {"images_per_s": config["batch"] / step_seconds, "data_ms_per_step": 1000 * stats.data_seconds,
             "compute_ms_per_step": 1000 * stats.compute_seconds, "peak_memory_mib": stats.peak_memory_mb}
@@ -244,7 +244,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["model"],
                         help="model: batches already on the device; loader: the training loader on --data-root; "
                              "data: that loader alone, no model")
-    parser.add_argument("--crop", type=crop_side, nargs=2, default=list(RECIPE_CROP_SIZE), metavar=("H", "W"),
+    parser.add_argument("--crop", type=crop_side, nargs=2, default=list(RunConfig().crop_size), metavar=("H", "W"),
                         help="training crop")
     parser.add_argument("--batch", type=bounded_int(2, 1024), default=8,
                         help="images per step and process (the recipe: 8; batch norm needs 2)")

@@ -28,6 +28,7 @@ __all__ = [
     "load_checkpoint",
     "model_config",
     "on_the_host",
+    "run_name_of",
     "save_checkpoint",
     "unwrap_model",
     "weights_digest",
@@ -210,6 +211,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a DeepLabV3+ checkpoint of this project (no {' / '.join(REQUIRED_KEYS)})")
     return checkpoint
+
+
+def run_name_of(checkpoint: Path) -> str:
+    """The run a checkpoint belongs to: its folder's name (outputs of the checkpoint are named after it)."""
+    return Path(checkpoint).resolve().parent.name
 
 
 def model_config(checkpoint: dict) -> dict:

@@ -7,13 +7,12 @@ must be a positive integer, got 0``) and exit status 2, before any work starts.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from deeplabv3plus.inference import InferenceOptions
-from deeplabv3plus.precision import AMP_DTYPES, fast_by_default, precision_from_flags
+from deeplabv3plus.precision import AMP_DTYPES, native_bfloat16, precision_from_flags
 from segdata.files import OutputError, check_output_file, check_output_folder
 from segdata.flags import (
     FlagError,
@@ -35,7 +34,6 @@ __all__ = [
     "add_precision_flags",
     "add_inference_flags",
     "bounded_int",
-    "crop_size",
     "device",
     "given_flags",
     "inference_scale",
@@ -49,7 +47,6 @@ __all__ = [
     "positive_int",
     "inference_options",
     "report_error",
-    "scale_range",
 ]
 
 DEFAULT_WINDOW, DEFAULT_WINDOW_STRIDE = (769, 769), (513, 513)
@@ -61,23 +58,6 @@ MAX_CROP_SIDE = 4096
 def crop_side(text: str) -> int:
     """One side of a crop or window: 1..MAX_CROP_SIDE pixels."""
     return bounded_int(1, MAX_CROP_SIDE)(text)
-
-
-def crop_size(values: Sequence[int], flag: str = "--crop-size") -> tuple[int, int]:
-    """``[S]`` (square) or ``[H, W]`` -> (H, W); FlagError for any other count."""
-    if len(values) == 1:
-        return values[0], values[0]
-    if len(values) == 2:
-        return values[0], values[1]
-    raise FlagError(f"argument {flag}: give one size (square) or two (height width), got {len(values)} values")
-
-
-def scale_range(values: Sequence[float], flag: str = "--scale-range") -> tuple[float, float]:
-    """(MIN, MAX) with 0 < MIN <= MAX; FlagError otherwise (a reversed range is not taken silently)."""
-    low, high = values
-    if not 0 < low <= high:
-        raise FlagError(f"argument {flag}: needs 0 < MIN <= MAX, got {low} {high}")
-    return low, high
 
 
 def device(text: str) -> str:
@@ -160,7 +140,7 @@ def add_precision_flags(group: argparse._ArgumentGroup, default_note: str = "") 
 def inference_options(args: argparse.Namespace) -> InferenceOptions:
     """The options of :func:`add_inference_flags`' flags, checked (FlagError / ValueError naming the flag)."""
     precision = precision_from_flags(args.amp, args.amp_dtype, args.device)
-    channels_last = fast_by_default(args.device) if args.channels_last is None else args.channels_last
+    channels_last = native_bfloat16(args.device) if args.channels_last is None else args.channels_last
     return InferenceOptions(args.mode, tuple(args.crop), tuple(args.stride), args.flip, tuple(args.scales),
                             precision.dtype, channels_last)
 

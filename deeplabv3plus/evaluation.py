@@ -1,72 +1,73 @@
-"""A scored split: predicting it, how it was scored (its protocol), the scores as a report, and the files of its
-output (id PNGs, metrics.json, class_iou.csv, confusion_matrix.png, the labelIds zip, the official evaluation)."""
+"""A scored split: predicting it with a trained run, how it was scored (its protocol), the scores as a report, and the
+files of its output (id PNGs, metrics.json, class_iou.csv, confusion_matrix.png; and the parts the data set's kind
+has: category scores, the submission zip, its publisher's own evaluation)."""
 
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
-from cityscapes.submission import make_submission_zip
-from deeplabv3plus.checkpoint import model_config, weights_digest
-from deeplabv3plus.datasets import ids_name
-from deeplabv3plus.distributed import ShardSampler
+from deeplabv3plus.distributed import DistributedContext, ShardSampler
 from deeplabv3plus.engine import EvaluationResult, evaluate
 from deeplabv3plus.figures import plot_confusion_matrix
-from deeplabv3plus.inference import InferenceOptions
+from deeplabv3plus.inference import InferenceOptions, TrainedRun
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
 from deeplabv3plus.precision import dtype_name
 from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
-from segdata.classes import IGNORE_INDEX, ClassTable
+from segdata.classes import ClassTable
+from segdata.dataset import SegmentationDataset
 from segdata.files import write_csv, write_json
+from segdata.kinds import DataSetKind
 from segdata.loading import loader_options
 from segdata.pictures import save_figure
 from segdata.prediction_files import PredictionWriter, prediction_path
 
-__all__ = ["evaluation_protocol", "format_report", "predict_split", "report_outputs", "score_report",
-           "submission_zip_name", "write_class_scores", "write_split_outputs"]
+__all__ = ["Evaluation", "format_report", "score_report", "scoring_protocol", "submission_zip_name",
+           "write_class_scores"]
 
 log = logging.getLogger(__name__)
 
 
-def evaluation_protocol(split: str, dataset, checkpoint: dict, options: InferenceOptions,
-                        eval_output_stride: int | None, ground_truth: str) -> EvaluationProtocol:
-    """How a split is scored: the data (``dataset``: its image count and sizes), the checkpoint, the inference
-    options and the ground truth in words."""
-    train_stride = model_config(checkpoint)["output_stride"]
+def scoring_protocol(dataset: SegmentationDataset, run: TrainedRun, options: InferenceOptions,
+                     eval_output_stride: int | None, ground_truth: str) -> EvaluationProtocol:
+    """How a split is scored: the data (``dataset``, a split or a fixed subset of one: its images and sizes), the
+    trained run, the inference options and the ground truth in words."""
+    train_stride = run.model_config["output_stride"]
     slide = options.mode == "slide"
     return EvaluationProtocol(
-        split=split, images=len(dataset), image_size=image_size_of(dataset.image_sizes()), mode=options.mode,
+        split=dataset.split, images=len(dataset), image_size=image_size_of(dataset.image_sizes()), mode=options.mode,
         window=options.crop if slide else None, stride=options.stride if slide else None, flip=options.flip,
         scales=options.scales, train_output_stride=train_stride, test_output_stride=eval_output_stride or train_stride,
         amp_dtype=dtype_name(options.amp_dtype), channels_last=options.channels_last, ground_truth=ground_truth,
-        checkpoint_iteration=checkpoint.get("iteration"), weights=weights_digest(checkpoint["model"]),
-        of_images=getattr(dataset, "of_frames", None))
+        checkpoint_iteration=run.iteration, weights=run.weights, of_images=getattr(dataset, "of_frames", None))
 
 
 def _none_for_nan(value: float) -> float | None:
     return None if math.isnan(value) else value  # JSON has no NaN
 
 
-def _category_scores(result: EvaluationResult, classes: ClassTable) -> dict:
-    """Cityscapes' category IoU (its 7 categories) of a Cityscapes split; nothing for other data sets."""
-    if classes.name != "cityscapes":
+def _category_scores(result: EvaluationResult, categories: tuple[tuple[str, ...], tuple[int, ...]] | None) -> dict:
+    """The category IoU of a data set whose kind has categories (Cityscapes' 7); nothing for the others."""
+    if categories is None:
         return {}
-    from cityscapes.labels import CATEGORY_NAMES, TRAIN_ID_TO_CATEGORY_ID
+    names, of_class = categories
+    scores = scores_from_confusion_matrix(category_confusion_matrix(result.confusion.matrix, torch.as_tensor(of_class),
+                                                                    len(names)))
+    return {"category_mean_iou": scores["mean_iou"],
+            "category_iou": {name: _none_for_nan(value) for name, value in zip(names, scores["iou"])}}
 
-    categories = scores_from_confusion_matrix(category_confusion_matrix(
-        result.confusion.matrix, torch.as_tensor(TRAIN_ID_TO_CATEGORY_ID), len(CATEGORY_NAMES)))
-    return {"category_mean_iou": categories["mean_iou"],
-            "category_iou": {name: _none_for_nan(value) for name, value in zip(CATEGORY_NAMES, categories["iou"])}}
 
-
-def score_report(result: EvaluationResult, protocol: EvaluationProtocol, classes: ClassTable) -> dict:
-    """All scores of a labelled split, as plain values (per-class IoU and Dice by name; Cityscapes' categories too),
-    protocol first."""
+def score_report(result: EvaluationResult, protocol: EvaluationProtocol, classes: ClassTable,
+                 categories: tuple[tuple[str, ...], tuple[int, ...]] | None = None) -> dict:
+    """All scores of a labelled split, as plain values (per-class IoU and Dice by name; the ``categories``' too),
+    protocol first; the split's loss as ``{split}_loss``."""
     scores = result.scores()
     return {
         "protocol": protocol.as_dict(),
@@ -74,7 +75,7 @@ def score_report(result: EvaluationResult, protocol: EvaluationProtocol, classes
         "mean_class_accuracy": scores["mean_class_accuracy"],
         "class_iou": {name: _none_for_nan(value) for name, value in zip(classes.names, scores["iou"])},
         "class_dice": {name: _none_for_nan(value) for name, value in zip(classes.names, scores["dice"])},
-        **_category_scores(result, classes),
+        **_category_scores(result, categories),
         f"{protocol.split}_loss": result.loss, "images": result.images,  # the loss of the split scored
         "seconds_per_image": result.seconds_per_image, "peak_memory_mb": result.peak_memory_mb,
         "confusion_matrix": result.confusion.matrix.tolist(),
@@ -108,68 +109,82 @@ def submission_zip_name(model_name: str, split: str) -> str:
     return f"{model_name}_{split}_labelIds.zip"
 
 
-def write_split_outputs(result: EvaluationResult, dataset, protocol: EvaluationProtocol, work_dir: Path,
-                        model_name: str, official_eval: bool, classes: ClassTable) -> dict | None:
-    """In ``work_dir``, beside the id PNGs already written there: for Cityscapes the zip of its labelIds PNGs and, on
-    a labelled split, metrics.json (the score report, with cityscapesscripts' own scores when ``official_eval``),
-    class_iou.csv and confusion_matrix.png. Returns the report (None on a split without labels)."""
-    # the files of this split's images (written by every rank), never leftovers of an earlier run
-    prediction_files = [prediction_path(work_dir, dataset.stem(index), ids_name(classes))
-                        for index in range(len(dataset))]
-    if classes.name == "cityscapes":
-        make_submission_zip(prediction_files, work_dir / submission_zip_name(model_name, protocol.split))
-    if not dataset.has_labels:
-        return None
-    report = score_report(result, protocol, classes)
-    if official_eval:
-        from cityscapes.official_eval import evaluate_official
-
-        official = evaluate_official(prediction_files, dataset.label_id_files(),
-                                     export_file=work_dir / "official_eval.json")
-        report["official_mean_iou"] = official["averageScoreClasses"]
-        report["official_category_mean_iou"] = official["averageScoreCategories"]
-    write_json(work_dir / "metrics.json", report)
-    title = f"{model_name}, {protocol.split}: confusion matrix (rows: recall, %; red: the largest confusions)"
-    save_figure(plot_confusion_matrix(result.confusion.matrix.cpu().tolist(), classes.names, title),
-                work_dir / "confusion_matrix.png")
-    write_class_scores(work_dir / "class_iou.csv", report, classes.names)
-    return report
-
-
 def write_class_scores(path: Path, report: dict, class_names: Sequence[str]) -> None:
     """class_iou.csv: class, IoU, Dice."""
     write_csv(path, ({"class": name, "iou": report["class_iou"][name], "dice": report["class_dice"][name]}
                      for name in class_names), ["class", "iou", "dice"])
 
 
-def predict_split(model: torch.nn.Module, dataset, classes: ClassTable, options: InferenceOptions,
-                  device: torch.device, work_dir: Path, *, rank: int = 0, world_size: int = 1, batch_size: int = 1,
-                  workers: int = 0, save_color: bool = False) -> EvaluationResult:
-    """Predict and score every frame of a split (each process its shard; the sums are all-reduced), writing each
-    frame's id PNG (and colour and overlay PNGs) into ``work_dir`` while the next batch is predicted."""
-    loader = DataLoader(dataset, batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
-                        **loader_options(workers, device, persistent=False))
-    writer = PredictionWriter(work_dir, classes, ids_name(classes), save_color=save_color)
-    try:
-        return evaluate(model, loader, device, classes.num_classes, ignore_index=IGNORE_INDEX,
-                        channels_last=options.channels_last, on_prediction=writer, description=dataset.split,
-                        **options.predict_kwargs())
-    finally:
-        writer.close()
+@dataclass
+class Evaluation:
+    """One scoring of a split (or a fixed subset of one) by a trained run: the run and its model, the split and its
+    data set's kind, how it predicts, where it runs, how it is scored (``protocol``), the output's name, and what is
+    written besides the id PNGs (colour and overlay PNGs; the kind's official evaluation)."""
 
+    run: TrainedRun
+    model: nn.Module
+    dataset: SegmentationDataset
+    kind: DataSetKind
+    options: InferenceOptions
+    context: DistributedContext
+    protocol: EvaluationProtocol
+    model_name: str
+    batch_size: int = 1
+    workers: int = 0
+    save_color: bool = False
+    official_eval: bool = False
 
-def report_outputs(result: EvaluationResult, report: dict | None, protocol: EvaluationProtocol, classes: ClassTable,
-                   final_dir: Path, model_name: str) -> None:
-    """Where a split's outputs are, its scores (labelled splits) and the speed, on stdout."""
-    kind, split, frames = ids_name(classes), protocol.split, protocol.images
-    zip_path = final_dir / submission_zip_name(model_name, split)
-    where = "" if kind != "labelIds" else (f"; upload {zip_path}" if split == "test" and not protocol.of_images
-                                           else f"; zipped to {zip_path} ({'a subset' if protocol.of_images else split}"
-                                                ": not for the server)")
-    extra = [f"{len(list((final_dir / name).rglob('*.png')))} {name} PNGs in {final_dir / name}"
-             for name in ("color", "overlay") if (final_dir / name).is_dir()]
-    log.info("%d %s PNGs in %s%s%s", frames, kind, final_dir / kind, "".join(f", {text}" for text in extra), where)
-    if report is not None:
-        print(format_report(report))
-    print(f"{result.images} images: {1000 * result.seconds_per_image:.1f} ms per image, peak memory "
-          f"{result.peak_memory_mb:.0f} MiB ({result.memory})")
+    def predict(self, work_dir: Path) -> EvaluationResult:
+        """Predict and score every frame (each process its shard; the sums are all-reduced), writing each frame's id
+        PNG (and colour and overlay PNGs) into ``work_dir`` while the next batch is predicted."""
+        context = self.context
+        loader = DataLoader(self.dataset, self.batch_size,
+                            sampler=ShardSampler(len(self.dataset), context.rank, context.world_size),
+                            **loader_options(self.workers, context.device, persistent=False))
+        writer = PredictionWriter(work_dir, self.run.classes, self.kind.ids_name, save_color=self.save_color)
+        try:
+            return evaluate(self.model, loader, context.device, self.run.classes.num_classes, self.options, writer)
+        finally:
+            writer.close()
+
+    def write_outputs(self, result: EvaluationResult, work_dir: Path) -> dict | None:
+        """In ``work_dir``, beside the id PNGs already written there: the kind's submission zip and, on a labelled
+        split, metrics.json (the score report, with the kind's own evaluation when asked), class_iou.csv and
+        confusion_matrix.png. Returns the report (None on a split without labels)."""
+        # the files of this split's images (written by every rank), never leftovers of an earlier run
+        predictions = [prediction_path(work_dir, self.dataset.stem(index), self.kind.ids_name)
+                       for index in range(len(self.dataset))]
+        if self.kind.submission is not None:
+            self.kind.submission(predictions, work_dir / submission_zip_name(self.model_name, self.protocol.split))
+        if not self.dataset.has_labels:
+            return None
+        classes = self.run.classes
+        report = score_report(result, self.protocol, classes, self.kind.categories)
+        if self.official_eval:
+            official = self.kind.official_eval(predictions, self.dataset.label_id_files(),
+                                               work_dir / "official_eval.json")
+            report["official_mean_iou"] = official["averageScoreClasses"]
+            report["official_category_mean_iou"] = official["averageScoreCategories"]
+        write_json(work_dir / "metrics.json", report)
+        title = (f"{self.model_name}, {self.protocol.split}: confusion matrix (rows: recall, %; red: the largest "
+                 "confusions)")
+        save_figure(plot_confusion_matrix(result.confusion.matrix.cpu().tolist(), classes.names, title),
+                    work_dir / "confusion_matrix.png")
+        write_class_scores(work_dir / "class_iou.csv", report, classes.names)
+        return report
+
+    def report(self, result: EvaluationResult, report: dict | None, final_dir: Path) -> None:
+        """Where the split's outputs are, its scores (labelled splits) and the speed, on stdout."""
+        ids, split, subset = self.kind.ids_name, self.protocol.split, self.protocol.of_images
+        zip_path = final_dir / submission_zip_name(self.model_name, split)
+        where = "" if self.kind.submission is None else (
+            f"; upload {zip_path}" if split == "test" and not subset
+            else f"; zipped to {zip_path} ({'a subset' if subset else split}: not for the server)")
+        extra = [f"{len(list((final_dir / name).rglob('*.png')))} {name} PNGs in {final_dir / name}"
+                 for name in ("color", "overlay") if (final_dir / name).is_dir()]
+        log.info("%d %s PNGs in %s%s%s", self.protocol.images, ids, final_dir / ids,
+                 "".join(f", {text}" for text in extra), where)
+        if report is not None:
+            print(format_report(report))
+        print(f"{result.images} images: {1000 * result.seconds_per_image:.1f} ms per image, peak memory "
+              f"{result.peak_memory_mb:.0f} MiB ({result.memory})")

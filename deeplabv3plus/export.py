@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from deeplabv3plus import cli
-from deeplabv3plus.run_folder import run_name_of
+from deeplabv3plus.checkpoint import run_name_of
 from segdata.files import write_bytes_atomic, write_json
 from segdata.flags import log_to_terminal
 
@@ -96,16 +96,14 @@ def parity_inputs(dataset, count: int, size: tuple[int, int], resize: bool) -> I
         yield image
 
 
-def _parity_split(checkpoint: dict, data_root: Path | None, split: str):
-    """The split of the data set the checkpoint was trained on (its layout and classes from the checkpoint)."""
+def _parity_split(run, data_root: Path | None, split: str):
+    """The split of the data set the run was trained on (its layout and classes from the checkpoint)."""
     if data_root is None:
         return None
-    from deeplabv3plus.checkpoint import checkpoint_classes
     from deeplabv3plus.datasets import open_split
     from segdata.transforms import eval_transforms
 
-    kind = checkpoint.get("args", {}).get("dataset", "cityscapes")
-    return open_split(kind, data_root, split, checkpoint_classes(checkpoint), eval_transforms())
+    return open_split(run.dataset, data_root, split, run.classes, eval_transforms())
 
 
 def _median_ms(run, repeats: int = 3) -> float:
@@ -177,16 +175,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     log_to_terminal("deeplabv3plus.export")
-    from deeplabv3plus.checkpoint import load_checkpoint
-    from deeplabv3plus.inference import load_trained_model
+    from deeplabv3plus.inference import TrainedRun
 
     try:
         _require_onnx()
         onnx_path = onnx_output_path(args.out, args.model_weights_path)
-        checkpoint = load_checkpoint(args.model_weights_path)
-        model = load_trained_model(args.model_weights_path, "cpu", checkpoint=checkpoint)
+        run = TrainedRun.load(args.model_weights_path)
+        model = run.model("cpu")
         exporter = export_onnx(model, onnx_path, args.height, args.width, args.dynamic)
-        inputs = parity_inputs(_parity_split(checkpoint, args.data_root, args.split), args.num_images,
+        inputs = parity_inputs(_parity_split(run, args.data_root, args.split), args.num_images,
                                (args.height, args.width), resize=not args.dynamic)
         report = parity_report(model, onnx_path, inputs)
     except (OSError, ValueError, MissingDependency) as error:

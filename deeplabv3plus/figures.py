@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.datasets import open_split
 from deeplabv3plus.history import read_history, read_per_class_iou
-from deeplabv3plus.inference import load_trained_model, predict
+from deeplabv3plus.inference import TrainedRun, predict
 from segdata.classes import ClassTable, indexed_palette
 from segdata.dataset import SegmentationDataset
 from segdata.files import write_csv
@@ -243,12 +242,8 @@ def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None
 
     ``out_path`` defaults to ``outputs/{run}.gif``, named after the checkpoint's run (another run's GIF stays).
     """
-    contents = load_checkpoint(checkpoint)
-    model = load_trained_model(checkpoint, device, checkpoint=contents)
-    if out_path is None:
-        out_path = Path("outputs") / f"{Path(checkpoint).resolve().parent.name}.gif"
-    classes = checkpoint_classes(contents)
-    dataset = open_split(contents.get("args", {}).get("dataset", "cityscapes"), data_root, split, classes,
-                         eval_transforms())
-    frames = prediction_frames(model, dataset, range(min(num_frames, len(dataset))), classes.palette(), device)
-    return save_gif(list(frames.values()), out_path, frame_ms)
+    run = TrainedRun.load(checkpoint)
+    dataset = open_split(run.dataset, data_root, split, run.classes, eval_transforms())
+    frames = prediction_frames(run.model(device), dataset, range(min(num_frames, len(dataset))),
+                               run.classes.palette(), device)
+    return save_gif(list(frames.values()), out_path or Path("outputs") / f"{run.run_name}.gif", frame_ms)

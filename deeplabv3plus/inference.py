@@ -1,7 +1,9 @@
-"""Using a trained model: rebuild it from its checkpoint, and predict (whole image or sliding windows, flip, scales)."""
+"""Using a trained model: the run its checkpoint records (:class:`TrainedRun`), the model rebuilt from it, and
+prediction (whole image or sliding windows, flip, scales)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deeplabv3plus.checkpoint import CheckpointError, load_checkpoint, model_config
+from deeplabv3plus.checkpoint import (
+    CheckpointError,
+    checkpoint_classes,
+    load_checkpoint,
+    model_config,
+    run_name_of,
+    weights_digest,
+)
 from deeplabv3plus.model import DeepLabV3Plus, model_from_config, without_aux_head
 from deeplabv3plus.precision import autocast
+from segdata.classes import ClassTable
 
-__all__ = ["MIN_SCALED_SIDE", "InferenceOptions", "check_inference_options", "load_trained_model", "predict",
-           "sliding_window_logits", "window_origins"]
+__all__ = ["MIN_SCALED_SIDE", "InferenceOptions", "TrainedRun", "check_inference_options", "load_trained_model",
+           "predict", "sliding_window_logits", "window_origins"]
 
 
 @dataclass(frozen=True)
@@ -42,33 +52,85 @@ class InferenceOptions:
         return kwargs
 
 
-def load_trained_model(path: Path, device: torch.device | str = "cpu", backbone: str | None = None,
-                       output_stride: int | None = None, eval_output_stride: int | None = None,
-                       checkpoint: dict | None = None) -> DeepLabV3Plus:
-    """Rebuild the model a checkpoint describes and load its weights, in eval mode.
+@dataclass(frozen=True)
+class TrainedRun:
+    """A trained run as its checkpoint records it: its settings (what checkpoints written before a setting existed
+    lack is filled in here, once), class table, data set, data root, run name, iteration and weights digest; and its
+    model, rebuilt on a device (:meth:`model`). What test, predict, export, the notebooks and --init-weights start
+    from: ``TrainedRun.load(path)``."""
 
-    ``backbone`` / ``output_stride``, when given, must match the checkpoint:
-    CheckpointError otherwise (never random weights in silence).
-    ``eval_output_stride`` runs the same weights at another output stride (the
-    DeepLabV3+ paper's protocol: train at OS16, test at OS8): the dilations and
-    ASPP rates change, the parameters do not. ``checkpoint``: the already loaded
-    contents of ``path``, to read the file once.
-    """
-    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
-    config = model_config(checkpoint)
-    for flag, key, wanted in (
-        ("--backbone", "backbone", backbone),
-        ("--output-stride", "output_stride", output_stride),
-    ):
-        if wanted is not None and wanted != config[key]:
-            raise CheckpointError(f"{path}: was trained with {key}={config[key]} but {flag} is {wanted}; "
-                                  "drop the flag or pass the matching checkpoint")
-    model = model_from_config(config, eval_output_stride)
-    try:  # trained with the auxiliary head or not, inference runs without it
-        model.load_state_dict(without_aux_head(checkpoint["model"]))
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: the weights do not fit {config} ({error})") from None
-    return model.to(device).eval()
+    path: Path
+    checkpoint: dict
+
+    @classmethod
+    def load(cls, path: Path, checkpoint: dict | None = None) -> TrainedRun:
+        """The run of the checkpoint at ``path`` (its contents when already loaded); CheckpointError naming the file
+        when it is missing, damaged or not one of this project's."""
+        return cls(Path(path), load_checkpoint(path) if checkpoint is None else checkpoint)
+
+    @property
+    def settings(self) -> dict:
+        """The flags the run was trained with (args.json's record; a converted checkpoint has none)."""
+        return self.checkpoint.get("args", {})
+
+    @property
+    def dataset(self) -> str:
+        """The --dataset kind it was trained on (checkpoints written before other data sets: Cityscapes)."""
+        return self.settings.get("dataset", "cityscapes")
+
+    @functools.cached_property
+    def classes(self) -> ClassTable:
+        return checkpoint_classes(self.checkpoint)
+
+    @property
+    def model_config(self) -> dict:
+        return model_config(self.checkpoint)
+
+    @property
+    def run_name(self) -> str:
+        """The run's name: its folder's (outputs of the checkpoint are named after it)."""
+        return run_name_of(self.path)
+
+    @property
+    def iteration(self) -> int | None:
+        return self.checkpoint.get("iteration")
+
+    @functools.cached_property
+    def weights(self) -> str:
+        """A short digest of the weights: equal digests, equal models."""
+        return weights_digest(self.checkpoint["model"])
+
+    def data_root(self) -> Path | None:
+        """The data root the run was trained on, where it still exists."""
+        trained_on = self.settings.get("data_root")
+        return Path(trained_on) if trained_on and Path(trained_on).is_dir() else None
+
+    def model(self, device: torch.device | str = "cpu", eval_output_stride: int | None = None,
+              channels_last: bool = False, backbone: str | None = None,
+              output_stride: int | None = None) -> DeepLabV3Plus:
+        """The model, with its weights, in eval mode on ``device`` (in channels_last if asked). ``backbone`` /
+        ``output_stride``, when given, must match the checkpoint (CheckpointError otherwise: never random weights in
+        silence); ``eval_output_stride`` runs the same weights at another output stride (the DeepLabV3+ paper's
+        protocol: train at OS16, test at OS8): the dilations and ASPP rates change, the parameters do not."""
+        config = self.model_config
+        for flag, key, wanted in (("--backbone", "backbone", backbone), ("--output-stride", "output_stride",
+                                                                         output_stride)):
+            if wanted is not None and wanted != config[key]:
+                raise CheckpointError(f"{self.path}: was trained with {key}={config[key]} but {flag} is {wanted}; "
+                                      "drop the flag or pass the matching checkpoint")
+        model = model_from_config(config, eval_output_stride)
+        try:  # trained with the auxiliary head or not, inference runs without it
+            model.load_state_dict(without_aux_head(self.checkpoint["model"]))
+        except RuntimeError as error:
+            raise CheckpointError(f"{self.path}: the weights do not fit {config} ({error})") from None
+        model = model.to(device).eval()
+        return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def load_trained_model(path: Path, device: torch.device | str = "cpu", eval_output_stride: int | None = None
+                       ) -> DeepLabV3Plus:
+    """The model of the checkpoint at ``path`` with its weights, in eval mode (see :meth:`TrainedRun.model`)."""
+    return TrainedRun.load(path).model(device, eval_output_stride)
 
 
 def window_origins(size: int, crop: int, stride: int) -> list[int]:

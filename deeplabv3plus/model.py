@@ -13,7 +13,7 @@ from deeplabv3plus.aspp import ASPP, ASPP_RATES_BY_OUTPUT_STRIDE, SeparableASPP
 from deeplabv3plus.backbone import ResNetBackbone
 from deeplabv3plus.decoder import Decoder, SeparableDecoder
 
-__all__ = ["ARCHITECTURES", "DeepLabV3Plus", "build_model", "model_from_config", "parameter_groups", "without_aux_head"]
+__all__ = ["ARCHITECTURES", "DeepLabV3Plus", "build_model", "model_from_config", "without_aux_head"]
 
 
 AUX_HEAD_PREFIX = "aux_head."
@@ -89,32 +89,3 @@ def model_from_config(config: dict, output_stride: int | None = None, aux_head: 
 def without_aux_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict with the auxiliary head's weights left out (inference never uses them)."""
     return {key: value for key, value in state_dict.items() if not key.startswith(AUX_HEAD_PREFIX)}
-
-
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
-                     backbone_lr_multiplier: float = 1.0) -> list[dict]:
-    """Optimizer groups: backbone vs head, with no weight decay on norm weights and biases.
-
-    Each group carries a ``name`` and its own ``lr`` (the backbone's scaled by
-    ``backbone_lr_multiplier``); empty groups are left out.
-    """
-    groups: dict[str, dict] = {}
-    for module_name, module in model.named_modules():
-        for parameter_name, parameter in module.named_parameters(recurse=False):
-            if not parameter.requires_grad:
-                continue
-            part = "backbone" if module_name.split(".")[0] == "backbone" else "head"
-            is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
-            decay = "no_decay" if is_norm or parameter_name == "bias" else "decay"
-            name = f"{part}_{decay}"
-            group = groups.setdefault(name, {
-                "name": name, "params": [],
-                "lr": lr * (backbone_lr_multiplier if part == "backbone" else 1.0),
-                "weight_decay": weight_decay if decay == "decay" else 0.0,
-            })
-            group["params"].append(parameter)
-    return [
-        groups[name]
-        for name in ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay")
-        if name in groups
-    ]

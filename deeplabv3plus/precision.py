@@ -3,7 +3,7 @@
 Every script asks :func:`precision_from_flags` once and passes the result down;
 nothing else looks at ``--amp`` / ``--amp-dtype``. On a CUDA GPU that runs
 bfloat16 natively (Ampere or newer) the defaults are the fast ones: bfloat16
-autocast and channels_last (:func:`fast_by_default`); elsewhere float32.
+autocast and channels_last (:func:`native_bfloat16`); elsewhere float32.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from segdata.flags import FlagError
 
-__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "dtype_name", "fast_by_default",
+__all__ = ["AMP_DTYPES", "Precision", "autocast", "cpu_supports_bfloat16", "dtype_name", "native_bfloat16",
            "precision_from_flags", "resolve_precision"]
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -40,7 +40,7 @@ def dtype_name(dtype: torch.dtype | None) -> str | None:
     return None if dtype is None else {value: name for name, value in AMP_DTYPES.items()}[dtype]
 
 
-def fast_by_default(device: torch.device | str) -> bool:
+def native_bfloat16(device: torch.device | str) -> bool:
     """Whether ``device`` is a CUDA GPU that runs bfloat16 natively (compute capability 8.0 or newer): there bfloat16
     autocast and channels_last are the defaults of training, evaluation and prediction."""
     if torch.device(device).type != "cuda":
@@ -54,16 +54,16 @@ def fast_by_default(device: torch.device | str) -> bool:
 def resolve_precision(amp: bool | None, amp_dtype: str | None, device: torch.device | str) -> Precision:
     """The precision of ``--amp`` / ``--no-amp`` / neither (``amp`` None) and ``--amp-dtype`` on ``device``.
 
-    Neither: autocast when ``amp_dtype`` is given or the device is :func:`fast_by_default`, float32 otherwise.
+    Neither: autocast when ``amp_dtype`` is given or the device is :func:`native_bfloat16`, float32 otherwise.
     ``--no-amp`` is float32 whatever ``amp_dtype`` says. The dtype defaults to bfloat16 on the CPU and on a GPU that
     runs it natively, float16 on older GPUs; only float16 on CUDA needs the GradScaler (bfloat16 has float32's range).
     """
     if amp is None:
-        amp = amp_dtype is not None or fast_by_default(device)
+        amp = amp_dtype is not None or native_bfloat16(device)
     if not amp:
         return Precision()
     device_type = torch.device(device).type
-    default = "float16" if device_type == "cuda" and not fast_by_default(device) else "bfloat16"
+    default = "float16" if device_type == "cuda" and not native_bfloat16(device) else "bfloat16"
     dtype = AMP_DTYPES[amp_dtype or default]
     return Precision(dtype, use_scaler=dtype == torch.float16 and device_type == "cuda")
 

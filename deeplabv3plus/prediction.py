@@ -12,7 +12,6 @@ import torch
 from torchvision import tv_tensors
 from tqdm import tqdm
 
-from deeplabv3plus.datasets import ids_name
 from deeplabv3plus.inference import InferenceOptions, predict
 from deeplabv3plus.media import InputFile, VideoWriter, read_image, read_video
 from segdata.classes import ClassTable
@@ -26,11 +25,12 @@ __all__ = ["OutputOptions", "Predictor", "class_shares", "output_paths", "predic
 
 class Predictor:
     """RGB uint8 frames in, (H, W) train-id predictions out, with the run's inference settings; ``classes``: the
-    checkpoint's class table (names, colours, mask values of the outputs)."""
+    checkpoint's class table (names, colours, mask values of the outputs); ``ids_name``: what its data set calls its
+    masks' own values (``labelIds`` for Cityscapes)."""
 
     def __init__(self, model: torch.nn.Module, options: InferenceOptions, device: torch.device,
-                 classes: ClassTable) -> None:
-        self.model, self.device, self.classes = model, device, classes
+                 classes: ClassTable, ids_name: str = "ids") -> None:
+        self.model, self.device, self.classes, self.ids_name = model, device, classes, ids_name
         self.palette = classes.palette()
         self.normalise = eval_transforms()
         self.options = options.predict_kwargs()
@@ -63,10 +63,9 @@ def class_shares(train_ids: np.ndarray, classes: ClassTable) -> dict[str, float]
     return dict(zip(classes.names, (counts / train_ids.size).tolist()))
 
 
-def _id_pngs(train_ids: np.ndarray, classes: ClassTable) -> dict[str, np.ndarray]:
+def _id_pngs(train_ids: np.ndarray, predictor: Predictor) -> dict[str, np.ndarray]:
     """--save-ids: the train ids, and the data set's own mask values (Cityscapes: labelIds)."""
-    own = ids_name(classes)
-    return {"trainIds": train_ids, own: classes.mask_values()[train_ids]}
+    return {"trainIds": train_ids, predictor.ids_name: predictor.classes.mask_values()[train_ids]}
 
 
 @dataclass(frozen=True)
@@ -93,14 +92,15 @@ def _video_suffix(options: OutputOptions) -> str:
     return f"_{'side_by_side' if options.side_by_side else 'overlay'}.mp4"
 
 
-def output_paths(inputs: list[InputFile], classes: ClassTable, options: OutputOptions, out: Path) -> list[Path]:
-    """Every file predicting ``inputs`` writes under ``out``: what must not be there already (unless replaced)."""
+def output_paths(inputs: list[InputFile], ids_name: str, options: OutputOptions, out: Path) -> list[Path]:
+    """Every file predicting ``inputs`` writes under ``out`` (``ids_name``: see :class:`Predictor`): what must not be
+    there already (unless replaced)."""
     paths = []
     for entry in inputs:
         if entry.is_video:
             paths += [_named(out, entry, _video_suffix(options)), _named(out, entry, "_class_shares.csv")]
             continue
-        kinds = ["color", "overlay", *(("trainIds", ids_name(classes)) if options.save_ids else ())]
+        kinds = ["color", "overlay", *(("trainIds", ids_name) if options.save_ids else ())]
         paths += [_named(out, entry, f"_{kind}.png") for kind in kinds]
     if any(not entry.is_video for entry in inputs):
         paths.append(out / "class_shares.csv")
@@ -123,7 +123,7 @@ def predict_images(images: list[InputFile], predictor: Predictor, options: Outpu
             color = predictor.palette[train_ids]
             write_png(_named(out, entry, "_color.png"), color)
             write_png(_named(out, entry, "_overlay.png"), overlay(image, color, options.alpha))
-            for kind, ids in (_id_pngs(train_ids, predictor.classes) if options.save_ids else {}).items():
+            for kind, ids in (_id_pngs(train_ids, predictor) if options.save_ids else {}).items():
                 write_png(_named(out, entry, f"_{kind}.png"), ids)
             shares.append({"name": str(entry.relative), **class_shares(train_ids, predictor.classes)})
     if shares:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["EvaluationProtocol", "image_size_of"]
+__all__ = ["EvaluationProtocol", "image_size_of", "validation_protocol"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,13 @@ def image_size_of(sizes: Sequence[tuple[int, int]]) -> str:
         height, width = distinct.pop()
         return f"{height}x{width}"
     return "mixed"
+
+
+def validation_protocol(val_set, output_stride: int, amp_dtype: str | None, channels_last: bool,
+                        ground_truth: str) -> EvaluationProtocol:
+    """How validation during training scores: whole val images (of a split that holds more when --val-frames takes a
+    fixed subset: ``val_set.of_frames``), the training's output stride, precision and memory format."""
+    return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
+                              train_output_stride=output_stride, test_output_stride=output_stride,
+                              amp_dtype=amp_dtype, channels_last=channels_last, ground_truth=ground_truth,
+                              of_images=getattr(val_set, "of_frames", None))

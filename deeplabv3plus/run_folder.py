@@ -18,7 +18,7 @@ from pathlib import Path
 
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.cli import output_folder
-from deeplabv3plus.run import KEPT_DEFAULTS, LENGTH_KEYS
+from deeplabv3plus.config import LENGTHS, RESTORED
 from deeplabv3plus.tensorboard_log import TB_DIR
 from segdata.files import (
     TEMPORARY_SUFFIX,
@@ -32,34 +32,13 @@ from segdata.files import (
 )
 from segdata.flags import FlagError, report_error
 
-__all__ = ["CHECKPOINTS", "LAST", "RUN_FILES", "RunFolder", "default_run_name", "run_location", "run_name_of"]
+__all__ = ["CHECKPOINTS", "LAST", "RUN_FILES", "RunFolder"]
 
 LAST, BEST, ARGS, LOCK = "last.pth", "best.pth", "args.json", ".lock"
 CHECKPOINTS = (LAST, BEST)
 """The files that make a folder hold a run."""
 RUN_FILES = (*CHECKPOINTS, "history.csv", "per_class_iou.json", ARGS)
 """Every file of a run (what --overwrite replaces)."""
-
-
-def default_run_name(backbone: str, output_stride: int) -> str:
-    """``dlv3p_{backbone}_os{stride}``: the run name unless the user gives one."""
-    return f"dlv3p_{backbone}_os{output_stride}"
-
-
-def run_name_of(checkpoint: Path) -> str:
-    """The run a checkpoint belongs to: its folder's name (outputs of the checkpoint are named after it)."""
-    return Path(checkpoint).resolve().parent.name
-
-
-def run_location(save_dir: Path | None, run_name: str | None, resume: Path | None, backbone: str,
-                 output_stride: int) -> tuple[Path, str]:
-    """(folder of runs, run name): as given, else a resumed run's own (it continues in its folder), else
-    ``saved`` and :func:`default_run_name`."""
-    if save_dir is None:
-        save_dir = Path(resume).parent.parent if resume else Path("saved")
-    if run_name is None:
-        run_name = run_name_of(resume) if resume else default_run_name(backbone, output_stride)
-    return Path(save_dir), run_name
 
 
 def _is_a_new_runs_record(path: Path) -> bool:
@@ -195,7 +174,7 @@ class RunFolder:
             write_json(path, {**settings, "resumes": [] if resume is None else [resume]})
             return
         previous = json.loads(path.read_text())
-        updated = {key: settings[key] for key in (*KEPT_DEFAULTS, *LENGTH_KEYS, "val_protocol") if key in settings}
+        updated = {key: settings[key] for key in (*RESTORED, *LENGTHS, "val_protocol") if key in settings}
         write_json(path, {**previous, **updated, "resumes": [*previous.get("resumes", []), resume]})
 
     def discard_unstarted(self) -> None:

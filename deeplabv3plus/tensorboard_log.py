@@ -34,11 +34,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from segdata.files import OutputError, check_output_folder
 from segdata.flags import FlagError
 
-__all__ = ["TB_DIR", "TrainingLog", "tensorboard_available", "tensorboard_problem"]
+__all__ = ["TB_DIR", "TrainingLog", "check_tensorboard", "open_training_log", "show_validation",
+           "tensorboard_available", "tensorboard_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,47 @@ def tensorboard_problem() -> str | None:
 def tensorboard_available() -> bool:
     """Whether TensorBoard logs can be written here (see :func:`tensorboard_problem`)."""
     return tensorboard_problem() is None
+
+
+def check_tensorboard(wanted: bool | None) -> None:
+    """FlagError when --tensorboard is asked for and cannot be written (checked before any work)."""
+    problem = tensorboard_problem() if wanted else None
+    if problem:
+        raise FlagError(f"argument --tensorboard: {problem}; pip install -r requirements-tensorboard.txt (again), "
+                        "or drop the flag")
+
+
+def open_training_log(run_dir: Path, wanted: bool | None, iteration: int) -> TrainingLog | None:
+    """TensorBoard logs in {run}/tb, unless off (``wanted`` False) or not installed. A run resumed at ``iteration``
+    appends, and what a killed run logged past that iteration is dropped (it is trained again)."""
+    if wanted is False:
+        return None
+    problem = tensorboard_problem()
+    if problem:
+        log.info("TensorBoard logging is off: %s (pip install -r requirements-tensorboard.txt turns it on)", problem)
+        return None
+    training_log = TrainingLog(run_dir / TB_DIR, purge_step=iteration + 1 if iteration else None)
+    log.info("TensorBoard logs in %s; view them with: tensorboard --logdir %s", run_dir / TB_DIR, run_dir.parent)
+    return training_log
+
+
+def show_validation(training_log: TrainingLog, val_set, preview_frames: int, palette: np.ndarray,
+                    device: torch.device, amp_dtype: torch.dtype | None) -> Callable:
+    """``show(model, history row)`` after each validation: its scores, and image | prediction | ground truth of the
+    first ``preview_frames`` val frames in the class table's ``palette``."""
+    from deeplabv3plus.figures import prediction_frames
+
+    indices = range(min(preview_frames, len(val_set)))
+    names = val_set.classes.names
+
+    def show(model, row: dict) -> None:
+        training_log.validation(row["iteration"], row, names)
+        if indices:
+            training_log.images(row["iteration"], prediction_frames(model, val_set, indices, palette, device,
+                                                                    amp_dtype))
+        training_log.flush()
+
+    return show
 
 
 def _file_name(error: OSError) -> str:

@@ -3,6 +3,7 @@ seed per sample, and the sampler that gives those seeds."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,6 +64,20 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def with_transforms(self, transforms: Callable | None) -> SegmentationDataset:
+        """The same split with other transforms (a training split opened before its crop was known gets its
+        training transform, built once)."""
+        split = copy.copy(self)
+        split.transforms = transforms
+        return split
+
+    def describe(self) -> str:
+        """Where the split's frames come from, in words: ``train: 367 frames from the list ROOT/train.txt, read from
+        the decoded cache ROOT/cache`` (a run says it at its start)."""
+        where = getattr(self, "source", "") or str(self.root)
+        cache = f", read from the decoded cache {self.cache.cache_root}" if self.cache is not None else ""
+        return f"{self.split}: {len(self)} frames from {where}{cache}"
 
     def stem(self, index: int) -> str:
         """The name of a frame's outputs (a path relative to the split, without suffix, where frames nest)."""

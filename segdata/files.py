@@ -1,4 +1,4 @@
-"""Reading and atomically writing data-set files (PNG, JSON, CSV), output checks, and outputs written aside."""
+"""Reading and atomically writing data-set files (PNG, JSON, CSV), output checks, locks, and staged outputs."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ __all__ = [
     "LockFile",
     "LockHeld",
     "OutputError",
-    "WrittenAside",
+    "StagedOutput",
     "check_output_file",
     "check_output_folder",
     "decode_png",
@@ -163,45 +163,46 @@ def _close_in_child(handle: list[int | None]) -> None:
         handle[0] = None
 
 
-class WrittenAside:
-    """A folder's new output written aside (``.{name}.partial`` beside it) and put in place only when complete, so
-    an interrupted or failed run leaves the previous output as it was. One writer at a time: :meth:`begin` locks
-    ``.{name}.lock`` beside it, and a second command writing the same output is refused until the first ends."""
+class StagedOutput:
+    """A folder's new output written in a staging folder beside it (``.{name}.partial``) and committed, put in place,
+    only when complete, so an interrupted or failed run leaves the previous output as it was. One writer at a time:
+    :meth:`stage` locks ``.{name}.lock`` beside it, and a second command writing the same output is refused until the
+    first ends."""
 
     def __init__(self, final: Path) -> None:
         self.final = Path(final)
-        self.work = self.final.with_name(f".{self.final.name}.partial")
-        self.made = missing_folders(self.work.parent)  # removed again if nothing is put in place
+        self.staging = self.final.with_name(f".{self.final.name}.partial")
+        self.made = missing_folders(self.staging.parent)  # removed again if nothing is committed
         self.lock = LockFile(self.final.with_name(f".{self.final.name}.lock"))
 
-    def begin(self) -> Path:
-        """The empty folder to write into (a killed run's leftovers removed); OutputError while another command is
-        writing the same output."""
-        self.work.parent.mkdir(parents=True, exist_ok=True)
+    def stage(self) -> Path:
+        """The empty staging folder to write into (a killed run's leftovers removed); OutputError while another
+        command is writing the same output."""
+        self.staging.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.lock.take()
         except LockHeld as held:
             remove_empty_folders(self.made)
             raise OutputError(f"{self.final}: another command is writing this output right now ({held.holder}); "
                               "wait for it to end, or write elsewhere with --out DIR") from None
-        shutil.rmtree(self.work, ignore_errors=True)
-        self.work.mkdir(parents=True)
-        return self.work
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        return self.staging
 
-    def put_in_place(self) -> None:
+    def commit(self) -> None:
         """Replace the previous output with the complete new one (two renames; the old folder is deleted last)."""
         previous = self.final.with_name(f".{self.final.name}.previous")
         shutil.rmtree(previous, ignore_errors=True)
         if self.final.exists():
             self.final.rename(previous)
-        self.work.rename(self.final)
+        self.staging.rename(self.final)
         shutil.rmtree(previous, ignore_errors=True)
         self.lock.release()
 
-    def abandon(self) -> str:
-        """Drop what was written aside (and the folders made for it); what the user still has, in words."""
+    def discard(self) -> str:
+        """Drop what was staged (and the folders made for it); what the user still has, in words."""
         if self.lock.held:
-            shutil.rmtree(self.work, ignore_errors=True)
+            shutil.rmtree(self.staging, ignore_errors=True)
             self.lock.release()
         remove_empty_folders(self.made)
         return f"{self.final} keeps its previous output" if self.final.exists() else "nothing was written"

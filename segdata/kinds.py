@@ -45,6 +45,17 @@ class DataSetKind:
     """What the data set calls its masks' own values: the folder and suffix of prediction PNGs written in them."""
     layout: str = ""
     """What its --data-root holds, in words (the flags' help)."""
+    title: str = ""
+    """Its name in messages (``Cityscapes``); "": its --dataset name."""
+    check: str = "python -m segdata.check --dataset {name} --data-root {root}"
+    """The command that checks a root of this kind (``{name}`` and ``{root}`` filled in)."""
+    categories: tuple[tuple[str, ...], tuple[int, ...]] | None = None
+    """(category names, the category of each train id): categories scored beside the classes; None: none."""
+    submission: Callable[[list[Path], Path], Path] | None = None
+    """``zip(prediction files, zip path)``: the archive its evaluation server takes; None: none."""
+    official_eval: Callable[[list[Path], list[Path], Path], dict] | None = None
+    """``score(prediction files, ground-truth files, report path) -> scores``: its publisher's own evaluation;
+    None: none."""
 
     def class_table(self, classes_file: Path | None) -> ClassTable:
         """The kind's table, or the one ``--classes`` names; FlagError for a missing or a needless ``--classes``."""
@@ -60,6 +71,11 @@ class DataSetKind:
 
     def ground_truth(self) -> str:
         return self.training_ground_truth or f"the {self.name} masks"
+
+    def check_command(self, root: Path) -> str:
+        """The command that checks a data root of this kind."""
+        return self.check.format(name=self.name, root=root)
+
 
 
 FOLDER = DataSetKind("folder", lambda root, split, classes, transforms, cache_root: FolderSegmentation(

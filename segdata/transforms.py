@@ -30,8 +30,6 @@ from torchvision.transforms.v2 import functional as F
 from segdata.classes import IGNORE_INDEX
 
 __all__ = [
-    "RECIPE_CROP_SIZE",
-    "RECIPE_SCALE_RANGE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CropFirstTrainTransform",
@@ -45,9 +43,6 @@ __all__ = [
     "train_transforms",
 ]
 
-RECIPE_CROP_SIZE = (768, 768)
-RECIPE_SCALE_RANGE = (0.5, 2.0)
-"""The DeepLabV3+ Cityscapes recipe's training crop (H, W) and random scale range, named once."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -55,7 +50,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class RandomScale(v2.Transform):
     """Resize image and mask together by a factor drawn uniformly from ``scale_range``."""
 
-    def __init__(self, scale_range: tuple[float, float] = RECIPE_SCALE_RANGE) -> None:
+    def __init__(self, scale_range: tuple[float, float]) -> None:
         super().__init__()
         self.scale_range = scale_range
 
@@ -182,8 +177,8 @@ class CropFirstTrainTransform:
 
     def __init__(
         self,
-        crop_size: Sequence[int] = RECIPE_CROP_SIZE,
-        scale_range: tuple[float, float] = RECIPE_SCALE_RANGE,
+        crop_size: Sequence[int],
+        scale_range: tuple[float, float],
         flip_probability: float = 0.5,
         color_jitter: float = 0.25,
         jitter_on_device: bool = False,
@@ -249,8 +244,8 @@ def _decode_jitter(row: Sequence[float]) -> dict[str, Any]:
 
 
 def train_transforms(
-    crop_size: Sequence[int] = RECIPE_CROP_SIZE,
-    scale_range: tuple[float, float] = RECIPE_SCALE_RANGE,
+    crop_size: Sequence[int],
+    scale_range: tuple[float, float],
     flip_probability: float = 0.5,
     color_jitter: float = 0.25,
     jitter_on_device: bool = False,
@@ -260,8 +255,8 @@ def train_transforms(
 
 
 def resize_then_crop_transforms(
-    crop_size: Sequence[int] = RECIPE_CROP_SIZE,
-    scale_range: tuple[float, float] = RECIPE_SCALE_RANGE,
+    crop_size: Sequence[int],
+    scale_range: tuple[float, float],
     flip_probability: float = 0.5,
     color_jitter: float = 0.25,
 ) -> v2.Compose:

@@ -19,6 +19,7 @@ from helpers import interrupt_training_at_epoch
 
 import test_dlv3p
 import train_dlv3p
+from deeplabv3plus import assembly
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import read_history
 
@@ -86,10 +87,10 @@ def test_a_training_step_makes_no_synchronizing_call(learn_root, tmp_path, monke
     synchronizing call there raises at once, and its stack is the failure. (Turning the mode on warns that it is a
     prototype, in words that say "synchronizing": that warning is not a sync.)"""
     losses = []
-    build_criterion = train_dlv3p.build_criterion
+    build_criterion = assembly.build_criterion
 
-    def watched(args):
-        criterion = build_criterion(args)
+    def watched(config):
+        criterion = build_criterion(config)
 
         def loss(outputs, target):
             losses.append(1)
@@ -101,7 +102,7 @@ def test_a_training_step_makes_no_synchronizing_call(learn_root, tmp_path, monke
 
         return loss
 
-    monkeypatch.setattr(train_dlv3p, "build_criterion", watched)
+    monkeypatch.setattr(assembly, "build_criterion", watched)
     try:  # 12 frames in batches of 2: one epoch (its end reads the loss and saves)
         assert train(learn_root, tmp_path, "gpu", "--iters", str(STEPS_PER_EPOCH), "--log-every", "100",
                      "--batch-size", "2", *extra, workers=None) == 0

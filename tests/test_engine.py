@@ -2,9 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from deeplabv3plus.engine import poly_lr_factor, train_one_epoch
+from deeplabv3plus.engine import TrainingStep, train_one_epoch
 from deeplabv3plus.inference import predict
-from deeplabv3plus.precision import Precision, fast_by_default, resolve_precision
+from deeplabv3plus.optimizer import poly_lr_factor
+from deeplabv3plus.precision import Precision, native_bfloat16, resolve_precision
 
 
 def test_poly_schedule_with_warmup():
@@ -56,6 +57,11 @@ def sgd(model):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
 
 
+def step_of(model, criterion, log_every=20):
+    """The training step of a model on the CPU with plain SGD."""
+    return TrainingStep(model, criterion, *sgd(model), torch.device("cpu"), log_every=log_every)
+
+
 class NanAtStep(nn.Module):
     """Cross-entropy, except at one step of the pass, where the loss is NaN."""
 
@@ -72,12 +78,9 @@ class NanAtStep(nn.Module):
 @pytest.mark.parametrize("log_every", [1, 4, 100])
 def test_non_finite_loss_stops_the_pass_at_the_next_check(log_every):
     """Checked on the device and read every log_every steps and at the end: the pass never returns."""
-    model = FlipEquivariant()
-    optimizer, scheduler = sgd(model)
     criterion = NanAtStep(bad_step=2)
     with pytest.raises(FloatingPointError, match="loss is nan at step 2 of this epoch"):
-        train_one_epoch(model, criterion, optimizer, scheduler, one_batch_loader(6), torch.device("cpu"),
-                        log_every=log_every)
+        train_one_epoch(step_of(FlipEquivariant(), criterion, log_every), one_batch_loader(6))
     checked_at = min(6, (2 // log_every + 1) * log_every)  # the first check at or after the bad step
     assert criterion.calls == checked_at
 
@@ -87,11 +90,7 @@ def test_no_host_sync_between_checks(monkeypatch):
     calls = []
     real_item = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or real_item(self))
-    model = FlipEquivariant()
-    optimizer, scheduler = sgd(model)
-    stats = train_one_epoch(
-        model, nn.CrossEntropyLoss(), optimizer, scheduler, one_batch_loader(12), torch.device("cpu"), log_every=6
-    )
+    stats = train_one_epoch(step_of(FlipEquivariant(), nn.CrossEntropyLoss(), log_every=6), one_batch_loader(12))
     monkeypatch.setattr(torch.Tensor, "item", real_item)
     assert stats.steps == 12
     assert len(calls) <= 2 * 3 + 1  # per check: the flag and the bar's loss; one for the epoch's mean loss
@@ -111,7 +110,7 @@ def test_precision_is_decided_in_one_place(monkeypatch, native_bf16):
     assert resolve_precision(True, None, "cpu") == Precision(torch.bfloat16, False)
     assert resolve_precision(True, "float16", "cpu") == Precision(torch.float16, False)  # no GradScaler off CUDA
     assert resolve_precision(True, None, "cpu").name == "bfloat16" and Precision().name is None
-    assert fast_by_default("cuda") is native_bf16 and fast_by_default("cpu") is False
+    assert native_bfloat16("cuda") is native_bf16 and native_bfloat16("cpu") is False
 
 
 def test_cpu_bfloat16_support_guards_the_private_api(monkeypatch):
@@ -135,19 +134,18 @@ def test_cpu_bfloat16_support_guards_the_private_api(monkeypatch):
 def test_the_epoch_end_line_times_each_epoch_from_its_own_start(tmp_path, monkeypatch):
     from torch.utils.data import DataLoader
 
-    from deeplabv3plus import engine
+    from deeplabv3plus import trainer
 
     measured = []
-    monkeypatch.setattr(engine.EpochEnds, "add", lambda self, *times: measured.append(times))
+    monkeypatch.setattr(trainer.EpochEnds, "add", lambda self, *times: measured.append(times))
     model = FlipEquivariant()
     model.config = {"backbone": "flip-equivariant"}  # what a checkpoint records of a model
-    optimizer, scheduler = sgd(model)
     samples = [(torch.randn(3, 4, 4), torch.zeros(4, 4, dtype=torch.long), {"stem": str(index)})
                for index in range(4)]
-    config = engine.FitConfig(total_iterations=4, run_dir=tmp_path, num_classes=4, class_names=list("abcd"))
-    engine.fit(model, nn.CrossEntropyLoss(), optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=False),
-               DataLoader(samples, batch_size=2), DataLoader(samples, batch_size=2), torch.device("cpu"), config,
-               engine.TrainState())
+    step = step_of(model, nn.CrossEntropyLoss())
+    step.scaler = torch.amp.GradScaler("cuda", enabled=False)
+    trainer.Trainer(step, model, DataLoader(samples, batch_size=2), DataLoader(samples, batch_size=2), tmp_path,
+                    tuple("abcd"), trainer.TrainState(), total_iterations=4).fit()
     assert len(measured) == 2  # two epochs, each validated
     for training, pause, validation in measured:
         assert training > 0 and pause >= 0 and validation > 0
@@ -174,9 +172,6 @@ def test_the_progress_bar_counts_every_step_and_reads_the_loss_only_at_the_check
             pass
 
     monkeypatch.setattr(engine, "tqdm", Bar)
-    model = FlipEquivariant()
-    optimizer, scheduler = sgd(model)
-    train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, scheduler, one_batch_loader(5), torch.device("cpu"),
-                    log_every=3)
+    train_one_epoch(step_of(FlipEquivariant(), nn.CrossEntropyLoss(), log_every=3), one_batch_loader(5))
     assert bars[0].shown == [("count", 1), ("count", 2), ("count", 3), ("loss", 3), ("count", 4), ("count", 5),
                              ("loss", 5)]

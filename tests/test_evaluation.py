@@ -220,13 +220,13 @@ def test_sliding_window_evaluation(trained_run, tiny_root, tmp_path, capsys):
 
 def test_a_second_evaluation_into_the_same_output_waits_its_turn_and_nothing_is_lost(trained_run, tiny_root,
                                                                                       tmp_path, capsys):
-    from segdata.files import WrittenAside
+    from segdata.files import StagedOutput
 
     assert run(trained_run, tiny_root, tmp_path, "--split", "val") == 0
     final = tmp_path / "tiny" / "val"
     complete = {path: path.read_bytes() for path in sorted(final.rglob("*")) if path.is_file()}
-    first = WrittenAside(final)  # another terminal's test_dlv3p.py, writing this output right now
-    work = first.begin()
+    first = StagedOutput(final)  # another terminal's test_dlv3p.py, writing this output right now
+    work = first.stage()
     (work / "labelIds").mkdir()
     (work / "labelIds" / "half.png").write_bytes(b"being written")
     capsys.readouterr()
@@ -236,7 +236,7 @@ def test_a_second_evaluation_into_the_same_output_waits_its_turn_and_nothing_is_
     assert "Traceback" not in err and "PNGs in" not in err  # no file reported that is not there
     assert (work / "labelIds" / "half.png").read_bytes() == b"being written"  # the first's work is left alone
     assert {path: path.read_bytes() for path in sorted(final.rglob("*")) if path.is_file()} == complete
-    first.put_in_place()
+    first.commit()
     assert sorted(path.name for path in final.rglob("*")) == ["half.png", "labelIds"]
     assert run(trained_run, tiny_root, tmp_path, "--split", "val") == 0  # the output is free again
 

@@ -20,6 +20,7 @@ from helpers import interrupt_training_at_epoch
 import predict_dlv3p
 import test_dlv3p
 import train_dlv3p
+from deeplabv3plus import assembly
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.engine import evaluate
 from deeplabv3plus.history import read_history
@@ -234,10 +235,10 @@ def train(root, save_dir, *extra, iterations=3, run_name="fake", workers: int | 
 def spy_on_steps(monkeypatch, fake_cuda) -> list[int]:
     """The number of syncs recorded so far at each training step's loss."""
     marks = []
-    build_criterion = train_dlv3p.build_criterion
+    build_criterion = assembly.build_criterion
 
-    def counting(args):
-        criterion = build_criterion(args)
+    def counting(config):
+        criterion = build_criterion(config)
 
         def loss(outputs, target):
             marks.append(len(fake_cuda.syncs))
@@ -245,7 +246,7 @@ def spy_on_steps(monkeypatch, fake_cuda) -> list[int]:
 
         return loss
 
-    monkeypatch.setattr(train_dlv3p, "build_criterion", counting)
+    monkeypatch.setattr(assembly, "build_criterion", counting)
     return marks
 
 
@@ -302,7 +303,7 @@ def test_evaluation_syncs_per_batch_are_the_timing_ones(fake_cuda, tiny_root):
     for images in (1, 3):
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(images)), pin_memory=True)
         before, synchronizations = len(fake_cuda.syncs), fake_cuda.synchronize_calls
-        result = evaluate(model, loader, torch.device("cuda"), 19, description="fake val")
+        result = evaluate(model, loader, torch.device("cuda"), 19)
         counts.append((fake_cuda.syncs[before:], fake_cuda.synchronize_calls - synchronizations))
         assert result.images == images and int(result.confusion.matrix.sum()) > 0
     (one_batch, one_timing), (three_batches, three_timing) = counts

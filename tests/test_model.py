@@ -5,7 +5,8 @@ from torchvision.models import resnet50, resnet101, resnet152
 
 from deeplabv3plus.aspp import ASPPConv
 from deeplabv3plus.backbone import BACKBONES, ResNetBackbone
-from deeplabv3plus.model import build_model, parameter_groups
+from deeplabv3plus.model import build_model
+from deeplabv3plus.optimizer import parameter_groups
 
 RESNETS = {"resnet50": resnet50, "resnet101": resnet101, "resnet152": resnet152}
 

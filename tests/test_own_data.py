@@ -16,9 +16,9 @@ import test_dlv3p
 import train_dlv3p
 from cityscapes.labels import CITYSCAPES_CLASSES, LABEL_ID_TO_TRAIN_ID
 from cityscapes.synthetic_layouts import STREET_CLASSES, write_folder_dataset, write_voc_dataset
+from deeplabv3plus.assembly import load_initial_weights
 from deeplabv3plus.checkpoint import checkpoint_classes, load_checkpoint
 from deeplabv3plus.model import build_model
-from deeplabv3plus.training import load_initial_weights
 from run_notebook import execute_notebook
 from segdata import cache, check
 from segdata.cache import CacheError
@@ -356,7 +356,7 @@ def test_resuming_with_another_class_count_is_refused(folder_run, own_root, tmp_
 
 def test_the_recipe_crop_is_fitted_to_small_frames_and_a_given_one_refused(own_root, tmp_path, capsys, caplog):
     """480x360-like frames with the Cityscapes recipe: its 768x768 crop would be padding mostly."""
-    from deeplabv3plus.training import crop_for_frames
+    from deeplabv3plus.config import crop_for_frames
 
     assert crop_for_frames((768, 768), [(64, 128)] * 3, (0.5, 2.0), given=False) == (64, 128)
     assert crop_for_frames((96, 200), [(64, 128)], (0.5, 2.0), given=True) == (96, 200)  # reachable when scaled
@@ -417,8 +417,9 @@ def test_the_decoded_cache_serves_own_data_too(own_root, tmp_path):
 
 def test_the_onnx_parity_check_reads_the_checkpoints_own_data_set(folder_run, own_root):
     from deeplabv3plus.export import _parity_split, parity_inputs
+    from deeplabv3plus.inference import TrainedRun
 
-    split = _parity_split(load_checkpoint(folder_run / "last.pth"), own_root, "val")
+    split = _parity_split(TrainedRun.load(folder_run / "last.pth"), own_root, "val")
     assert isinstance(split, FolderSegmentation) and len(split) == 4
     inputs = list(parity_inputs(split, 3, (32, 64), resize=True))
     assert len(inputs) == 3 and all(image.shape == (1, 3, 32, 64) for image in inputs)

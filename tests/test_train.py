@@ -12,7 +12,7 @@ import torch
 from helpers import interrupt_training_at_epoch
 
 import train_dlv3p
-from deeplabv3plus import training
+from deeplabv3plus import assembly
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.history import HISTORY_COLUMNS, read_history
 from deeplabv3plus.precision import precision_from_flags
@@ -118,10 +118,10 @@ def worker_args(root, save_dir, *extra):
 
 def interrupt_at_step(monkeypatch, step):
     """Ctrl-C in the middle of an epoch: the loss of the given training step (1-based) raises KeyboardInterrupt."""
-    build_criterion, steps = train_dlv3p.build_criterion, []
+    build_criterion, steps = assembly.build_criterion, []
 
-    def interrupting(args):
-        criterion = build_criterion(args)
+    def interrupting(config):
+        criterion = build_criterion(config)
 
         def loss(outputs, target):
             steps.append(1)
@@ -131,8 +131,8 @@ def interrupt_at_step(monkeypatch, step):
 
         return loss
 
-    monkeypatch.setattr(train_dlv3p, "build_criterion", interrupting)
-    return lambda: monkeypatch.setattr(train_dlv3p, "build_criterion", build_criterion)
+    monkeypatch.setattr(assembly, "build_criterion", interrupting)
+    return lambda: monkeypatch.setattr(assembly, "build_criterion", build_criterion)
 
 
 @pytest.mark.parametrize("kill", ["epoch boundary", "mid-epoch"])
@@ -167,7 +167,7 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_root, tmp_path, mon
         def forward(self, outputs, target):
             return outputs["out"].mean() * float("inf")
 
-    monkeypatch.setattr(train_dlv3p, "build_criterion", lambda args: NanLoss())
+    monkeypatch.setattr(assembly, "build_criterion", lambda config: NanLoss())
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "3", "--resume", str(last))) == 1
     message = capsys.readouterr().err
     assert "training loss is" in message and "last.pth keeps the last good state" in message
@@ -201,7 +201,7 @@ def test_resume_refuses_a_length_the_run_has_passed_or_counts_otherwise(tiny_roo
 
 
 def test_resume_makes_a_run_longer_with_the_schedule_for_the_new_length(tiny_root, tmp_path):
-    from deeplabv3plus.engine import poly_lr_factor
+    from deeplabv3plus.optimizer import poly_lr_factor
 
     assert train_dlv3p.main(train_args(tiny_root, tmp_path, "--iters", "2", "--lr", "0.02")) == 0
     run = tmp_path / "dlv3p_resnet50_os16"
@@ -429,15 +429,15 @@ def test_jitter_on_the_device_trains_the_same_weights(tiny_root, tmp_path):
 
 def test_cudnn_autotuning_on_cuda_unless_deterministic():
     try:
-        training.configure_kernels(torch.device("cuda"), deterministic=False)  # flags only: no GPU needed
+        assembly.configure_kernels(torch.device("cuda"), deterministic=False)  # flags only: no GPU needed
         assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
-        training.configure_kernels(torch.device("cuda"), deterministic=True)
+        assembly.configure_kernels(torch.device("cuda"), deterministic=True)
         assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
         assert torch.are_deterministic_algorithms_enabled()
-        training.configure_kernels(torch.device("cpu"), deterministic=False)
+        assembly.configure_kernels(torch.device("cpu"), deterministic=False)
         assert not torch.backends.cudnn.benchmark
     finally:
-        training.configure_kernels(torch.device("cpu"), deterministic=False)
+        assembly.configure_kernels(torch.device("cpu"), deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled()
 
 

@@ -172,8 +172,8 @@ def test_jitter_on_the_device_equals_jitter_in_the_loader():
     """The same draws; the device path jitters and normalises a batch of uint8 crops (here on the CPU)."""
     image, mask = smooth_frame()
     in_loader, on_device = (
-        train_transforms((64, 96), jitter_on_device=False),
-        train_transforms((64, 96), jitter_on_device=True),
+        train_transforms((64, 96), (0.5, 2.0), jitter_on_device=False),
+        train_transforms((64, 96), (0.5, 2.0), jitter_on_device=True),
     )
     expected, crops, jitters = [], [], []
     for seed in range(4):

@@ -1,0 +1,354 @@
+"""A training run's configuration: one frozen :class:`RunConfig`, the one home of every setting's default.
+
+Each setting has one of four kinds (a field's ``kind``):
+
+- **hyperparameter**: the model, the data pipeline, the loss and the optimizer. A resumed run takes them from its
+  checkpoint and refuses a flag that contradicts them (its weights and optimizer could not honour it).
+- **restored**: where the data is, how often to validate, the memory format. A resumed run restores them unless
+  they are given again (a data set that moved); a change is said and recorded. (``--val-every`` epochs and
+  ``--val-interval`` iterations: giving one on resume replaces the other.)
+- **length**: ``--iters`` / ``--epochs``. A resumed run may be made longer (or shorter, down to where it is): the
+  poly LR is then computed for the new length from the current iteration on, as mmsegmentation does when its
+  ``max_iters`` changes; the change is said and recorded.
+- **invocation**: device, workers, logging... belong to one command and are neither taken from nor checked against
+  the run.
+
+:meth:`RunConfig.from_flags` resolves the flags, the checkpoint being resumed and the device into a config once
+(:func:`resolve_settings` holds the rules, on plain dicts, so they test without files); :meth:`RunConfig.fitted_to`
+is the one step that needs the data (the crop fitted to small frames, the warm-up clamped to the run, the class
+weights counted); nothing changes a config afterwards. ``args.json`` and the checkpoint's ``args`` are
+:meth:`RunConfig.as_record`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from deeplabv3plus.checkpoint import model_config, run_name_of
+from deeplabv3plus.distributed import DistributedContext
+from deeplabv3plus.precision import AMP_DTYPES, Precision, native_bfloat16, precision_from_flags
+from segdata.flags import FlagError
+
+__all__ = ["DEFAULT_ITERATIONS", "DEVICE_DEFAULTS", "HYPERPARAMETERS", "LENGTHS", "RESTORED", "ResumeRecord",
+           "RunConfig", "check_batch_size", "crop_for_frames", "crop_size", "default_run_name", "resolve_settings",
+           "resume_record", "run_location", "saved_settings"]
+
+log = logging.getLogger(__name__)
+
+HYPERPARAMETER, RESTORED_KIND, LENGTH, INVOCATION = "hyperparameter", "restored", "length", "invocation"
+DEFAULT_ITERATIONS = 80_000
+
+
+def setting(default: object, kind: str) -> object:
+    """A RunConfig field: its default and its kind (see the module docstring)."""
+    return field(default=default, metadata={"kind": kind})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a training run (the flags' names), with its default and kind; frozen once resolved."""
+
+    # data
+    dataset: str = setting("cityscapes", HYPERPARAMETER)
+    data_root: str = setting("data", RESTORED_KIND)
+    classes: str | None = setting(None, RESTORED_KIND)
+    train_split: str = setting("train", HYPERPARAMETER)
+    crop_size: tuple[int, int] = setting((768, 768), HYPERPARAMETER)  # the DeepLabV3+ Cityscapes recipe's
+    scale_range: tuple[float, float] = setting((0.5, 2.0), HYPERPARAMETER)
+    workers: int | None = setting(None, INVOCATION)  # None: from the device (segdata.loading.default_workers)
+    jitter_on_device: bool | None = setting(None, INVOCATION)  # None: on for CUDA
+    cache: bool = setting(False, INVOCATION)
+    class_weights: str = setting("none", HYPERPARAMETER)
+    batch_size: int = setting(8, HYPERPARAMETER)
+    val_batch_size: int = setting(1, INVOCATION)
+    # model
+    arch: str = setting("deeplabv3plus", HYPERPARAMETER)
+    backbone: str = setting("resnet50", HYPERPARAMETER)
+    output_stride: int = setting(8, HYPERPARAMETER)
+    aux_loss_weight: float = setting(0.4, HYPERPARAMETER)
+    init_weights: str | None = setting(None, RESTORED_KIND)
+    pretrained_backbone: str = setting("imagenet", RESTORED_KIND)
+    # optimization
+    iters: int | None = setting(None, LENGTH)  # neither given: DEFAULT_ITERATIONS
+    epochs: int | None = setting(None, LENGTH)
+    lr: float = setting(0.01, HYPERPARAMETER)
+    backbone_lr_multiplier: float = setting(1.0, HYPERPARAMETER)
+    momentum: float = setting(0.9, HYPERPARAMETER)
+    weight_decay: float = setting(5e-4, HYPERPARAMETER)
+    power: float = setting(0.9, HYPERPARAMETER)
+    warmup_iters: int = setting(1000, HYPERPARAMETER)
+    amp: bool = setting(False, HYPERPARAMETER)
+    amp_dtype: str | None = setting(None, HYPERPARAMETER)  # resolved: the autocast dtype's name, None for float32
+    # runtime
+    device: str = setting("cpu", INVOCATION)
+    channels_last: bool = setting(False, RESTORED_KIND)
+    compile: bool = setting(False, INVOCATION)
+    deterministic: bool = setting(False, INVOCATION)
+    seed: int = setting(0, HYPERPARAMETER)
+    save_dir: str = setting("saved", INVOCATION)
+    run_name: str | None = setting(None, INVOCATION)  # None: dlv3p_{backbone}_os{stride}
+    resume: str | None = setting(None, INVOCATION)
+    overwrite: bool = setting(False, INVOCATION)
+    val_frames: int | None = setting(None, RESTORED_KIND)
+    val_every: int = setting(10, RESTORED_KIND)
+    val_interval: int | None = setting(None, RESTORED_KIND)
+    tensorboard: bool | None = setting(None, INVOCATION)  # None: on where the package is installed
+    preview_frames: int = setting(4, INVOCATION)
+    log_every: int = setting(20, INVOCATION)
+    sync_bn: bool = setting(True, INVOCATION)
+    # counted from the data once (fitted_to), kept on resume
+    class_weight_values: tuple[float, ...] | None = setting(None, HYPERPARAMETER)
+
+    @property
+    def is_new_run(self) -> bool:
+        return self.resume is None
+
+    @property
+    def precision(self) -> Precision:
+        """The autocast dtype (``amp_dtype``'s, None for float32) and whether a GradScaler runs (float16 on CUDA)."""
+        dtype = None if self.amp_dtype is None else AMP_DTYPES[self.amp_dtype]
+        return Precision(dtype, use_scaler=dtype == torch.float16 and torch.device(self.device).type == "cuda")
+
+    def total_iterations(self, iterations_per_epoch: int) -> int:
+        """The run's length in iterations (``--epochs`` counts epochs of ``iterations_per_epoch``)."""
+        return self.iters if self.iters is not None else self.epochs * iterations_per_epoch
+
+    def as_record(self) -> dict:
+        """Plain values (lists, strings): what args.json and a checkpoint's ``args`` hold."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def defaults(cls, kind: str) -> dict:
+        """``{setting: default}`` of the settings of one kind."""
+        return {item.name: item.default for item in dataclasses.fields(cls) if item.metadata["kind"] == kind}
+
+    @classmethod
+    def from_flags(cls, args: argparse.Namespace, given: dict, context: DistributedContext,
+                   checkpoint: dict | None = None) -> tuple[RunConfig, list[str]]:
+        """The config of ``args`` (the flags; None: not given) for a new run, or for the run of ``checkpoint`` being
+        resumed; and what a resume changed, in words. FlagError names a flag that contradicts the run, or another
+        flag. ``given``: the flags given (recorded with a resume)."""
+        from segdata.loading import default_workers  # the loader's rule for its own workers
+
+        flags = vars(args)
+        settings, notes = resolve_settings({key: flags.get(key) for key in (*HYPERPARAMETERS, *RESTORED, *LENGTHS)},
+                                           checkpoint, args.resume, DEVICE_DEFAULTS if native_bfloat16(
+                                               context.device) else None)
+        precision = precision_from_flags(settings["amp"], settings["amp_dtype"], args.device)  # decided once
+        check_batch_size(settings["batch_size"], context.world_size)
+        invocation = {key: flags[key] for key in cls.defaults(INVOCATION) if key in flags}
+        invocation.update(
+            jitter_on_device=context.device.type == "cuda" if args.jitter_on_device is None else args.jitter_on_device,
+            workers=default_workers(context.device.type, context.local_world_size) if args.workers is None
+            else args.workers,
+            resume=None if args.resume is None else str(args.resume))
+        save_dir, run_name = run_location(args.save_dir, args.run_name, args.resume,
+                                          default_run_name(settings["backbone"], settings["output_stride"]))
+        invocation.update(save_dir=str(save_dir), run_name=run_name)
+        weights = None if checkpoint is None else checkpoint.get("args", {}).get("class_weight_values")
+        config = cls(**{**settings, **invocation, "amp_dtype": precision.name,
+                        "data_root": str(Path(settings["data_root"]).resolve()),  # --resume alone works from anywhere
+                        "crop_size": tuple(settings["crop_size"]), "scale_range": tuple(settings["scale_range"]),
+                        "class_weight_values": None if weights is None else tuple(weights)})
+        return config, notes
+
+    def fitted_to(self, train_set, iterations_per_epoch: int, crop_given: bool) -> RunConfig:
+        """This config made to fit the data, before anything is built from it: a new run's crop fitted to frames
+        smaller than it (a ``crop_given`` too large is refused), the warm-up clamped to the run, and the class
+        weights of --class-weights counted on the train masks (a resumed run keeps its own)."""
+        from deeplabv3plus.optimizer import clamp_warmup
+        from segdata.class_weights import WEIGHTINGS, weights_for
+
+        changes: dict = {"warmup_iters": clamp_warmup(self.warmup_iters, self.total_iterations(iterations_per_epoch))}
+        if self.is_new_run:  # a resumed run keeps its crop and weights
+            changes["crop_size"] = crop_for_frames(self.crop_size, train_set.image_sizes(), self.scale_range,
+                                                   crop_given)
+            weights = weights_for(self.class_weights, train_set, self.workers)
+            if weights is not None:
+                where = (f"counted on the {len(train_set)} {train_set.split} masks" if self.class_weights in WEIGHTINGS
+                         else f"from {self.class_weights}")
+                log.info("class weights (%s, %s): %s", self.class_weights if self.class_weights in WEIGHTINGS else
+                         "a file", where, ", ".join(f"{name} {weight:.3g}" for name, weight in
+                                                    zip(train_set.classes.names, weights)))
+                changes["class_weight_values"] = tuple(weights)
+        return dataclasses.replace(self, **changes)
+
+
+HYPERPARAMETERS = {key: value for key, value in RunConfig.defaults(HYPERPARAMETER).items()
+                   if key != "class_weight_values"}
+"""The default of every flag that defines a run (class weights are counted from the data, not given)."""
+HYPERPARAMETERS["crop_size"], HYPERPARAMETERS["scale_range"] = (list(HYPERPARAMETERS[key]) for key in
+                                                                 ("crop_size", "scale_range"))
+RESTORED = RunConfig.defaults(RESTORED_KIND)
+"""Settings a resumed run restores unless they are given again."""
+LENGTHS = ("iters", "epochs")
+DEVICE_DEFAULTS = {"amp": True, "channels_last": True}
+"""The defaults of a new run on a GPU that runs bfloat16 natively: autocast (bfloat16, see
+``deeplabv3plus.precision``) and channels_last."""
+
+ResumeRecord = dict
+"""One resume as args.json records it: ``time``, ``from_iteration``, ``given`` (flags given), ``changed``."""
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def default_run_name(backbone: str, output_stride: int) -> str:
+    """``dlv3p_{backbone}_os{stride}``: the run name unless the user gives one."""
+    return f"dlv3p_{backbone}_os{output_stride}"
+
+
+def run_location(save_dir: Path | None, run_name: str | None, resume: Path | None,
+                 new_run_name: str) -> tuple[Path, str]:
+    """(folder of runs, run name): as given, else a resumed run's own (it continues in its folder), else ``saved``
+    and ``new_run_name``."""
+    if save_dir is None:
+        save_dir = Path(resume).parent.parent if resume else Path("saved")
+    if run_name is None:
+        run_name = run_name_of(resume) if resume else new_run_name
+    return Path(save_dir), run_name
+
+
+def crop_size(values: Sequence[int], flag: str = "--crop-size") -> tuple[int, int]:
+    """``[S]`` (square) or ``[H, W]`` -> (H, W); FlagError for any other count."""
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise FlagError(f"argument {flag}: give one size (square) or two (height width), got {len(values)} values")
+
+
+def scale_range(values: Sequence[float], flag: str = "--scale-range") -> tuple[float, float]:
+    """(MIN, MAX) with 0 < MIN <= MAX; FlagError otherwise (a reversed range is not taken silently)."""
+    low, high = values
+    if not 0 < low <= high:
+        raise FlagError(f"argument {flag}: needs 0 < MIN <= MAX, got {low} {high}")
+    return low, high
+
+
+def saved_settings(checkpoint: dict) -> dict:
+    """The settings a checkpoint was trained with, the model's from its config (older checkpoints lack some)."""
+    saved = dict(checkpoint.get("args", {}))
+    config = model_config(checkpoint)
+    saved.update({key: config[key] for key in ("backbone", "output_stride")})
+    # checkpoints written before the auxiliary head and the --arch presets existed
+    saved.setdefault("aux_loss_weight", HYPERPARAMETERS["aux_loss_weight"] if config["aux_head"] else 0.0)
+    saved.setdefault("arch", "mmseg" if config["stem"] == "deep" else "deeplabv3plus")
+    saved.setdefault("dataset", "cityscapes")  # checkpoints written before other data sets
+    return saved
+
+
+def _resolve_length(given: dict, saved: dict | None, progress: tuple[int, int],
+                    source: Path | None) -> tuple[dict, list]:
+    """``{"iters": ..., "epochs": ...}`` (one of them None) and the notes of a changed length."""
+    if saved is None:
+        if given.get("iters") is None and given.get("epochs") is None:
+            return {"iters": DEFAULT_ITERATIONS, "epochs": None}, []
+        return {key: given.get(key) for key in LENGTHS}, []
+    unit = "iters" if saved.get("iters") is not None else "epochs"
+    other = "epochs" if unit == "iters" else "iters"
+    if given.get(other) is not None:
+        raise FlagError(f"argument {_flag(other)}: the run in {source} counts its length in {unit}; give "
+                        f"{_flag(unit)} to change it")
+    length = {unit: saved[unit], other: None}
+    wanted = given.get(unit)
+    if wanted is None or wanted == saved[unit]:
+        return length, []
+    done = progress[1] if unit == "iters" else progress[0]
+    if wanted <= done:
+        raise FlagError(f"argument {_flag(unit)}: the run in {source} is at {done} {unit} already; give more than "
+                        f"that, or drop the flag")
+    length[unit] = wanted
+    return length, [f"{_flag(unit)}: {saved[unit]} -> {wanted} (the poly LR is computed for the new length from "
+                    f"iteration {progress[1]} on)"]
+
+
+def resolve_settings(given: dict, checkpoint: dict | None = None, source: Path | None = None,
+                     device_defaults: dict | None = None) -> tuple[dict, list]:
+    """The hyperparameters, restored settings and length of ``given`` (flags; None: not given), filled from the
+    resumed ``checkpoint`` (read from ``source``) or, for a new run, from ``device_defaults`` (e.g.
+    :data:`DEVICE_DEFAULTS` on a GPU) and the defaults. ``--amp-dtype`` alone implies ``--amp``. Returns
+    ``(settings, notes)``: notes say what a resume changed. FlagError names a flag that contradicts the run."""
+    saved = saved_settings(checkpoint) if checkpoint is not None else None
+    if given.get("amp_dtype") is not None and given.get("amp") is None:
+        given = {**given, "amp": True}
+    new_run_defaults = device_defaults if saved is None and device_defaults else {}
+    settings, notes = {}, []
+    for key, default in HYPERPARAMETERS.items():
+        default = new_run_defaults.get(key, default)
+        value = given.get(key)
+        if key == "crop_size" and value is not None:
+            value = list(crop_size(value))
+        if key == "scale_range" and value is not None:
+            value = list(scale_range(value))
+        if saved is not None and key in saved:
+            if value is not None and value != saved[key]:
+                other_data = (f"; to train its weights on the {value} data, start a new run from them: --init-weights "
+                              f"{source} --run-name NAME" if key == "dataset" else "")
+                raise FlagError(f"argument {_flag(key)}: {value} differs from {saved[key]} of the run in {source}; a "
+                                "resumed run keeps its settings: drop the flag, or start a new run with --run-name"
+                                + other_data)
+            value = saved[key]
+        settings[key] = default if value is None else value
+    for key, default in RESTORED.items():
+        default = new_run_defaults.get(key, default)
+        value = given.get(key)
+        if key == "data_root" and value is not None:
+            value = str(Path(value).resolve())  # recorded absolute: --resume alone works from any folder
+        if saved is not None and key in saved:
+            if value is None:
+                value = saved[key]
+            elif str(value) != str(saved[key]):
+                notes.append(f"{_flag(key)}: {saved[key]} -> {value}")
+        settings[key] = default if value is None else value
+    if given.get("val_every") is not None and given.get("val_interval") is None:
+        settings["val_interval"] = None  # validation by epochs given anew replaces the run's by iterations
+    progress = (checkpoint.get("epoch", 0), checkpoint.get("iteration", 0)) if checkpoint is not None else (0, 0)
+    length, length_notes = _resolve_length(given, saved, progress, source)
+    settings.update(length)
+    settings.update({key: None if settings[key] is None else str(settings[key])
+                     for key in ("classes", "init_weights", "pretrained_backbone")})
+    return settings, notes + length_notes
+
+
+def resume_record(given: dict, from_iteration: int, notes: list) -> ResumeRecord:
+    """What args.json appends for one resume: when, from which iteration, the flags given and what changed."""
+    return {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "from_iteration": from_iteration, "given": given, "changed": notes}
+
+
+def check_batch_size(batch_size: int, world_size: int) -> None:
+    """FlagError unless the batch splits evenly over the processes, at least 2 images each (batch norm)."""
+    if batch_size % world_size:
+        raise FlagError(f"argument --batch-size: {batch_size} must divide evenly over {world_size} processes")
+    if batch_size // world_size < 2:
+        raise FlagError("argument --batch-size: each process needs at least 2 images per batch (batch norm); raise it")
+
+
+def crop_for_frames(crop: Sequence[int], sizes: Sequence[tuple[int, int]], scale_range: Sequence[float],
+                    given: bool) -> tuple[int, int]:
+    """The training crop (H, W) for frames of ``sizes``: ``crop`` when some frame, at the largest random scale,
+    covers it; otherwise every crop would be mostly padding, and a crop that was ``given`` is refused (FlagError) while
+    the default one is fitted to the largest frame with a printed line."""
+    height, width = max(size[0] for size in sizes), max(size[1] for size in sizes)
+    reach = (int(height * max(scale_range)), int(width * max(scale_range)))
+    if crop[0] <= reach[0] and crop[1] <= reach[1]:
+        return crop[0], crop[1]
+    if given:
+        raise FlagError(f"argument --crop-size: {crop[0]}x{crop[1]} is larger than every train frame even at the "
+                        f"largest random scale (frames at most {height}x{width}, x{max(scale_range):g}); give a crop "
+                        f"of at most {min(crop[0], height)}x{min(crop[1], width)}")
+    fitted = (min(crop[0], height), min(crop[1], width))
+    log.warning("warning: the recipe's %dx%d crop is larger than every train frame (at most %dx%d): training on "
+                "%dx%d crops; --crop-size chooses another", crop[0], crop[1], height, width, *fitted)
+    return fitted
