@@ -129,8 +129,8 @@ def main(args: argparse.Namespace) -> int:
             report = evaluation.write_outputs(result, work_dir)
             output.commit()
     except (KeyboardInterrupt, OSError, ValueError) as error:
-        kept = output.discard() if context.is_main else ""
-        return cli.report_error(error, kept, writing=work_dir, write_advice="free space (or fix permissions)")
+        still_there = output.discard() if context.is_main else ""
+        return cli.report_error(error, still_there, writing=work_dir, write_advice="free space (or fix permissions)")
     finally:
         if context.enabled:
             torch.distributed.destroy_process_group()

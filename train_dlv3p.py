@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         checkpoint = assembly.load_resume_point(args.resume) if args.resume else None
         given = cli.given_flags(args, get_args_parser())
-        config, changes = RunConfig.from_flags(args, given, context, checkpoint)
+        config, changes = RunConfig.from_flags(args, context, checkpoint)
         check_tensorboard(config.tensorboard)
         folder = RunFolder.claim(Path(config.save_dir), config.run_name, args.resume, config.overwrite,
                                  lock=context.is_main)

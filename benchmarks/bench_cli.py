@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segdata.files import OutputError, check_output_file, check_output_folder
-from segdata.flags import report_error
+from segdata.flags import non_negative_int, report_error
 
-__all__ = ["existing_folder", "run_benchmark", "writable_file", "writable_folder"]
+__all__ = ["add_device_and_output_flags", "default_precisions", "existing_folder", "run_benchmark", "writable_file",
+           "writable_folder"]
 
 
 def existing_folder(text: str) -> Path:
@@ -45,3 +46,20 @@ def run_benchmark(main: Callable[[argparse.Namespace], object], args: argparse.N
     except (OSError, ValueError, RuntimeError, KeyboardInterrupt) as error:
         return report_error(error)
     return 0
+
+
+def add_device_and_output_flags(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--threads``, ``--device`` and the table and plot a model benchmark writes (``outputs/benchmark_{name}.*``)."""
+    from deeplabv3plus.cli import default_device, device
+
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: PyTorch's default)")
+    parser.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
+    parser.add_argument("--csv", type=writable_file, default=Path(f"outputs/benchmark_{name}.csv"),
+                        help="CSV to write")
+    parser.add_argument("--plot", type=writable_file, default=Path(f"outputs/benchmark_{name}.png"),
+                        help="plot to write")
+
+
+def default_precisions(device: str) -> list[str]:
+    """The precisions a model benchmark measures unless told: fp16 too on CUDA."""
+    return ["fp32", "fp16", "bf16"] if device.startswith("cuda") else ["fp32", "bf16"]

@@ -17,15 +17,14 @@ import argparse
 import resource
 import statistics
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_cli import run_benchmark, writable_file
+from bench_cli import add_device_and_output_flags, default_precisions, run_benchmark
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
-from deeplabv3plus.cli import crop_side, default_device, device
+from deeplabv3plus.cli import crop_side
 from deeplabv3plus.inference import sliding_window_logits
 from deeplabv3plus.model import build_model
 from fresh_process import run_in_fresh_process
@@ -177,12 +176,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=crop_side, nargs=2, default=[513, 513], metavar=("H", "W"),
                         help="window step")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: PyTorch's default)")
-    parser.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
-    parser.add_argument("--csv", type=writable_file, default=Path("outputs/benchmark_inference.csv"),
-                        help="CSV to write")
-    parser.add_argument("--plot", type=writable_file, default=Path("outputs/benchmark_inference.png"),
-                        help="plot to write")
+    add_device_and_output_flags(parser, "inference")
     return parser
 
 
@@ -193,7 +187,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "slide" in args.modes and any(step > side for step, side in zip(args.stride, args.crop)):
         parser.error(f"argument --stride: {args.stride} leaves gaps between --crop {args.crop} windows")
     if args.precisions is None:
-        args.precisions = ["fp32", "fp16", "bf16"] if args.device.startswith("cuda") else ["fp32", "bf16"]
+        args.precisions = default_precisions(args.device)
     return args
 
 

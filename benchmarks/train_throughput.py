@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from bench_cli import run_benchmark, writable_file
+from bench_cli import add_device_and_output_flags, default_precisions, run_benchmark
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
-from deeplabv3plus.cli import crop_side, default_device, device
+from deeplabv3plus.cli import crop_side
 from deeplabv3plus.config import RunConfig
 from deeplabv3plus.engine import TrainingStep, masks_to_device, to_device, train_one_epoch
 from deeplabv3plus.loss import SegmentationLoss
@@ -261,12 +261,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "train_dlv3p.py does on CUDA (default: on CUDA)")
     parser.add_argument("--cache", action="store_true", help="the loader reads the decoded cache (python -m "
                                                              "cityscapes.cache) instead of the PNGs")
-    parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: PyTorch's default)")
-    parser.add_argument("--device", type=device, default=default_device(), help="cuda, cuda:N or cpu")
-    parser.add_argument("--csv", type=writable_file, default=Path("outputs/benchmark_train_throughput.csv"),
-                        help="CSV to write")
-    parser.add_argument("--plot", type=writable_file, default=Path("outputs/benchmark_train_throughput.png"),
-                        help="plot to write")
+    add_device_and_output_flags(parser, "train_throughput")
     return parser
 
 
@@ -279,7 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.data_root is not None and not args.data_root.is_dir():
         parser.error(f"argument --data-root: {args.data_root}: no such folder")
     if args.precisions is None:
-        args.precisions = ["fp32", "fp16", "bf16"] if args.device.startswith("cuda") else ["fp32", "bf16"]
+        args.precisions = default_precisions(args.device)
     return args
 
 

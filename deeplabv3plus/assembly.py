@@ -20,7 +20,7 @@ from deeplabv3plus.distributed import DistributedContext, ShardSampler
 from deeplabv3plus.engine import TrainingStep
 from deeplabv3plus.inference import TrainedRun
 from deeplabv3plus.loss import SegmentationLoss
-from deeplabv3plus.model import ARCHITECTURES, build_model, without_aux_head
+from deeplabv3plus.model import build_model, without_aux_head
 from deeplabv3plus.optimizer import build_optimizer
 from deeplabv3plus.protocol import EvaluationProtocol, validation_protocol
 from deeplabv3plus.tensorboard_log import TrainingLog, show_validation
@@ -95,7 +95,7 @@ def build_training_model(config: RunConfig, num_classes: int, context: Distribut
     processes; channels_last if asked."""
     pretrained = config.pretrained_backbone if config.is_new_run and not config.init_weights else None
     model = build_model(config.backbone, config.output_stride, num_classes, pretrained,
-                        aux_head=config.aux_loss_weight > 0, **ARCHITECTURES[config.arch])
+                        aux_head=config.aux_loss_weight > 0, arch=config.arch)
     if config.init_weights is not None and config.is_new_run:
         load_initial_weights(model, Path(config.init_weights))
     model = model.to(context.device)

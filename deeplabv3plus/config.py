@@ -2,22 +2,20 @@
 
 Each setting has one of four kinds (a field's ``kind``):
 
-- **hyperparameter**: the model, the data pipeline, the loss and the optimizer. A resumed run takes them from its
+- **hyperparameter**: the model, the data pipeline, the loss, the optimizer. A resumed run takes them from its
   checkpoint and refuses a flag that contradicts them (its weights and optimizer could not honour it).
 - **restored**: where the data is, how often to validate, the memory format. A resumed run restores them unless
-  they are given again (a data set that moved); a change is said and recorded. (``--val-every`` epochs and
-  ``--val-interval`` iterations: giving one on resume replaces the other.)
+  given again (a data set that moved); a change is said and recorded (``--val-every`` epochs and ``--val-interval``
+  iterations: giving one on resume replaces the other).
 - **length**: ``--iters`` / ``--epochs``. A resumed run may be made longer (or shorter, down to where it is): the
   poly LR is then computed for the new length from the current iteration on, as mmsegmentation does when its
   ``max_iters`` changes; the change is said and recorded.
-- **invocation**: device, workers, logging... belong to one command and are neither taken from nor checked against
-  the run.
+- **invocation**: device, workers, logging: one command's, neither taken from nor checked against the run.
 
-:meth:`RunConfig.from_flags` resolves the flags, the checkpoint being resumed and the device into a config once
-(:func:`resolve_settings` holds the rules, on plain dicts, so they test without files); :meth:`RunConfig.fitted_to`
-is the one step that needs the data (the crop fitted to small frames, the warm-up clamped to the run, the class
-weights counted); nothing changes a config afterwards. ``args.json`` and the checkpoint's ``args`` are
-:meth:`RunConfig.as_record`.
+:meth:`RunConfig.from_flags` resolves flags, checkpoint and device once (the rules, on plain dicts, are
+:func:`resolve_settings`); :meth:`RunConfig.fitted_to` is the one step that needs the data (the crop fitted to small
+frames, the warm-up clamped, the class weights counted); nothing changes a config afterwards. ``args.json`` and the
+checkpoint's ``args`` are :meth:`RunConfig.as_record`.
 """
 
 from __future__ import annotations
@@ -132,11 +130,11 @@ class RunConfig:
         return {item.name: item.default for item in dataclasses.fields(cls) if item.metadata["kind"] == kind}
 
     @classmethod
-    def from_flags(cls, args: argparse.Namespace, given: dict, context: DistributedContext,
+    def from_flags(cls, args: argparse.Namespace, context: DistributedContext,
                    checkpoint: dict | None = None) -> tuple[RunConfig, list[str]]:
         """The config of ``args`` (the flags; None: not given) for a new run, or for the run of ``checkpoint`` being
         resumed; and what a resume changed, in words. FlagError names a flag that contradicts the run, or another
-        flag. ``given``: the flags given (recorded with a resume)."""
+        flag."""
         from segdata.loading import default_workers  # the loader's rule for its own workers
 
         flags = vars(args)
@@ -166,20 +164,14 @@ class RunConfig:
         smaller than it (a ``crop_given`` too large is refused), the warm-up clamped to the run, and the class
         weights of --class-weights counted on the train masks (a resumed run keeps its own)."""
         from deeplabv3plus.optimizer import clamp_warmup
-        from segdata.class_weights import WEIGHTINGS, weights_for
+        from segdata.class_weights import weights_for
 
         changes: dict = {"warmup_iters": clamp_warmup(self.warmup_iters, self.total_iterations(iterations_per_epoch))}
         if self.is_new_run:  # a resumed run keeps its crop and weights
             changes["crop_size"] = crop_for_frames(self.crop_size, train_set.image_sizes(), self.scale_range,
                                                    crop_given)
             weights = weights_for(self.class_weights, train_set, self.workers)
-            if weights is not None:
-                where = (f"counted on the {len(train_set)} {train_set.split} masks" if self.class_weights in WEIGHTINGS
-                         else f"from {self.class_weights}")
-                log.info("class weights (%s, %s): %s", self.class_weights if self.class_weights in WEIGHTINGS else
-                         "a file", where, ", ".join(f"{name} {weight:.3g}" for name, weight in
-                                                    zip(train_set.classes.names, weights)))
-                changes["class_weight_values"] = tuple(weights)
+            changes["class_weight_values"] = None if weights is None else tuple(weights)
         return dataclasses.replace(self, **changes)
 
 

@@ -31,7 +31,7 @@ import torch
 from cityscapes.labels import NUM_CLASSES
 from deeplabv3plus import cli
 from deeplabv3plus.checkpoint import save_checkpoint
-from deeplabv3plus.model import ARCHITECTURES, build_model
+from deeplabv3plus.model import build_model
 from segdata.files import write_bytes_atomic
 
 __all__ = ["ConversionError", "convert_mmseg", "convert_mmseg_backbone", "map_mmseg_key"]
@@ -106,7 +106,7 @@ def convert_mmseg(path: Path, out: Path, output_stride: int = 8, trust_pickle: b
             f"{path}: predicts {num_classes} classes; this project evaluates Cityscapes' {NUM_CLASSES}"
         )
     model = build_model(_depth(state, path, "backbone."), output_stride, num_classes,
-                        aux_head=any(key.startswith("aux_head.") for key in mapped), **ARCHITECTURES["mmseg"])
+                        aux_head=any(key.startswith("aux_head.") for key in mapped), arch="mmseg")
     try:
         model.load_state_dict(mapped)
     except RuntimeError as error:
@@ -124,7 +124,7 @@ def convert_mmseg_backbone(path: Path, out: Path, trust_pickle: bool = False) ->
     if unknown or not any(key.startswith("stem.") for key in state):
         raise ConversionError(f"{path}: {unknown[0] if unknown else 'no stem.* keys'}: not a ResNetV1c backbone")
     depth = _depth(state, path, "")
-    layers = build_model(depth, 8, stem="deep").backbone.body
+    layers = build_model(depth, 8, arch="mmseg").backbone.body
     try:
         layers.load_state_dict(state)
     except RuntimeError as error:

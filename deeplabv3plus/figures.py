@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ import torch
 
 from deeplabv3plus.datasets import open_split
 from deeplabv3plus.history import read_history, read_per_class_iou
-from deeplabv3plus.inference import TrainedRun, predict
+from deeplabv3plus.inference import InferenceOptions, TrainedRun, predict
 from segdata.classes import ClassTable, indexed_palette
 from segdata.dataset import SegmentationDataset
 from segdata.files import write_csv
@@ -32,6 +33,7 @@ __all__ = [
     "plot_training_curve",
     "prediction_frames",
     "run_classes",
+    "GifOptions",
     "save_prediction_gif",
     "save_training_figures",
     "training_summary",
@@ -229,21 +231,33 @@ def prediction_frames(model: torch.nn.Module, dataset: SegmentationDataset, indi
     for index in indices:
         image, ground_truth = dataset.load(index)
         normalised, _ = dataset.transforms(image, ground_truth)
-        prediction = predict(model, normalised[None].to(device), amp_dtype=amp_dtype).argmax(1)[0].cpu().numpy()
+        prediction = predict(model, normalised[None].to(device), InferenceOptions(amp_dtype=amp_dtype)).argmax(1)[0]
+        prediction = prediction.cpu().numpy()
         frames[dataset.stem(index)] = side_by_side(image.permute(1, 2, 0).numpy(), prediction,
                                                    ground_truth.numpy() if dataset.has_labels else None, palette)
     return frames
 
 
-def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None = None, split: str = "val",
-                        num_frames: int = 8, frame_ms: int = 800, device: str = "cpu") -> Path:
-    """Predict the first ``num_frames`` images of a split of the data set the checkpoint was trained on (its
-    layout and class table travel in the checkpoint); write image | prediction | ground truth as a GIF.
+@dataclass(frozen=True)
+class GifOptions:
+    """What a prediction GIF shows: the first ``num_frames`` frames of ``split``, ``frame_ms`` each, predicted on
+    ``device``."""
+
+    split: str = "val"
+    num_frames: int = 8
+    frame_ms: int = 800
+    device: str = "cpu"
+
+
+def save_prediction_gif(checkpoint: Path, data_root: Path, out_path: Path | None = None,
+                        options: GifOptions = GifOptions()) -> Path:
+    """Predict the first frames of a split of the data set the checkpoint was trained on (its layout and class table
+    travel in the checkpoint); write image | prediction | ground truth as a GIF.
 
     ``out_path`` defaults to ``outputs/{run}.gif``, named after the checkpoint's run (another run's GIF stays).
     """
     run = TrainedRun.load(checkpoint)
-    dataset = open_split(run.dataset, data_root, split, run.classes, eval_transforms())
-    frames = prediction_frames(run.model(device), dataset, range(min(num_frames, len(dataset))),
-                               run.classes.palette(), device)
-    return save_gif(list(frames.values()), out_path or Path("outputs") / f"{run.run_name}.gif", frame_ms)
+    dataset = open_split(run.dataset, data_root, options.split, run.classes, eval_transforms())
+    frames = prediction_frames(run.model(options.device), dataset, range(min(options.num_frames, len(dataset))),
+                               run.classes.palette(), options.device)
+    return save_gif(list(frames.values()), out_path or Path("outputs") / f"{run.run_name}.gif", options.frame_ms)

@@ -44,13 +44,6 @@ class InferenceOptions:
     def __post_init__(self) -> None:
         check_inference_options(self.mode, self.crop, self.stride, self.scales)
 
-    def predict_kwargs(self) -> dict:
-        """The keyword arguments of :func:`predict` (and of ``engine.evaluate``, which passes them on)."""
-        kwargs = {"flip": self.flip, "scales": self.scales, "amp_dtype": self.amp_dtype}
-        if self.mode == "slide":
-            kwargs.update(mode="slide", crop=self.crop, stride=self.stride)
-        return kwargs
-
 
 @dataclass(frozen=True)
 class TrainedRun:
@@ -186,16 +179,15 @@ def check_inference_options(mode: str, crop: Sequence[int] | None, stride: Seque
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
-            amp_dtype: torch.dtype | None = None, mode: str = "whole", crop: Sequence[int] | None = None,
-            stride: Sequence[int] | None = None) -> torch.Tensor:
-    """Class probabilities (N, C, H, W), averaged over scales and (optionally) horizontal flips.
+def predict(model: nn.Module, images: torch.Tensor, options: InferenceOptions = InferenceOptions()) -> torch.Tensor:
+    """Class probabilities (N, C, H, W) of (N, 3, H, W) normalised images, averaged over the ``options``' scales and
+    (optionally) horizontal flips, under their autocast dtype.
 
-    ``mode="slide"`` runs each scaled (and flipped) image as ``crop`` windows every
-    ``stride`` pixels (see :func:`sliding_window_logits`); ``"whole"`` in one pass.
+    Mode ``"slide"`` runs each scaled (and flipped) image as ``crop`` windows every ``stride`` pixels (see
+    :func:`sliding_window_logits`); ``"whole"`` in one pass.
     """
-    check_inference_options(mode, crop, stride)
     height, width = images.shape[-2:]
+    scales = options.scales
     if round(min(height, width) * min(scales)) < 1:
         raise ValueError(f"argument --scales: {min(scales)} shrinks a {height}x{width} image to nothing; use a larger "
                          "scale")
@@ -203,10 +195,11 @@ def predict(model: nn.Module, images: torch.Tensor, *, flip: bool = False, scale
     for scale in scales:
         scaled = images if scale == 1.0 else F.interpolate(
             images, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)
-        variants = [(scaled, False), (scaled.flip(-1), True)] if flip else [(scaled, False)]
+        variants = [(scaled, False), (scaled.flip(-1), True)] if options.flip else [(scaled, False)]
         for variant, flipped in variants:
-            with autocast(images.device, amp_dtype):
-                logits = sliding_window_logits(model, variant, crop, stride) if mode == "slide" else model(variant)
+            with autocast(images.device, options.amp_dtype):
+                logits = (sliding_window_logits(model, variant, options.crop, options.stride)
+                          if options.mode == "slide" else model(variant))
             logits = logits.float()
             if flipped:
                 logits = logits.flip(-1)
@@ -214,4 +207,4 @@ def predict(model: nn.Module, images: torch.Tensor, *, flip: bool = False, scale
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             probabilities = logits.softmax(dim=1)
             total = probabilities if total is None else total + probabilities
-    return total / (len(scales) * (2 if flip else 1))
+    return total / (len(scales) * (2 if options.flip else 1))

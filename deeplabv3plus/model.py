@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,7 +15,7 @@ from deeplabv3plus.aspp import ASPP, ASPP_RATES_BY_OUTPUT_STRIDE, SeparableASPP
 from deeplabv3plus.backbone import ResNetBackbone
 from deeplabv3plus.decoder import Decoder, SeparableDecoder
 
-__all__ = ["ARCHITECTURES", "DeepLabV3Plus", "build_model", "model_from_config", "without_aux_head"]
+__all__ = ["ARCHITECTURES", "DeepLabV3Plus", "ModelConfig", "build_model", "model_from_config", "without_aux_head"]
 
 
 AUX_HEAD_PREFIX = "aux_head."
@@ -26,33 +28,48 @@ ARCHITECTURES = {
 ``deeplabv3plus_r{50,101}-d8`` (ResNetV1c deep stem, depthwise-separable ASPP head of 512 channels)."""
 
 
-class DeepLabV3Plus(nn.Module):
-    """ResNet backbone + ASPP + decoder; ``forward(images) -> logits (N, num_classes, H, W)``.
+@dataclass(frozen=True)
+class ModelConfig:
+    """What rebuilds a model (a checkpoint's ``model_config``): the ResNet depth, the output stride, the classes, the
+    auxiliary head, and the variant: ``stem`` ("7x7" or "deep"), ``head`` ("dense" or "separable"; see
+    :data:`ARCHITECTURES`)."""
 
-    ``stem`` ("7x7" or "deep") and ``head`` ("dense" or "separable") choose the
-    variant (see ``ARCHITECTURES``). With ``aux_head`` an FCN head on layer3 (torchvision's ``FCNHead``: 3x3 conv to
-    256 channels, BN, ReLU, dropout 0.1, 1x1 classifier) adds a second output in
-    training mode only: ``{"out": logits, "aux": aux_logits}``, both at the input
-    size. In eval mode the model returns the logits alone, with or without it.
+    backbone: str = "resnet50"
+    output_stride: int = 16
+    num_classes: int = 19
+    aux_head: bool = False
+    stem: str = "7x7"
+    head: str = "dense"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class DeepLabV3Plus(nn.Module):
+    """ResNet backbone + ASPP + decoder; ``forward(images) -> logits (N, num_classes, H, W)``, built from a
+    :class:`ModelConfig` (recorded as the dict ``self.config``), its backbone from ImageNet weights when
+    ``pretrained_backbone`` is given.
+
+    With ``aux_head`` an FCN head on layer3 (torchvision's ``FCNHead``: 3x3 conv to 256 channels, BN, ReLU, dropout
+    0.1, 1x1 classifier) adds a second output in training mode only: ``{"out": logits, "aux": aux_logits}``, both at
+    the input size. In eval mode the model returns the logits alone, with or without it.
     """
 
-    def __init__(self, backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
-                 pretrained_backbone: str | Path | None = None, aux_head: bool = False, stem: str = "7x7",
-                 head: str = "dense") -> None:
+    def __init__(self, config: ModelConfig = ModelConfig(), pretrained_backbone: str | Path | None = None) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-        self.backbone = ResNetBackbone(backbone, output_stride, pretrained_backbone, stem)
-        rates = ASPP_RATES_BY_OUTPUT_STRIDE[output_stride]
-        if head == "separable":
+        if config.head not in HEADS:
+            raise ValueError(f"unknown head {config.head!r}; choose one of {', '.join(HEADS)}")
+        self.backbone = ResNetBackbone(config.backbone, config.output_stride, pretrained_backbone, config.stem)
+        rates = ASPP_RATES_BY_OUTPUT_STRIDE[config.output_stride]
+        if config.head == "separable":
             self.aspp = SeparableASPP(self.backbone.out_channels, rates)
-            self.decoder = SeparableDecoder(self.backbone.low_level_channels, self.aspp.out_channels, num_classes)
+            self.decoder = SeparableDecoder(self.backbone.low_level_channels, self.aspp.out_channels,
+                                            config.num_classes)
         else:
             self.aspp = ASPP(self.backbone.out_channels, rates)
-            self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, num_classes)
-        self.aux_head = FCNHead(self.backbone.aux_channels, num_classes) if aux_head else None
-        self.config = {"backbone": backbone, "output_stride": output_stride, "num_classes": num_classes,
-                       "aux_head": aux_head, "stem": stem, "head": head}
+            self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, config.num_classes)
+        self.aux_head = FCNHead(self.backbone.aux_channels, config.num_classes) if config.aux_head else None
+        self.config = config.as_dict()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """(N, 3, H, W) normalised images -> (N, num_classes, H, W) float logits, for any H and W."""
@@ -67,23 +84,26 @@ class DeepLabV3Plus(nn.Module):
 
 
 def build_model(backbone: str = "resnet50", output_stride: int = 16, num_classes: int = 19,
-                pretrained_backbone: str | Path | None = None, aux_head: bool = False, stem: str = "7x7",
-                head: str = "dense") -> DeepLabV3Plus:
-    """A DeepLabV3+ model.
+                pretrained_backbone: str | Path | None = None, aux_head: bool = False,
+                arch: str = "deeplabv3plus") -> DeepLabV3Plus:
+    """A DeepLabV3+ model (timm's ``create_model`` habit: one builder with keyword arguments).
 
     ``pretrained_backbone``: ``"imagenet"`` (torchvision's weights, downloaded to its
     cache), a path to a local ResNet state dict, or ``None`` to start from scratch.
     ``aux_head``: add the auxiliary FCN head on layer3 used by the training recipe.
-    ``stem`` / ``head``: the variant (``ARCHITECTURES["mmseg"]`` is mmsegmentation's).
+    ``arch``: the variant, a preset of :data:`ARCHITECTURES` (``"mmseg"`` is mmsegmentation's).
     """
-    return DeepLabV3Plus(backbone, output_stride, num_classes, pretrained_backbone, aux_head, stem, head)
+    return DeepLabV3Plus(ModelConfig(backbone, output_stride, num_classes, aux_head, **ARCHITECTURES[arch]),
+                         pretrained_backbone)
 
 
 def model_from_config(config: dict, output_stride: int | None = None, aux_head: bool = False) -> DeepLabV3Plus:
     """The model a full model config (``checkpoint.model_config``) describes, optionally at another output stride;
     without the auxiliary head unless asked."""
-    return build_model(config["backbone"], output_stride or config["output_stride"], config["num_classes"],
-                       aux_head=aux_head, stem=config["stem"], head=config["head"])
+    known = {item.name for item in dataclasses.fields(ModelConfig)}
+    return DeepLabV3Plus(ModelConfig(**{**{key: value for key, value in config.items() if key in known},
+                                        "output_stride": output_stride or config["output_stride"],
+                                        "aux_head": aux_head}))
 
 
 def without_aux_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

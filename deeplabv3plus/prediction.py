@@ -33,7 +33,7 @@ class Predictor:
         self.model, self.device, self.classes, self.ids_name = model, device, classes, ids_name
         self.palette = classes.palette()
         self.normalise = eval_transforms()
-        self.options = options.predict_kwargs()
+        self.options = options
         self.channels_last = options.channels_last
 
     def __call__(self, frames: list[np.ndarray]) -> np.ndarray:
@@ -42,7 +42,7 @@ class Predictor:
         images = self.normalise(batch).as_subclass(torch.Tensor).to(self.device)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return predict(self.model, images, **self.options).argmax(1).to(torch.uint8).cpu().numpy()
+        return predict(self.model, images, self.options).argmax(1).to(torch.uint8).cpu().numpy()
 
 
 def _batches(items: Iterator, size: int, key=lambda frame: frame.shape) -> Iterator[list]:

@@ -22,8 +22,8 @@ from deeplabv3plus.config import LENGTHS, RESTORED
 from deeplabv3plus.tensorboard_log import TB_DIR
 from segdata.files import (
     TEMPORARY_SUFFIX,
+    LockBusy,
     LockFile,
-    LockHeld,
     OutputError,
     missing_folders,
     remove_empty_folders,
@@ -115,12 +115,13 @@ class RunFolder:
         try:
             resuming_here = resume is not None and Path(resume).resolve().parent == path.resolve()
             if folder.foreign_entries() and not resuming_here and not overwrite:
-                held = ", ".join(folder.entries())
+                contents = ", ".join(folder.entries())
                 if folder.holds_a_run():
-                    raise FlagError(f"{path}: already holds a run ({held}); continue it with --resume {path / LAST}, "
-                                    "start another with --run-name NAME, or replace it with --overwrite")
-                raise FlagError(f"{path}: holds files of a run without its checkpoints ({held}); they are kept: start "
-                                "this run with --run-name NAME, or replace them with --overwrite")
+                    raise FlagError(f"{path}: already holds a run ({contents}); continue it with --resume "
+                                    f"{path / LAST}, start another with --run-name NAME, or replace it with "
+                                    "--overwrite")
+                raise FlagError(f"{path}: holds files of a run without its checkpoints ({contents}); they are kept: "
+                                "start this run with --run-name NAME, or replace them with --overwrite")
         except BaseException:
             folder.release()
             raise
@@ -136,8 +137,8 @@ class RunFolder:
             except OSError as error:
                 raise OutputError(f"{self.path}: cannot be written ({error.strerror})") from None
             self._lock.take()
-        except LockHeld as held:
-            raise FlagError(f"{self.path}: another training is using this run folder right now ({held.holder}); "
+        except LockBusy as busy:
+            raise FlagError(f"{self.path}: another training is using this run folder right now ({busy.holder}); "
                             "wait for it to end, or start this one with --run-name NAME") from None
         except OutputError as error:
             remove_empty_folders(self.made)
@@ -168,7 +169,7 @@ class RunFolder:
 
     def record(self, settings: dict, resume: dict | None) -> None:
         """Write args.json: the settings the run uses. A resume keeps the first start's record, updated with the
-        kept and length settings (and the validation protocol), and appends ``resume`` to its ``resumes``."""
+        restored and length settings (and the validation protocol), and appends ``resume`` to its ``resumes``."""
         path = self.path / ARGS
         if resume is None or not path.exists():
             write_json(path, {**settings, "resumes": [] if resume is None else [resume]})
@@ -192,7 +193,8 @@ class RunFolder:
         then = (f"continue with python train_dlv3p.py --resume {self.last}" if self.last.exists()
                 else "no checkpoint was written yet: run the same command again")
         if isinstance(error, KeyboardInterrupt):
-            held = load_checkpoint(self.last)["iteration"] if self.last.exists() else None
-            return report_error(error, (f"{self.last} holds iteration {held}; " if held is not None else "") + then)
+            iteration = load_checkpoint(self.last)["iteration"] if self.last.exists() else None
+            return report_error(error, (f"{self.last} holds iteration {iteration}; " if iteration is not None else "")
+                                + then)
         return report_error(error, writing=self.path, write_advice="free space (or fix permissions), then "
                             + then.removeprefix("no checkpoint was written yet: "))

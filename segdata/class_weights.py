@@ -10,6 +10,7 @@ count for no class. A class absent from every training mask gets weight 1 (no pi
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from segdata.flags import FlagError
 
 __all__ = ["WEIGHTINGS", "ClassCounts", "class_pixels", "count_classes", "inverse_frequency", "median_frequency",
            "read_weights", "weights_for"]
+
+log = logging.getLogger(__name__)
 
 WEIGHTINGS = ("none", "median-frequency", "inverse-frequency")
 """The rules of --class-weights (or a file of one weight per class)."""
@@ -125,9 +128,15 @@ def weights_for(rule: str, dataset, workers: int = 0) -> list[float] | None:
     if rule == "none":
         return None
     if rule not in WEIGHTINGS:
-        return read_weights(Path(rule), dataset.classes)
+        weights = read_weights(Path(rule), dataset.classes)
+        log.info("class weights (a file, from %s): %s", rule, ", ".join(f"{name} {weight:.3g}" for name, weight in
+                                                                         zip(dataset.classes.names, weights)))
+        return weights
     counts = count_classes(dataset, workers)
     if not counts.pixels.any():
         raise FlagError(f"argument --class-weights: the {dataset.split} masks hold no labelled pixel to count "
                         f"(every pixel is {IGNORE_INDEX})")
-    return median_frequency(counts) if rule == "median-frequency" else inverse_frequency(counts)
+    weights = median_frequency(counts) if rule == "median-frequency" else inverse_frequency(counts)
+    log.info("class weights (%s, counted on the %d %s masks): %s", rule, counts.frames, dataset.split,
+             ", ".join(f"{name} {weight:.3g}" for name, weight in zip(dataset.classes.names, weights)))
+    return weights

@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - the fallback is tested by patching thi
 __all__ = [
     "TEMPORARY_SUFFIX",
     "LockFile",
-    "LockHeld",
+    "LockBusy",
     "OutputError",
     "StagedOutput",
     "check_output_file",
@@ -104,7 +104,7 @@ def remove_empty_folders(folders: Iterable[Path]) -> None:
             folder.rmdir()
 
 
-class LockHeld(Exception):
+class LockBusy(Exception):
     """The lock is held by another process; ``holder`` says which (``pid N, started TIME``)."""
 
     def __init__(self, path: Path, holder: str) -> None:
@@ -124,7 +124,7 @@ class LockFile:
         os.register_at_fork(after_in_child=functools.partial(_close_in_child, self._handle))
 
     def take(self) -> None:
-        """Lock (making the file); LockHeld naming the holder if another process has it; OutputError naming the
+        """Lock (making the file); LockBusy naming the holder if another process has it; OutputError naming the
         file and the fix where it cannot be made (a folder in its place, a read-only disk)."""
         try:
             handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -138,14 +138,15 @@ class LockFile:
         except BlockingIOError:
             holder = os.pread(handle, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(handle)
-            raise LockHeld(self.path, holder) from None
+            raise LockBusy(self.path, holder) from None
         os.ftruncate(handle, 0)
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         os.pwrite(handle, f"pid {os.getpid()}, started {started}".encode(), 0)
         self._handle[0] = handle
 
     @property
-    def held(self) -> bool:
+    def is_locked(self) -> bool:
+        """Whether this object holds the lock now."""
         return self._handle[0] is not None
 
     def release(self) -> None:
@@ -181,9 +182,9 @@ class StagedOutput:
         self.staging.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.lock.take()
-        except LockHeld as held:
+        except LockBusy as busy:
             remove_empty_folders(self.made)
-            raise OutputError(f"{self.final}: another command is writing this output right now ({held.holder}); "
+            raise OutputError(f"{self.final}: another command is writing this output right now ({busy.holder}); "
                               "wait for it to end, or write elsewhere with --out DIR") from None
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
@@ -201,7 +202,7 @@ class StagedOutput:
 
     def discard(self) -> str:
         """Drop what was staged (and the folders made for it); what the user still has, in words."""
-        if self.lock.held:
+        if self.lock.is_locked:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.lock.release()
         remove_empty_folders(self.made)

@@ -193,15 +193,13 @@ def trained_run(learn_root: Path, tmp_path_factory: pytest.TempPathFactory, work
 
 
 def _train_tiny(learn_root: Path, save_dir: Path) -> None:
+    from helpers import train_args
+
     import train_dlv3p
 
-    args = train_dlv3p.get_args_parser().parse_args([
-        "--data-root", str(learn_root), "--backbone", "resnet50", "--output-stride", "16",
-        "--pretrained-backbone", "none", "--iters", str(TRAINED_ITERATIONS), "--batch-size", "4",
-        "--crop-size", "64", "128", "--scale-range", "0.75", "1.5", "--lr", "0.02", "--warmup-iters", "5",
-        "--workers", "0", "--val-every", "10", "--device", "cpu", "--save-dir", str(save_dir), "--run-name", "tiny",
-        "--no-tensorboard",  # its logs are tested on runs of their own
-    ])
+    args = train_args(learn_root, save_dir, "--no-tensorboard",  # its logs are tested on runs of their own
+                      backbone="resnet50", iters=TRAINED_ITERATIONS, batch_size=4, crop_size=(64, 128),
+                      scale_range=(0.75, 1.5), lr=0.02, warmup_iters=5, val_every=10, run_name="tiny")
     assert train_dlv3p.main(args) == 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import interrupt_training_at_epoch
+from helpers import interrupt_training_at_epoch, train_command
 
 import test_dlv3p
 import train_dlv3p
@@ -41,32 +41,7 @@ def assert_one_line(err, *fragments):
 
 
 def train_argv(tiny_copy, save_dir, *extra):
-    return [
-        "--data-root",
-        tiny_copy,
-        "--output-stride",
-        "16",
-        "--pretrained-backbone",
-        "none",
-        "--batch-size",
-        "2",
-        "--crop-size",
-        "32",
-        "64",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--save-dir",
-        save_dir,
-        "--warmup-iters",
-        "1",
-        "--val-every",
-        "1",
-        "--iters",
-        "1",
-        *extra,
-    ]
+    return train_command(tiny_copy, save_dir, "--iters", "1", *extra)
 
 
 def evaluation_argv(trained_run, root, out, *extra):

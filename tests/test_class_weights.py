@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from helpers import train_command
 
 import train_dlv3p
 from deeplabv3plus.checkpoint import load_checkpoint
@@ -73,11 +74,9 @@ def test_the_weighted_loss_weighs_each_pixel_by_its_class_and_averages_over_labe
 def test_a_run_counts_its_weights_once_records_them_and_a_resume_keeps_them(hand_made, tmp_path, caplog):
     caplog.set_level("INFO")
     (tmp_path / "three.json").write_text(json.dumps(THREE.as_dict()))
-    argv = ["--dataset", "folder", "--data-root", str(tmp_path), "--classes", str(tmp_path / "three.json"),
-            "--class-weights", "median-frequency", "--output-stride", "16", "--pretrained-backbone", "none",
-            "--batch-size", "2", "--crop-size", "32", "--workers", "0", "--device", "cpu", "--save-dir",
-            str(tmp_path / "runs"), "--run-name", "weighted", "--iters", "1", "--warmup-iters", "0", "--val-frames",
-            "1", "--no-tensorboard"]
+    argv = train_command(tmp_path, tmp_path / "runs", "--no-tensorboard", dataset="folder",
+                         classes=tmp_path / "three.json", class_weights="median-frequency", crop_size=32,
+                         run_name="weighted", iters=1, warmup_iters=0, val_frames=1)
     (tmp_path / "masks" / "val").symlink_to(tmp_path / "masks" / "train")
     (tmp_path / "images" / "val").symlink_to(tmp_path / "images" / "train")
     assert train_dlv3p.main(train_dlv3p.get_args_parser().parse_args(argv)) == 0

@@ -13,7 +13,7 @@ from cityscapes.paths import image_files, stem_of
 from deeplabv3plus.checkpoint import load_checkpoint
 from deeplabv3plus.convert import get_args_parser, main
 from deeplabv3plus.inference import load_trained_model
-from deeplabv3plus.model import ARCHITECTURES, build_model
+from deeplabv3plus.model import build_model
 from segdata.files import read_png
 
 mmseg_reference = pytest.importorskip("mmseg_reference")
@@ -41,7 +41,7 @@ def test_the_variant_has_mmsegmentations_parameter_counts():
     counts = {}
     for depth in ("resnet50", "resnet101"):
         for aux in (False, True):
-            model = build_model(depth, 8, aux_head=aux, **ARCHITECTURES["mmseg"])
+            model = build_model(depth, 8, aux_head=aux, arch="mmseg")
             counts[(depth, aux)] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     assert counts == {("resnet50", False): 41.2, ("resnet50", True): 43.6, ("resnet101", False): 60.2,
                       ("resnet101", True): 62.6}
@@ -127,11 +127,11 @@ def test_the_imagenet_backbone_converts_to_a_pretrained_file(mmseg_r50, tmp_path
     torch.save({"state_dict": backbone}, tmp_path / "resnet50_v1c.pth")
     assert main(get_args_parser().parse_args(["--from", "mmseg-backbone", str(tmp_path / "resnet50_v1c.pth"),
                                               str(tmp_path / "r50_v1c_ours.pth")])) == 0
-    model = build_model("resnet50", 8, pretrained_backbone=tmp_path / "r50_v1c_ours.pth", **ARCHITECTURES["mmseg"])
+    model = build_model("resnet50", 8, pretrained_backbone=tmp_path / "r50_v1c_ours.pth", arch="mmseg")
     loaded = model.backbone.body.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in backbone.items() if not key.startswith("fc."))
     with pytest.raises(ValueError, match="no ImageNet weights for the deep-stem resnet50; convert mmsegmentation's"):
-        build_model("resnet50", 8, pretrained_backbone="imagenet", **ARCHITECTURES["mmseg"])
+        build_model("resnet50", 8, pretrained_backbone="imagenet", arch="mmseg")
 
 
 def test_arch_mmseg_trains_and_fine_tunes_from_a_converted_checkpoint(converted, tiny_root, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import interrupt_training_at_epoch
+from helpers import interrupt_training_at_epoch, train_args
 
 import test_dlv3p
 import train_dlv3p
@@ -33,12 +33,8 @@ STEPS_PER_EPOCH = 6  # learn_root's 12 train frames in batches of 2
 
 def train(root, save_dir, run_name, *extra, workers: int | None = 2):
     """train_dlv3p on the GPU at a small size; ``workers=None``: the default number of loader workers."""
-    args = train_dlv3p.get_args_parser().parse_args([
-        "--data-root", str(root), "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "4",
-        "--crop-size", "64", "128", *([] if workers is None else ["--workers", str(workers)]), "--device", "cuda",
-        "--save-dir", str(save_dir), "--run-name", run_name, "--warmup-iters", "2", "--val-every", "5",
-        "--log-every", "5", *extra])
-    return train_dlv3p.main(args)
+    return train_dlv3p.main(train_args(root, save_dir, *extra, batch_size=4, crop_size=(64, 128), workers=workers,
+                                       device="cuda", run_name=run_name, warmup_iters=2, val_every=5, log_every=5))
 
 
 def on_the_fake_device() -> bool:
@@ -189,9 +185,10 @@ def test_evaluation_and_submission_on_the_gpu(gpu_run, learn_root, tmp_path):
 
 
 def test_save_predictions_on_the_gpu(gpu_run, learn_root, tmp_path):
-    from deeplabv3plus.figures import save_prediction_gif
+    from deeplabv3plus.figures import GifOptions, save_prediction_gif
 
-    gif = save_prediction_gif(gpu_run / "best.pth", learn_root, tmp_path / "gpu.gif", num_frames=3, device="cuda")
+    gif = save_prediction_gif(gpu_run / "best.pth", learn_root, tmp_path / "gpu.gif",
+                              GifOptions(num_frames=3, device="cuda"))
     assert gif.stat().st_size > 1000
 
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from deeplabv3plus.engine import TrainingStep, train_one_epoch
-from deeplabv3plus.inference import predict
+from deeplabv3plus.inference import InferenceOptions, predict
 from deeplabv3plus.optimizer import poly_lr_factor
 from deeplabv3plus.precision import Precision, native_bfloat16, resolve_precision
 
@@ -33,7 +33,7 @@ def test_flip_tta_of_a_flip_equivariant_model_changes_nothing():
     model = FlipEquivariant().eval()
     images = torch.randn(2, 3, 8, 10)
     plain = predict(model, images)
-    assert torch.allclose(predict(model, images, flip=True), plain, atol=1e-6)
+    assert torch.allclose(predict(model, images, InferenceOptions(flip=True)), plain, atol=1e-6)
     symmetric = torch.cat([images, images.flip(-1)], dim=-1)  # a left-right symmetric image
     flipped_model_output = predict(model, symmetric.flip(-1))
     assert torch.allclose(flipped_model_output.flip(-1), predict(model, symmetric), atol=1e-6)
@@ -41,7 +41,7 @@ def test_flip_tta_of_a_flip_equivariant_model_changes_nothing():
 
 def test_multi_scale_output_keeps_input_size_and_sums_to_one():
     model = FlipEquivariant().eval()
-    probabilities = predict(model, torch.randn(1, 3, 9, 13), flip=True, scales=(0.5, 1.0, 1.5))
+    probabilities = predict(model, torch.randn(1, 3, 9, 13), InferenceOptions(flip=True, scales=(0.5, 1.0, 1.5)))
     assert probabilities.shape == (1, 4, 9, 13)
     assert torch.allclose(probabilities.sum(1), torch.ones(1, 9, 13), atol=1e-5)
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fake_cuda import SYNC_DEBUG_PROTOTYPE_WARNING, SYNC_MESSAGE, FakeCudaTensor
-from helpers import interrupt_training_at_epoch
+from helpers import interrupt_training_at_epoch, train_args
 
 import predict_dlv3p
 import test_dlv3p
@@ -223,13 +223,9 @@ def test_the_harness_counts_host_device_syncs_with_their_line(fake_cuda):
 
 def train(root, save_dir, *extra, iterations=3, run_name="fake", workers: int | None = 0):
     """train_dlv3p with --device cuda at a tiny size; ``workers=None``: the default number of loader workers."""
-    args = train_dlv3p.get_args_parser().parse_args([
-        "--data-root", str(root), "--output-stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
-        "--crop-size", "32", "32", *([] if workers is None else ["--workers", str(workers)]), "--device", "cuda",
-        "--save-dir", str(save_dir),
-        "--run-name", run_name, "--warmup-iters", "1", "--log-every", "100", "--iters", str(iterations),
-        "--val-batch-size", "6", *extra])
-    return train_dlv3p.main(args)
+    return train_dlv3p.main(train_args(root, save_dir, *extra, crop_size=(32, 32), workers=workers, device="cuda",
+                                       run_name=run_name, val_every=None, log_every=100, iters=iterations,
+                                       val_batch_size=6))
 
 
 def spy_on_steps(monkeypatch, fake_cuda) -> list[int]:
@@ -362,7 +358,8 @@ def test_predict_on_cuda(fake_cuda, trained_run, tiny_root, tmp_path):
 
 
 def test_save_predictions_gif_on_cuda(fake_cuda, trained_run, tiny_root, tmp_path):
-    from deeplabv3plus.figures import save_prediction_gif
+    from deeplabv3plus.figures import GifOptions, save_prediction_gif
 
-    gif = save_prediction_gif(trained_run / "best.pth", tiny_root, tmp_path / "fake.gif", num_frames=2, device="cuda")
+    gif = save_prediction_gif(trained_run / "best.pth", tiny_root, tmp_path / "fake.gif",
+                              GifOptions(num_frames=2, device="cuda"))
     assert gif.stat().st_size > 1000

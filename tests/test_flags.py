@@ -58,8 +58,8 @@ def test_test_and_predict_share_the_inference_flags():
     args = predict_dlv3p.get_args_parser().parse_args(["x.png", "--model-weights-path", "m.pth", "--mode", "slide",
                                                        "--crop", "64", "64", "--stride", "32", "48", "--flip"])
     options = cli.inference_options(args)
-    assert options.predict_kwargs() == {"flip": True, "scales": (1.0,), "amp_dtype": None, "mode": "slide",
-                                        "crop": (64, 64), "stride": (32, 48)}
+    assert (options.flip, options.scales, options.amp_dtype, options.mode, options.crop, options.stride) == (
+        True, (1.0,), None, "slide", (64, 64), (32, 48))
     with pytest.raises(ValueError, match=r"argument --stride: \[96, 48\] leaves gaps between --crop"):
         cli.inference_options(predict_dlv3p.get_args_parser().parse_args(["x.png", "--model-weights-path", "m.pth",
                                                                            "--mode", "slide", "--crop", "64", "64",

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from deeplabv3plus.inference import predict, sliding_window_logits, window_origins
+from deeplabv3plus.inference import InferenceOptions, predict, sliding_window_logits, window_origins
 from deeplabv3plus.model import build_model
 
 
@@ -48,13 +48,13 @@ def model():
 def test_one_window_over_the_whole_image_equals_whole_image_inference(model):
     images = torch.randn(2, 3, 64, 96)
     whole = predict(model, images)
-    assert torch.allclose(predict(model, images, mode="slide", crop=(64, 96), stride=(64, 96)), whole, atol=1e-6)
-    assert torch.allclose(predict(model, images, mode="slide", crop=(128, 128), stride=(64, 64)), whole, atol=1e-6)
+    assert torch.allclose(predict(model, images, InferenceOptions("slide", (64, 96), (64, 96))), whole, atol=1e-6)
+    assert torch.allclose(predict(model, images, InferenceOptions("slide", (128, 128), (64, 64))), whole, atol=1e-6)
 
 
 def test_slide_composes_with_flip_and_scales(model):
     images = torch.randn(1, 3, 64, 96)
-    probabilities = predict(model, images, mode="slide", crop=(48, 48), stride=(32, 32), flip=True, scales=(0.75, 1.0))
+    probabilities = predict(model, images, InferenceOptions("slide", (48, 48), (32, 32), flip=True, scales=(0.75, 1.0)))
     assert probabilities.shape == (1, 19, 64, 96)
     assert torch.allclose(probabilities.sum(1), torch.ones(1, 64, 96), atol=1e-5)
     assert not torch.allclose(probabilities, predict(model, images), atol=1e-3)  # windows see less context
@@ -62,6 +62,6 @@ def test_slide_composes_with_flip_and_scales(model):
 
 def test_slide_needs_its_window():
     with pytest.raises(ValueError, match="needs crop"):
-        predict(WindowMean(), torch.zeros(1, 3, 4, 4), mode="slide")
+        predict(WindowMean(), torch.zeros(1, 3, 4, 4), InferenceOptions(mode="slide", crop=None, stride=None))
     with pytest.raises(ValueError, match="'whole' or 'slide'"):
-        predict(WindowMean(), torch.zeros(1, 3, 4, 4), mode="tiles")
+        predict(WindowMean(), torch.zeros(1, 3, 4, 4), InferenceOptions(mode="tiles"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import built_once
+from helpers import run_flags
 from PIL import Image
 
 import predict_dlv3p
@@ -30,8 +31,7 @@ from segdata.transforms import train_transforms
 from segdata.voc import VOCSegmentation
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL = ["--iters", "2", "--batch-size", "2", "--crop-size", "64", "--output-stride", "16", "--pretrained-backbone",
-         "none", "--workers", "0", "--device", "cpu", "--val-every", "1", "--no-tensorboard", "--warmup-iters", "0"]
+SMALL = run_flags("--no-tensorboard", iters=2, crop_size=64, warmup_iters=0)
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +236,7 @@ def test_both_notebooks_work_on_a_saved_folder_that_mixes_class_tables(trained_r
                                                                       tmp_path, monkeypatch):
     """A Cityscapes run beside an own-data run (what fine-tuning leaves): each table's runs get their own figures,
     each run's curves its own colours, and each run's GIF its own name."""
-    from deeplabv3plus.figures import run_classes, save_prediction_gif
+    from deeplabv3plus.figures import GifOptions, run_classes, save_prediction_gif
 
     saved = tmp_path / "saved"
     for run in (trained_run, folder_run):
@@ -258,7 +258,7 @@ def test_both_notebooks_work_on_a_saved_folder_that_mixes_class_tables(trained_r
     monkeypatch.chdir(tmp_path)
     execute_notebook(REPO / "save_predictions.ipynb", {"checkpoint": str(folder_run / "last.pth"),
                      "data_root": str(own_root), "num_frames": 2}, cwd=tmp_path)
-    save_prediction_gif(trained_run / "best.pth", learn_root, num_frames=2)
+    save_prediction_gif(trained_run / "best.pth", learn_root, options=GifOptions(num_frames=2))
     assert sorted(path.name for path in (tmp_path / "outputs").iterdir()) == [f"{folder_run.name}.gif",
                                                                               f"{trained_run.name}.gif"]
 

@@ -2,6 +2,7 @@
 
 import json
 
+import helpers
 import numpy as np
 import pytest
 from helpers import interrupt_training_at_epoch
@@ -14,10 +15,7 @@ from deeplabv3plus.history import read_history, read_per_class_iou
 
 
 def train_args(root, save_dir, *extra):
-    return train_dlv3p.get_args_parser().parse_args([
-        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
-        "--crop-size", "32", "64", "--workers", "0", "--device", "cpu", "--save-dir", str(save_dir),
-        "--warmup-iters", "1", "--log-every", "1", "--preview-frames", "2", *extra])
+    return helpers.train_args(root, save_dir, *extra, val_every=None, log_every=1, preview_frames=2)
 
 
 def events(run_dir):

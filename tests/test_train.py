@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import interrupt_training_at_epoch
+from helpers import interrupt_training_at_epoch, train_args, train_command
 
 import train_dlv3p
 from deeplabv3plus import assembly
@@ -19,14 +19,6 @@ from deeplabv3plus.precision import precision_from_flags
 from segdata.files import read_png, write_png
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def train_args(root, save_dir, *extra):
-    return train_dlv3p.get_args_parser().parse_args([
-        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "2",
-        "--crop-size", "32", "64", "--workers", "0", "--device", "cpu", "--save-dir", str(save_dir),
-        "--warmup-iters", "1", "--val-every", "1", *extra,
-    ])
 
 
 def test_two_iterations_write_history_and_both_checkpoints(tiny_root, tmp_path):
@@ -109,11 +101,8 @@ def uninterrupted_with_workers(learn_root, tmp_path_factory):
 
 
 def worker_args(root, save_dir, *extra):
-    return train_dlv3p.get_args_parser().parse_args([  # 2 workers: samples may arrive out of order
-        "--data-root", str(root), "--output_stride", "16", "--pretrained-backbone", "none", "--batch-size", "4",
-        "--workers", "2",
-        "--crop-size", "32", "64", "--device", "cpu", "--save-dir", str(save_dir), "--warmup-iters", "1",
-        "--val-every", "1", "--iters", "6", *extra])
+    return train_args(root, save_dir, *extra, batch_size=4, workers=2, iters=6)  # 2 workers: samples may arrive
+    # out of order
 
 
 def interrupt_at_step(monkeypatch, step):
@@ -356,9 +345,8 @@ def test_the_model_learns(trained_run):
 
 def torchrun_train(root, save_dir, *extra, processes=2, device="cpu"):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-            str(REPO / "train_dlv3p.py"), "--data-root", str(root), "--output-stride", "16", "--pretrained-backbone",
-            "none", "--workers", "0", "--device", device, "--save-dir", str(save_dir), "--run-name", "ddp",
-            "--val-every", "1", *extra]
+            str(REPO / "train_dlv3p.py"), *train_command(root, save_dir, *extra, device=device, run_name="ddp",
+                                                         batch_size=None, crop_size=None, warmup_iters=None)]
 
 
 def test_ddp_training_on_two_gloo_processes(learn_root, tmp_path):
