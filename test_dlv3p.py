@@ -29,6 +29,7 @@ from deeplabv3plus.datasets import DATA_ROOT_HELP, DATASETS, dataset_kind, open_
 from deeplabv3plus.distributed import init_distributed_mode
 from deeplabv3plus.evaluation import Evaluation, scoring_protocol
 from deeplabv3plus.inference import TrainedRun, check_inference_options
+from deeplabv3plus.recipes import published_protocol_note
 from segdata.dataset import spread_frames
 from segdata.files import StagedOutput
 from segdata.flags import log_to_terminal
@@ -56,6 +57,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--ground-truth", "--ground_truth", choices=list(GROUND_TRUTHS), default=None,
                       help="score against the shipped gtFine labelIds (provided, as the server; the default when every "
                            "frame has one) or the masks generate_gt drew from the polygons (generated)")
+    data.add_argument("--test-scale", type=cli.positive_int, nargs=2, default=None, metavar=("W", "H"),
+                      help="rescale each image, keeping its aspect, to fit within W x H before predicting (as "
+                           "mmsegmentation's test pipeline: 2049 1025 in its 769x769 configs); scores at the image's "
+                           "own size")
     data.add_argument("--frames", type=cli.positive_int, default=None,
                       help="score this many frames of the split, spread evenly over it and the same each time (the "
                            "rule of train_dlv3p.py --val-frames; default: all), said in the protocol")
@@ -97,8 +102,15 @@ def prepare(args: argparse.Namespace, context) -> tuple[Evaluation, StagedOutput
     data_root = args.data_root or data_root_of(run)
     model = run.model(context.device, args.eval_output_stride, options.channels_last, args.backbone,
                       args.output_stride)
-    dataset, scored_against = open_scored_split(kind.name, data_root, args.split, run.classes, args.ground_truth)
+    dataset, scored_against = open_scored_split(kind.name, data_root, args.split, run.classes, args.ground_truth,
+                                                args.test_scale)
     dataset = spread_frames(dataset, args.frames)
+    test_scale = None if args.test_scale is None else tuple(args.test_scale)
+    note = published_protocol_note(run.settings.get("recipe"), {"mode": options.mode, "crop": options.crop,
+                                                                "stride": options.stride, "test_scale": test_scale,
+                                                                "ground_truth": args.ground_truth})
+    if note:
+        log.info("note: %s", note)
     check_inference_options(options.mode, options.crop, options.stride, options.scales,
                             min(dataset.image_sizes(), key=min))
     workers = default_workers(context.device.type, context.local_world_size) if args.workers is None else args.workers

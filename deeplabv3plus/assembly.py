@@ -16,11 +16,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from deeplabv3plus import datasets
 from deeplabv3plus.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint, unwrap_model
 from deeplabv3plus.config import RunConfig
+from deeplabv3plus.convert import open_mmlab_backbone
 from deeplabv3plus.distributed import DistributedContext, ShardSampler
 from deeplabv3plus.engine import TrainingStep
 from deeplabv3plus.inference import TrainedRun
 from deeplabv3plus.loss import SegmentationLoss
-from deeplabv3plus.model import build_model, without_aux_head
+from deeplabv3plus.model import ARCHITECTURES, DeepLabV3Plus, ModelConfig, without_aux_head
 from deeplabv3plus.optimizer import build_optimizer
 from deeplabv3plus.protocol import EvaluationProtocol, validation_protocol
 from deeplabv3plus.tensorboard_log import TrainingLog, show_validation
@@ -29,7 +30,8 @@ from segdata.classes import IGNORE_INDEX, ClassTable
 from segdata.dataset import EpochStream, SeededSampler, SegmentationDataset, spread_frames
 from segdata.flags import FlagError
 from segdata.loading import loader_options
-from segdata.transforms import train_transforms
+from segdata.mmseg_pipeline import MmsegTrainTransform
+from segdata.transforms import Augmentation, train_transforms
 
 __all__ = ["RunParts", "build_criterion", "build_loaders", "build_parts", "build_training_model", "check_resumable",
            "configure_kernels", "load_initial_weights", "load_resume_point", "wrap_for_training"]
@@ -54,9 +56,20 @@ def check_resumable(checkpoint: dict, path: Path) -> None:
 
 
 def build_criterion(config: RunConfig) -> nn.Module:
-    """The loss: cross-entropy over labelled pixels (each class's pixels weighted by the run's class weights), plus
-    --aux-loss-weight x the auxiliary head's."""
-    return SegmentationLoss(IGNORE_INDEX, aux_weight=config.aux_loss_weight, class_weights=config.class_weight_values)
+    """The loss: cross-entropy (averaged over the labelled pixels or over all: --loss-average; each class's pixels
+    weighted by the run's class weights), plus --aux-loss-weight x the auxiliary head's."""
+    return SegmentationLoss(IGNORE_INDEX, aux_weight=config.aux_loss_weight, class_weights=config.class_weight_values,
+                            average=config.loss_average)
+
+
+def build_train_transform(config: RunConfig):
+    """The training transform of --pipeline: this project's crop-first one, or mmsegmentation's exactly."""
+    if config.pipeline == "mmseg":
+        return MmsegTrainTransform(config.crop_size, config.scale_range, config.resize_scale or (2048, 1024),
+                                   config.crop_max_class_share, photometric=config.color_augmentation == "photometric")
+    return train_transforms(config.crop_size, config.scale_range,
+                            Augmentation(config.crop_max_class_share, color=config.color_augmentation),
+                            jitter_on_device=config.jitter_on_device)
 
 
 def iterations_per_epoch(frames: int, batch_size: int, world_size: int) -> int:
@@ -94,8 +107,13 @@ def build_training_model(config: RunConfig, num_classes: int, context: Distribut
     ``--pretrained-backbone`` (a resumed run's weights come from its checkpoint); SyncBN across several CUDA
     processes; channels_last if asked."""
     pretrained = config.pretrained_backbone if config.is_new_run and not config.init_weights else None
-    model = build_model(config.backbone, config.output_stride, num_classes, pretrained,
-                        aux_head=config.aux_loss_weight > 0, arch=config.arch)
+    if pretrained == "open-mmlab":
+        if config.arch != "mmseg":
+            raise FlagError("argument --pretrained-backbone: open-mmlab's weights are of ResNetV1c (deep stem): use "
+                            "them with --arch mmseg, or give imagenet for --arch deeplabv3plus")
+        pretrained = open_mmlab_backbone(config.backbone)
+    model = DeepLabV3Plus(ModelConfig(config.backbone, config.output_stride, num_classes, config.aux_loss_weight > 0,
+                                      **ARCHITECTURES[config.arch], align_corners=config.align_corners), pretrained)
     if config.init_weights is not None and config.is_new_run:
         load_initial_weights(model, Path(config.init_weights))
     model = model.to(context.device)
@@ -168,8 +186,8 @@ class RunParts:
 
     def validation_protocol(self) -> EvaluationProtocol:
         """How the run's validations score (args.json's ``val_protocol``)."""
-        return validation_protocol(self.loaders[1].dataset, self.config.output_stride, self.config.amp_dtype,
-                                   self.config.channels_last, datasets.dataset_kind(self.config.dataset).ground_truth())
+        return validation_protocol(self.loaders[1].dataset, self.config.as_record(),
+                                   datasets.dataset_kind(self.config.dataset).ground_truth())
 
     def describe(self, run_dir: Path) -> str:
         """The run's first line: where, how long, how, from where."""
@@ -211,8 +229,7 @@ def build_parts(config: RunConfig, context: DistributedContext, checkpoint: dict
     log.info("data: %s; %s", train_set.describe(), val_set.describe())
     config = config.fitted_to(train_set, iterations_per_epoch(len(train_set), config.batch_size, context.world_size),
                               crop_given)
-    train_set = train_set.with_transforms(train_transforms(config.crop_size, config.scale_range,
-                                                           jitter_on_device=config.jitter_on_device))
+    train_set = train_set.with_transforms(build_train_transform(config))
     loaders = build_loaders(train_set, spread_frames(val_set, config.val_frames), config, context)
     torch.manual_seed(config.seed)
     model = build_training_model(config, classes.num_classes, context)

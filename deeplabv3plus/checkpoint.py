@@ -38,7 +38,8 @@ __all__ = [
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config")
 LEGACY_MODEL_CONFIG = {"aux_head": False, "stem": "7x7", "head": "dense"}
-"""What checkpoints written before the auxiliary head and the model variants existed were: the default model."""
+"""What checkpoints written before the auxiliary head and the model variants existed were: the default model (one
+written before align_corners was a setting did not align them: ModelConfig's default)."""
 
 
 class CheckpointError(ValueError):

@@ -33,6 +33,7 @@ import torch
 from deeplabv3plus.checkpoint import model_config, run_name_of
 from deeplabv3plus.distributed import DistributedContext
 from deeplabv3plus.precision import AMP_DTYPES, Precision, native_bfloat16, precision_from_flags
+from deeplabv3plus.recipes import PROJECT_RECIPE, flag_value, overrides_of, recipe_settings
 from segdata.flags import FlagError
 
 __all__ = ["DEFAULT_ITERATIONS", "DEVICE_DEFAULTS", "HYPERPARAMETERS", "LENGTHS", "RESTORED", "ResumeRecord",
@@ -102,8 +103,19 @@ class RunConfig:
     preview_frames: int = setting(4, INVOCATION)
     log_every: int = setting(20, INVOCATION)
     sync_bn: bool = setting(True, INVOCATION)
-    # counted from the data once (fitted_to), kept on resume
+    # recipes (deeplabv3plus.recipes) and the settings that make mmsegmentation's: see train_flags for each
+    recipe: str = setting(PROJECT_RECIPE, HYPERPARAMETER)
+    pipeline: str = setting("crop-first", HYPERPARAMETER)
+    resize_scale: tuple[int, int] | None = setting(None, HYPERPARAMETER)
+    crop_max_class_share: float = setting(1.0, HYPERPARAMETER)
+    color_augmentation: str = setting("jitter", HYPERPARAMETER)
+    loss_average: str = setting("labelled", HYPERPARAMETER)
+    min_lr: float = setting(0.0, HYPERPARAMETER)
+    norm_bias_decay: bool = setting(False, HYPERPARAMETER)
+    align_corners: bool = setting(False, HYPERPARAMETER)
+    # derived once and kept on resume: the class weights counted from the data (fitted_to), the recipe's overrides
     class_weight_values: tuple[float, ...] | None = setting(None, HYPERPARAMETER)
+    recipe_overrides: dict | None = setting(None, HYPERPARAMETER)
 
     @property
     def is_new_run(self) -> bool:
@@ -138,9 +150,17 @@ class RunConfig:
         from segdata.loading import default_workers  # the loader's rule for its own workers
 
         flags = vars(args)
-        settings, notes = resolve_settings({key: flags.get(key) for key in (*HYPERPARAMETERS, *RESTORED, *LENGTHS)},
-                                           checkpoint, args.resume, DEVICE_DEFAULTS if native_bfloat16(
-                                               context.device) else None)
+        given = {key: flags.get(key) for key in (*HYPERPARAMETERS, *RESTORED, *LENGTHS)}
+        saved = {} if checkpoint is None else checkpoint.get("args", {})
+        recipe = recipe_settings((saved.get("recipe") if checkpoint else given["recipe"]) or PROJECT_RECIPE)
+        settings, notes = resolve_settings(given, checkpoint, args.resume, DEVICE_DEFAULTS if native_bfloat16(
+            context.device) else None, {} if checkpoint else recipe)
+        # what differs from the recipe: the flags of a new run, or those of the run resumed and what its resume changed
+        flagged = {key: value for key, value in given.items() if value is not None}
+        overrides = overrides_of(recipe, {**(saved.get("recipe_overrides") or {}), **flagged}, settings)
+        for key, value in overrides.items() if checkpoint is None else ():
+            log.info("recipe %s: %s %s instead of its %s", settings["recipe"], _flag(key), flag_value(value),
+                     flag_value(recipe[key]))
         precision = precision_from_flags(settings["amp"], settings["amp_dtype"], args.device)  # decided once
         check_batch_size(settings["batch_size"], context.world_size)
         invocation = {key: flags[key] for key in cls.defaults(INVOCATION) if key in flags}
@@ -150,13 +170,16 @@ class RunConfig:
             else args.workers,
             resume=None if args.resume is None else str(args.resume))
         save_dir, run_name = run_location(args.save_dir, args.run_name, args.resume,
-                                          default_run_name(settings["backbone"], settings["output_stride"]))
+                                          default_run_name(settings["backbone"], settings["output_stride"],
+                                                           settings["recipe"]))
         invocation.update(save_dir=str(save_dir), run_name=run_name)
-        weights = None if checkpoint is None else checkpoint.get("args", {}).get("class_weight_values")
+        weights = saved.get("class_weight_values")
         config = cls(**{**settings, **invocation, "amp_dtype": precision.name,
                         "data_root": str(Path(settings["data_root"]).resolve()),  # --resume alone works from anywhere
-                        "crop_size": tuple(settings["crop_size"]), "scale_range": tuple(settings["scale_range"]),
-                        "class_weight_values": None if weights is None else tuple(weights)})
+                        **{key: None if settings[key] is None else tuple(settings[key])
+                           for key in ("crop_size", "scale_range", "resize_scale")},
+                        "class_weight_values": None if weights is None else tuple(weights),
+                        "recipe_overrides": overrides or None})
         return config, notes
 
     def fitted_to(self, train_set, iterations_per_epoch: int, crop_given: bool) -> RunConfig:
@@ -175,11 +198,11 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-HYPERPARAMETERS = {key: value for key, value in RunConfig.defaults(HYPERPARAMETER).items()
-                   if key != "class_weight_values"}
-"""The default of every flag that defines a run (class weights are counted from the data, not given)."""
-HYPERPARAMETERS["crop_size"], HYPERPARAMETERS["scale_range"] = (list(HYPERPARAMETERS[key]) for key in
-                                                                 ("crop_size", "scale_range"))
+DERIVED = ("class_weight_values", "recipe_overrides")
+"""Hyperparameters no flag gives: derived once (from the data, from the recipe and the flags) and kept."""
+HYPERPARAMETERS = {key: list(value) if isinstance(value, tuple) else value
+                   for key, value in RunConfig.defaults(HYPERPARAMETER).items() if key not in DERIVED}
+"""The default of every flag that defines a run."""
 RESTORED = RunConfig.defaults(RESTORED_KIND)
 """Settings a resumed run restores unless they are given again."""
 LENGTHS = ("iters", "epochs")
@@ -195,9 +218,10 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def default_run_name(backbone: str, output_stride: int) -> str:
-    """``dlv3p_{backbone}_os{stride}``: the run name unless the user gives one."""
-    return f"dlv3p_{backbone}_os{output_stride}"
+def default_run_name(backbone: str, output_stride: int, recipe: str = PROJECT_RECIPE) -> str:
+    """The run name unless the user gives one: the recipe's name, or ``dlv3p_{backbone}_os{stride}`` for this
+    project's own."""
+    return recipe if recipe != PROJECT_RECIPE else f"dlv3p_{backbone}_os{output_stride}"
 
 
 def run_location(save_dir: Path | None, run_name: str | None, resume: Path | None,
@@ -240,12 +264,13 @@ def saved_settings(checkpoint: dict) -> dict:
     return saved
 
 
-def _resolve_length(given: dict, saved: dict | None, progress: tuple[int, int],
-                    source: Path | None) -> tuple[dict, list]:
-    """``{"iters": ..., "epochs": ...}`` (one of them None) and the notes of a changed length."""
+def _resolve_length(given: dict, saved: dict | None, progress: tuple[int, int], source: Path | None,
+                    default: int = DEFAULT_ITERATIONS) -> tuple[dict, list]:
+    """``{"iters": ..., "epochs": ...}`` (one of them None; a new run's ``default`` iterations unless given) and the
+    notes of a changed length."""
     if saved is None:
         if given.get("iters") is None and given.get("epochs") is None:
-            return {"iters": DEFAULT_ITERATIONS, "epochs": None}, []
+            return {"iters": default, "epochs": None}, []
         return {key: given.get(key) for key in LENGTHS}, []
     unit = "iters" if saved.get("iters") is not None else "epochs"
     other = "epochs" if unit == "iters" else "iters"
@@ -266,15 +291,16 @@ def _resolve_length(given: dict, saved: dict | None, progress: tuple[int, int],
 
 
 def resolve_settings(given: dict, checkpoint: dict | None = None, source: Path | None = None,
-                     device_defaults: dict | None = None) -> tuple[dict, list]:
+                     device_defaults: dict | None = None, recipe: dict | None = None) -> tuple[dict, list]:
     """The hyperparameters, restored settings and length of ``given`` (flags; None: not given), filled from the
-    resumed ``checkpoint`` (read from ``source``) or, for a new run, from ``device_defaults`` (e.g.
-    :data:`DEVICE_DEFAULTS` on a GPU) and the defaults. ``--amp-dtype`` alone implies ``--amp``. Returns
-    ``(settings, notes)``: notes say what a resume changed. FlagError names a flag that contradicts the run."""
+    resumed ``checkpoint`` (read from ``source``) or, for a new run, from the ``recipe``'s settings, then
+    ``device_defaults`` (e.g. :data:`DEVICE_DEFAULTS` on a GPU) and the defaults. ``--amp-dtype`` alone implies
+    ``--amp``. Returns ``(settings, notes)``: notes say what a resume changed. FlagError names a flag that contradicts
+    the run."""
     saved = saved_settings(checkpoint) if checkpoint is not None else None
     if given.get("amp_dtype") is not None and given.get("amp") is None:
         given = {**given, "amp": True}
-    new_run_defaults = device_defaults if saved is None and device_defaults else {}
+    new_run_defaults = {**(device_defaults or {}), **(recipe or {})} if saved is None else {}
     settings, notes = {}, []
     for key, default in HYPERPARAMETERS.items():
         default = new_run_defaults.get(key, default)
@@ -306,7 +332,8 @@ def resolve_settings(given: dict, checkpoint: dict | None = None, source: Path |
     if given.get("val_every") is not None and given.get("val_interval") is None:
         settings["val_interval"] = None  # validation by epochs given anew replaces the run's by iterations
     progress = (checkpoint.get("epoch", 0), checkpoint.get("iteration", 0)) if checkpoint is not None else (0, 0)
-    length, length_notes = _resolve_length(given, saved, progress, source)
+    length, length_notes = _resolve_length(given, saved, progress, source,
+                                           new_run_defaults.get("iters", DEFAULT_ITERATIONS))
     settings.update(length)
     settings.update({key: None if settings[key] is None else str(settings[key])
                      for key in ("classes", "init_weights", "pretrained_backbone")})

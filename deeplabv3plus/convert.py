@@ -31,10 +31,18 @@ import torch
 from cityscapes.labels import NUM_CLASSES
 from deeplabv3plus import cli
 from deeplabv3plus.checkpoint import save_checkpoint
-from deeplabv3plus.model import build_model
+from deeplabv3plus.model import ARCHITECTURES, DeepLabV3Plus, ModelConfig, build_model
 from segdata.files import write_bytes_atomic
 
-__all__ = ["ConversionError", "convert_mmseg", "convert_mmseg_backbone", "map_mmseg_key"]
+__all__ = ["OPEN_MMLAB_BACKBONES", "ConversionError", "aligns_corners", "convert_mmseg", "convert_mmseg_backbone",
+           "map_mmseg_key", "open_mmlab_backbone"]
+
+OPEN_MMLAB_BACKBONES = {
+    "resnet50": "https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth",
+    "resnet101": "https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth",
+}
+"""mmsegmentation's ImageNet ResNetV1c weights (``open-mmlab://resnet{depth}_v1c``, mmengine's hub table); the part
+of a file name after its last ``-`` is the start of its SHA-256, checked after the download."""
 
 DEPTH_BY_LAYER3_BLOCKS = {6: "resnet50", 23: "resnet101", 36: "resnet152"}
 KEY_MAP = [  # (mmsegmentation key pattern, our key template), the first match wins
@@ -60,8 +68,8 @@ def map_mmseg_key(key: str) -> str | None:
     return None
 
 
-def _load(path: Path, trust_pickle: bool) -> dict:
-    """The state dict of a checkpoint file (unwrapping ``state_dict``), loaded with weights_only unless trusted."""
+def _read(path: Path, trust_pickle: bool) -> object:
+    """A checkpoint file as torch.load gives it, loaded with weights_only unless trusted."""
     if not Path(path).is_file():
         raise ConversionError(f"{path}: no such file; download the checkpoint first (see the README's table)")
     try:
@@ -73,6 +81,11 @@ def _load(path: Path, trust_pickle: bool) -> dict:
             raise ConversionError(f"{path}: holds Python objects besides tensors; if you trust the file (for instance "
                                   "downloaded from the mmsegmentation model zoo), pass --trust-pickle") from None
         raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(error).__name__})") from None
+    return checkpoint
+
+
+def _state_of(checkpoint: object, path: Path) -> dict:
+    """The state dict of a loaded checkpoint (unwrapping ``state_dict`` and DDP's ``module.``)."""
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ConversionError(f"{path}: expected a state dict of tensors (or a checkpoint holding one in 'state_dict')")
@@ -87,9 +100,20 @@ def _depth(state: dict, path: Path, prefix: str) -> str:
     return depth
 
 
-def convert_mmseg(path: Path, out: Path, output_stride: int = 8, trust_pickle: bool = False) -> dict:
-    """Convert an mmsegmentation DeepLabV3+ checkpoint; returns the model config written."""
-    state = _load(path, trust_pickle)
+def aligns_corners(checkpoint: object) -> bool:
+    """Whether the config a model-zoo checkpoint carries (``meta["config"]``, mmsegmentation 0.x's text) aligns
+    corners, as its 769x769 configs do; False when it carries none."""
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    config = meta.get("config") if isinstance(meta, dict) else None
+    return isinstance(config, str) and re.search(r"align_corners\s*=\s*True", config) is not None
+
+
+def convert_mmseg(path: Path, out: Path, output_stride: int = 8, trust_pickle: bool = False,
+                  align_corners: bool | None = None) -> dict:
+    """Convert an mmsegmentation DeepLabV3+ checkpoint; returns the model config written. ``align_corners``: of its
+    resizes (None: as the checkpoint's own config says, see :func:`aligns_corners`)."""
+    checkpoint = _read(path, trust_pickle)
+    state = _state_of(checkpoint, path)
     if not any(key.startswith("decode_head.") for key in state):
         raise ConversionError(f"{path}: no decode_head.* keys; not an mmsegmentation segmentor checkpoint "
                               "(for an ImageNet backbone use --from mmseg-backbone)")
@@ -105,8 +129,10 @@ def convert_mmseg(path: Path, out: Path, output_stride: int = 8, trust_pickle: b
         raise ConversionError(
             f"{path}: predicts {num_classes} classes; this project evaluates Cityscapes' {NUM_CLASSES}"
         )
-    model = build_model(_depth(state, path, "backbone."), output_stride, num_classes,
-                        aux_head=any(key.startswith("aux_head.") for key in mapped), arch="mmseg")
+    align_corners = aligns_corners(checkpoint) if align_corners is None else align_corners
+    model = DeepLabV3Plus(ModelConfig(_depth(state, path, "backbone."), output_stride, num_classes,
+                                      any(key.startswith("aux_head.") for key in mapped), **ARCHITECTURES["mmseg"],
+                                      align_corners=align_corners))
     try:
         model.load_state_dict(mapped)
     except RuntimeError as error:
@@ -118,7 +144,8 @@ def convert_mmseg(path: Path, out: Path, output_stride: int = 8, trust_pickle: b
 
 def convert_mmseg_backbone(path: Path, out: Path, trust_pickle: bool = False) -> str:
     """Convert an mmsegmentation ImageNet ResNetV1c checkpoint into a --pretrained-backbone file; returns the depth."""
-    state = {key.removeprefix("backbone."): value for key, value in _load(path, trust_pickle).items()}
+    state = {key.removeprefix("backbone."): value
+             for key, value in _state_of(_read(path, trust_pickle), path).items()}
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
     unknown = [key for key in state if not re.match(r"(stem\.\d+|layer[1-4])\.", key)]
     if unknown or not any(key.startswith("stem.") for key in state):
@@ -137,6 +164,35 @@ def convert_mmseg_backbone(path: Path, out: Path, trust_pickle: bool = False) ->
     return depth
 
 
+def open_mmlab_backbone(depth: str, urls: dict[str, str] = OPEN_MMLAB_BACKBONES) -> Path:
+    """``--pretrained-backbone open-mmlab``: the ImageNet ResNetV1c of ``depth`` mmsegmentation starts from,
+    downloaded once into torch's hub cache (its SHA-256 checked against the file name, as torch.hub does) and
+    converted there into a --pretrained-backbone file; the converted file's path. ValueError naming the flag when
+    there is no such file for the depth, RuntimeError when it cannot be downloaded."""
+    if depth not in urls:
+        raise ValueError(f"argument --pretrained-backbone: open-mmlab has no ImageNet ResNetV1c for {depth} (it has "
+                         f"{', '.join(urls)}); give a local file, imagenet or none")
+    url = urls[depth]
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    downloaded = folder / Path(url).name
+    converted = downloaded.with_name(f"{downloaded.stem}.dlv3p-backbone.pth")
+    if converted.is_file():
+        return converted
+    if not downloaded.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(downloaded), hash_prefix=downloaded.stem.rsplit("-", 1)[-1],
+                                           progress=False)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError; a wrong hash a RuntimeError
+            raise RuntimeError(f"could not download mmsegmentation's ImageNet ResNetV1c of {depth} ({url}: "
+                               f"{getattr(error, 'reason', None) or error}); download it by hand and pass the file "
+                               f"converted by python -m deeplabv3plus.convert --from mmseg-backbone with "
+                               "--pretrained-backbone PATH, or start from scratch with --pretrained-backbone none"
+                               ) from None
+    convert_mmseg_backbone(downloaded, converted)
+    return converted
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.Parser(description="Convert mmsegmentation checkpoints into this project's.")
     parser.add_argument("--from", dest="source", choices=["mmseg", "mmseg-backbone"], required=True,
@@ -145,6 +201,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", type=Path, help="the checkpoint to write")
     parser.add_argument("--output-stride", type=int, choices=[8, 16], default=8,
                         help="stride the model runs at (mmsegmentation's -d8 models: 8)")
+    parser.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
+                        help="--from mmseg: whether the model aligns corners in its resizes (mmsegmentation's 769x769 "
+                             "models do; default: as the checkpoint's own config says, else not)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="load a checkpoint holding Python objects besides tensors (only for files you trust)")
@@ -157,10 +216,12 @@ def main(args: argparse.Namespace) -> int:
             raise ConversionError(f"{args.output}: the output would replace the input; name another file")
         cli.output_file(args.output, "output", args.overwrite)
         if args.source == "mmseg":
-            config = convert_mmseg(args.input, args.output, args.output_stride, args.trust_pickle)
+            config = convert_mmseg(args.input, args.output, args.output_stride, args.trust_pickle,
+                                   args.align_corners)
             print(f"wrote {args.output}: mmsegmentation DeepLabV3+ {config['backbone']}, OS{config['output_stride']}, "
-                  f"{'with' if config['aux_head'] else 'without'} the auxiliary head; use it with test_dlv3p.py "
-                  f"--model_weights_path {args.output}")
+                  f"{'with' if config['aux_head'] else 'without'} the auxiliary head, "
+                  f"{'aligning' if config.get('align_corners') else 'not aligning'} corners; use it with "
+                  f"test_dlv3p.py --model_weights_path {args.output}")
         else:
             depth = convert_mmseg_backbone(args.input, args.output, args.trust_pickle)
             print(f"wrote {args.output}: ImageNet ResNetV1c {depth}; train with --arch mmseg --backbone {depth} "

@@ -94,13 +94,13 @@ def check_masks(data: SegmentationDataset) -> None:
     read_train_ids(data.masks[0], data.classes)
 
 
-def open_scored_split(dataset: str, root: Path, split: str, classes: ClassTable,
-                      ground_truth: str | None = None) -> tuple[SegmentationDataset, str]:
-    """A split to predict and score (normalised whole images), after its fast check, and what it is scored against
-    in words ("" without labels). Cityscapes: the shipped labelIds when every frame has them, else the generated
-    masks (``ground_truth`` chooses)."""
-    known = dataset_kind(dataset)
+def open_scored_split(dataset: str, root: Path, split: str, classes: ClassTable, ground_truth: str | None = None,
+                      test_scale: tuple[int, int] | None = None) -> tuple[SegmentationDataset, str]:
+    """A split to predict and score (normalised whole images; rescaled within ``test_scale`` (W, H) if given), after
+    its fast check, and what it is scored against in words ("" without labels). Cityscapes: the shipped labelIds
+    when every frame has them, else the generated masks (``ground_truth`` chooses)."""
+    known, transforms = dataset_kind(dataset), eval_transforms(test_scale)
     if known.open_scored_split is not None:
-        return known.open_scored_split(root, split, classes, eval_transforms(), ground_truth)
-    data = open_split(dataset, root, split, classes, eval_transforms())
+        return known.open_scored_split(root, split, classes, transforms, ground_truth)
+    data = open_split(dataset, root, split, classes, transforms)
     return data, known.ground_truth() if data.has_labels else ""

@@ -16,8 +16,9 @@ class Decoder(nn.Module):
     """Fuses stride-4 low-level features with the upsampled ASPP output and classifies each pixel."""
 
     def __init__(self, low_level_channels: int, aspp_channels: int, num_classes: int,
-                 low_level_projection: int = 48, channels: int = 256) -> None:
+                 low_level_projection: int = 48, channels: int = 256, align_corners: bool = False) -> None:
         super().__init__()
+        self.align_corners = align_corners
         self.project = nn.Sequential(nn.Conv2d(low_level_channels, low_level_projection, 1, bias=False),
                                      nn.BatchNorm2d(low_level_projection), nn.ReLU(inplace=True))
         self.refine = nn.Sequential(
@@ -30,7 +31,8 @@ class Decoder(nn.Module):
 
     def forward(self, low_level: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """low_level (N, C_low, H/4, W/4), context (N, C_aspp, h, w) -> logits (N, num_classes, H/4, W/4)."""
-        context = F.interpolate(context, size=low_level.shape[-2:], mode="bilinear", align_corners=False)
+        context = F.interpolate(context, size=low_level.shape[-2:], mode="bilinear",
+                                align_corners=self.align_corners)
         return self.classifier(self.refine(torch.cat([context, self.project(low_level)], dim=1)))
 
 
@@ -39,8 +41,9 @@ class SeparableDecoder(nn.Module):
     low-level features, two depthwise-separable 3x3 convs, dropout 0.1 and a 1x1 classifier."""
 
     def __init__(self, low_level_channels: int, aspp_channels: int, num_classes: int,
-                 low_level_projection: int = 48, dropout: float = 0.1) -> None:
+                 low_level_projection: int = 48, dropout: float = 0.1, align_corners: bool = False) -> None:
         super().__init__()
+        self.align_corners = align_corners
         self.c1_bottleneck = ConvBNReLU(low_level_channels, low_level_projection)
         self.sep_bottleneck = nn.Sequential(SeparableConvBNReLU(aspp_channels + low_level_projection, aspp_channels),
                                             SeparableConvBNReLU(aspp_channels, aspp_channels))
@@ -49,6 +52,7 @@ class SeparableDecoder(nn.Module):
 
     def forward(self, low_level: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """low_level (N, C_low, H/4, W/4), context (N, C_aspp, h, w) -> logits (N, num_classes, H/4, W/4)."""
-        context = F.interpolate(context, size=low_level.shape[-2:], mode="bilinear", align_corners=False)
+        context = F.interpolate(context, size=low_level.shape[-2:], mode="bilinear",
+                                align_corners=self.align_corners)
         fused = self.sep_bottleneck(torch.cat([context, self.c1_bottleneck(low_level)], dim=1))
         return self.conv_seg(self.dropout(fused))

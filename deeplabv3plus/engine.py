@@ -246,7 +246,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
         images, masks = to_device(images, device, options.channels_last), masks_to_device(masks, device)
         _synchronize(device)  # time the model alone, not the copy
         start = time.perf_counter()
-        probabilities = predict(model, images, options)
+        probabilities = predict(model, images, options, masks.shape[-2:])
         predictions = probabilities.argmax(dim=1)
         _synchronize(device)
         inference_seconds += time.perf_counter() - start

@@ -20,7 +20,7 @@ from deeplabv3plus.figures import plot_confusion_matrix
 from deeplabv3plus.inference import InferenceOptions, TrainedRun
 from deeplabv3plus.metrics import category_confusion_matrix, scores_from_confusion_matrix
 from deeplabv3plus.precision import dtype_name
-from deeplabv3plus.protocol import EvaluationProtocol, image_size_of
+from deeplabv3plus.protocol import EvaluationProtocol, image_size_of, recipe_in_words
 from segdata.classes import ClassTable
 from segdata.dataset import SegmentationDataset
 from segdata.files import write_csv, write_json
@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 def scoring_protocol(dataset: SegmentationDataset, run: TrainedRun, options: InferenceOptions,
                      eval_output_stride: int | None, ground_truth: str) -> EvaluationProtocol:
-    """How a split is scored: the data (``dataset``, a split or a fixed subset of one: its images and sizes), the
-    trained run, the inference options and the ground truth in words."""
+    """How a split is scored: the data (``dataset``, a split or a fixed subset of one: its images and sizes, and
+    the scale they are rescaled within), the trained run (and its recipe), the inference options and the ground
+    truth in words."""
     train_stride = run.model_config["output_stride"]
     slide = options.mode == "slide"
     return EvaluationProtocol(
@@ -46,7 +47,8 @@ def scoring_protocol(dataset: SegmentationDataset, run: TrainedRun, options: Inf
         window=options.crop if slide else None, stride=options.stride if slide else None, flip=options.flip,
         scales=options.scales, train_output_stride=train_stride, test_output_stride=eval_output_stride or train_stride,
         amp_dtype=dtype_name(options.amp_dtype), channels_last=options.channels_last, ground_truth=ground_truth,
-        checkpoint_iteration=run.iteration, weights=run.weights, of_images=getattr(dataset, "of_frames", None))
+        checkpoint_iteration=run.iteration, weights=run.weights, of_images=getattr(dataset, "of_frames", None),
+        test_scale=getattr(dataset.transforms, "test_scale", None), recipe=recipe_in_words(run.settings))
 
 
 def _none_for_nan(value: float) -> float | None:

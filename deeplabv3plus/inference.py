@@ -18,6 +18,7 @@ from deeplabv3plus.checkpoint import (
     load_checkpoint,
     model_config,
     run_name_of,
+    unwrap_model,
     weights_digest,
 )
 from deeplabv3plus.model import DeepLabV3Plus, model_from_config, without_aux_head
@@ -179,14 +180,17 @@ def check_inference_options(mode: str, crop: Sequence[int] | None, stride: Seque
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, options: InferenceOptions = InferenceOptions()) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, options: InferenceOptions = InferenceOptions(),
+            size: Sequence[int] | None = None) -> torch.Tensor:
     """Class probabilities (N, C, H, W) of (N, 3, H, W) normalised images, averaged over the ``options``' scales and
-    (optionally) horizontal flips, under their autocast dtype.
+    (optionally) horizontal flips, under their autocast dtype; at ``size`` (H, W) when given (images rescaled for
+    the test: the logits resized back, corners aligned as the model aligns them), else at the images' size.
 
     Mode ``"slide"`` runs each scaled (and flipped) image as ``crop`` windows every ``stride`` pixels (see
     :func:`sliding_window_logits`); ``"whole"`` in one pass.
     """
-    height, width = images.shape[-2:]
+    height, width = size or images.shape[-2:]
+    align_corners = bool(getattr(unwrap_model(model), "align_corners", False))
     scales = options.scales
     if round(min(height, width) * min(scales)) < 1:
         raise ValueError(f"argument --scales: {min(scales)} shrinks a {height}x{width} image to nothing; use a larger "
@@ -204,7 +208,7 @@ def predict(model: nn.Module, images: torch.Tensor, options: InferenceOptions = 
             if flipped:
                 logits = logits.flip(-1)
             if logits.shape[-2:] != (height, width):
-                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=align_corners)
             probabilities = logits.softmax(dim=1)
             total = probabilities if total is None else total + probabilities
     return total / (len(scales) * (2 if options.flip else 1))

@@ -32,7 +32,7 @@ ARCHITECTURES = {
 class ModelConfig:
     """What rebuilds a model (a checkpoint's ``model_config``): the ResNet depth, the output stride, the classes, the
     auxiliary head, and the variant: ``stem`` ("7x7" or "deep"), ``head`` ("dense" or "separable"; see
-    :data:`ARCHITECTURES`)."""
+    :data:`ARCHITECTURES`), and whether its bilinear resizes align corners."""
 
     backbone: str = "resnet50"
     output_stride: int = 16
@@ -40,9 +40,15 @@ class ModelConfig:
     aux_head: bool = False
     stem: str = "7x7"
     head: str = "dense"
+    align_corners: bool = False  # of every bilinear resize after the backbone (mmsegmentation's 769x769 configs)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as a checkpoint records it (``align_corners`` only when set: a checkpoint of a model without
+        it reads as before)."""
+        values = dataclasses.asdict(self)
+        if not values["align_corners"]:
+            del values["align_corners"]
+        return values
 
 
 class DeepLabV3Plus(nn.Module):
@@ -64,22 +70,25 @@ class DeepLabV3Plus(nn.Module):
         if config.head == "separable":
             self.aspp = SeparableASPP(self.backbone.out_channels, rates)
             self.decoder = SeparableDecoder(self.backbone.low_level_channels, self.aspp.out_channels,
-                                            config.num_classes)
+                                            config.num_classes, align_corners=config.align_corners)
         else:
             self.aspp = ASPP(self.backbone.out_channels, rates)
-            self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, config.num_classes)
+            self.decoder = Decoder(self.backbone.low_level_channels, self.aspp.out_channels, config.num_classes,
+                                   align_corners=config.align_corners)
         self.aux_head = FCNHead(self.backbone.aux_channels, config.num_classes) if config.aux_head else None
         self.config = config.as_dict()
+        self.align_corners = config.align_corners
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """(N, 3, H, W) normalised images -> (N, num_classes, H, W) float logits, for any H and W."""
         size = images.shape[-2:]
         features = self.backbone(images)
         logits = self.decoder(features["low_level"], self.aspp(features["out"]))
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
         if self.aux_head is None or not self.training:
             return logits
-        aux_logits = F.interpolate(self.aux_head(features["aux"]), size=size, mode="bilinear", align_corners=False)
+        aux_logits = F.interpolate(self.aux_head(features["aux"]), size=size, mode="bilinear",
+                                   align_corners=self.align_corners)
         return {"out": logits, "aux": aux_logits}
 
 

@@ -20,14 +20,15 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "build_sgd", "clamp_warmup", "parameter_groups", "poly_lr_factor"]
+__all__ = ["build_optimizer", "build_sgd", "clamp_warmup", "parameter_groups", "poly_lr", "poly_lr_factor"]
 
 log = logging.getLogger(__name__)
 
 
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
-                     backbone_lr_multiplier: float = 1.0) -> list[dict]:
-    """Optimizer groups: backbone vs head, with no weight decay on norm weights and biases.
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_multiplier: float = 1.0,
+                     norm_bias_decay: bool = False) -> list[dict]:
+    """Optimizer groups: backbone vs head, with no weight decay on norm weights and biases (unless
+    ``norm_bias_decay``: decay on every parameter, as mmsegmentation's configs without ``paramwise_cfg``).
 
     Each group carries a ``name`` and its own ``lr`` (the backbone's scaled by
     ``backbone_lr_multiplier``); empty groups are left out.
@@ -44,7 +45,7 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
             group = groups.setdefault(name, {
                 "name": name, "params": [],
                 "lr": lr * (backbone_lr_multiplier if part == "backbone" else 1.0),
-                "weight_decay": weight_decay if decay == "decay" else 0.0,
+                "weight_decay": weight_decay if decay == "decay" or norm_bias_decay else 0.0,
             })
             group["params"].append(parameter)
     return [groups[name] for name in ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay")
@@ -72,6 +73,18 @@ def poly_lr_factor(iteration: int, total_iterations: int, power: float = 0.9, wa
     return poly
 
 
+def poly_lr(base_lr: float, min_lr: float, iteration: int, total_iterations: int, power: float = 0.9,
+            warmup_iterations: int = 0) -> float:
+    """The LR at ``iteration`` of mmengine's ``PolyLR(eta_min=min_lr, end=total_iterations)``, in closed form:
+    ``min_lr + (base_lr - min_lr) (1 - it / (total - 1)) ** power``, so that the last iteration trains at ``min_lr``.
+
+    mmengine updates the LR in a chain, multiplying ``lr - eta_min`` by ``(1 - 1 / (T' - t + 1)) ** p`` at step t
+    with ``T' = end - begin - 1``; the product over t steps telescopes to ``(1 - t / T') ** p``.
+    """
+    factor = poly_lr_factor(iteration, total_iterations - 1, power, warmup_iterations)
+    return min_lr + (base_lr - min_lr) * factor
+
+
 def clamp_warmup(warmup_iters: int, total_iterations: int) -> int:
     """The warm-up of a run, shortened to a tenth of the run (with a warning) where it would never reach the peak
     LR."""
@@ -85,11 +98,19 @@ def clamp_warmup(warmup_iters: int, total_iterations: int) -> int:
 
 def build_optimizer(model: nn.Module, config, total_iterations: int) -> tuple:
     """(optimizer, LR scheduler, AMP scaler) of a run's ``config`` (a ``deeplabv3plus.config.RunConfig``): SGD over
-    the parameter groups (fused on CUDA), the poly LR with warm-up stepped per iteration for ``total_iterations``,
-    and a GradScaler that runs for float16 on CUDA alone."""
-    groups = parameter_groups(model, config.lr, config.weight_decay, config.backbone_lr_multiplier)
+    the parameter groups (fused on CUDA; decay on norms and biases too with ``norm_bias_decay``), the poly LR from
+    each group's LR down to ``min_lr`` after the warm-up, stepped per iteration for ``total_iterations``, and a
+    GradScaler that runs for float16 on CUDA alone."""
+    groups = parameter_groups(model, config.lr, config.weight_decay, config.backbone_lr_multiplier,
+                              config.norm_bias_decay)
     optimizer = build_sgd(groups, config.lr, config.momentum, config.weight_decay, config.device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: poly_lr_factor(
-        iteration, total_iterations, config.power, config.warmup_iters))
+
+    def factor(base: float):
+        if not config.min_lr or not base:  # the plain poly schedule (multiplied by each group's LR)
+            return lambda iteration: poly_lr_factor(iteration, total_iterations, config.power, config.warmup_iters)
+        return lambda iteration: poly_lr(base, config.min_lr, iteration, total_iterations, config.power,
+                                         config.warmup_iters) / base
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
     scaler = torch.amp.GradScaler("cuda", enabled=config.precision.use_scaler)
     return optimizer, scheduler, scaler

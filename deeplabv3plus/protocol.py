@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["EvaluationProtocol", "image_size_of", "validation_protocol"]
+from deeplabv3plus.recipes import PROJECT_RECIPE, flag_value
+
+__all__ = ["EvaluationProtocol", "image_size_of", "recipe_in_words", "validation_protocol"]
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,20 @@ class EvaluationProtocol:
     checkpoint_iteration: int | None = None
     weights: str = ""  # short digest of the state dict
     of_images: int | None = None  # a fixed subset of a split of this many images (validation during training)
+    test_scale: tuple[int, int] | None = None  # (W, H): each image rescaled within it (keeping its aspect) first
+    recipe: str = ""  # the training recipe, and the flags that overrode it
+
 
     def describe(self) -> str:
         """One line in words, e.g. ``val, 500 images, whole 1024x2048, OS8 (trained OS16), flip, scales 0.75 1.0
         1.25``."""
+        image_size = self.image_size + (f" rescaled within {self.test_scale[0]}x{self.test_scale[1]} (WxH)"
+                                        if self.test_scale else "")
         if self.mode == "slide":
             inference = (f"slide {self.window[0]}x{self.window[1]} windows every {self.stride[0]}x{self.stride[1]} "
-                         f"over {self.image_size}")
+                         f"over {image_size}")
         else:
-            inference = f"whole {self.image_size}"
+            inference = f"whole {image_size}"
         images = f"{self.images} of {self.of_images} images (a fixed subset)" if self.of_images else \
             f"{self.images} images"
         parts = [f"{self.split}, {images}, {inference}", self._strides()]
@@ -54,6 +61,8 @@ class EvaluationProtocol:
             parts.append(f"checkpoint iteration {self.checkpoint_iteration}")
         if self.weights:
             parts.append(f"weights {self.weights}")
+        if self.recipe:
+            parts.append(f"recipe {self.recipe}")
         return ", ".join(part for part in parts if part)
 
     def _strides(self) -> str:
@@ -66,7 +75,7 @@ class EvaluationProtocol:
     def as_dict(self) -> dict:
         """Plain values for metrics.json, with the line in words first."""
         values = asdict(self)
-        for key in ("window", "stride", "scales"):
+        for key in ("window", "stride", "scales", "test_scale"):
             values[key] = None if values[key] is None else list(values[key])
         return {"description": self.describe(), **values}
 
@@ -80,11 +89,23 @@ def image_size_of(sizes: Sequence[tuple[int, int]]) -> str:
     return "mixed"
 
 
-def validation_protocol(val_set, output_stride: int, amp_dtype: str | None, channels_last: bool,
-                        ground_truth: str) -> EvaluationProtocol:
+def recipe_in_words(settings: dict) -> str:
+    """A run's recipe and the flags that overrode it (``mmseg-r50-d8-512x1024-80k with --iters 40000``); "" for this
+    project's own recipe as it is, and for runs older than recipes."""
+    recipe, overrides = settings.get("recipe", PROJECT_RECIPE), settings.get("recipe_overrides") or {}
+    changed = ", ".join(f"--{key.replace('_', '-')} {flag_value(value)}" for key, value in overrides.items())
+    if recipe == PROJECT_RECIPE and not changed:
+        return ""
+    return recipe + (f" with {changed}" if changed else "")
+
+
+def validation_protocol(val_set, settings: dict, ground_truth: str) -> EvaluationProtocol:
     """How validation during training scores: whole val images (of a split that holds more when --val-frames takes a
-    fixed subset: ``val_set.of_frames``), the training's output stride, precision and memory format."""
+    fixed subset: ``val_set.of_frames``), the training's output stride, precision, memory format and recipe
+    (``settings``: the run's record)."""
+    stride = settings["output_stride"]
     return EvaluationProtocol(split="val", images=len(val_set), image_size=image_size_of(val_set.image_sizes()),
-                              train_output_stride=output_stride, test_output_stride=output_stride,
-                              amp_dtype=amp_dtype, channels_last=channels_last, ground_truth=ground_truth,
-                              of_images=getattr(val_set, "of_frames", None))
+                              train_output_stride=stride, test_output_stride=stride, amp_dtype=settings["amp_dtype"],
+                              channels_last=settings["channels_last"],
+                              ground_truth=ground_truth, of_images=getattr(val_set, "of_frames", None),
+                              recipe=recipe_in_words(settings))

@@ -169,13 +169,15 @@ class RunFolder:
 
     def record(self, settings: dict, resume: dict | None) -> None:
         """Write args.json: the settings the run uses. A resume keeps the first start's record, updated with the
-        restored and length settings (and the validation protocol), and appends ``resume`` to its ``resumes``."""
+        restored and length settings (and the recipe's overrides and the validation protocol that name them), and
+        appends ``resume`` to its ``resumes``."""
         path = self.path / ARGS
         if resume is None or not path.exists():
             write_json(path, {**settings, "resumes": [] if resume is None else [resume]})
             return
         previous = json.loads(path.read_text())
-        updated = {key: settings[key] for key in (*RESTORED, *LENGTHS, "val_protocol") if key in settings}
+        updated = {key: settings[key] for key in (*RESTORED, *LENGTHS, "recipe_overrides", "val_protocol")
+                   if key in settings}
         write_json(path, {**previous, **updated, "resumes": [*previous.get("resumes", []), resume]})
 
     def discard_unstarted(self) -> None:

@@ -11,7 +11,12 @@ from deeplabv3plus import cli
 from deeplabv3plus.backbone import BACKBONES, DILATION_BY_OUTPUT_STRIDE
 from deeplabv3plus.config import DEFAULT_ITERATIONS, RunConfig
 from deeplabv3plus.datasets import DATA_ROOT_HELP, DATASETS
+from deeplabv3plus.loss import LOSS_AVERAGES
 from deeplabv3plus.model import ARCHITECTURES
+from deeplabv3plus.recipes import RECIPES, describe_recipes
+from segdata.transforms import COLOR_AUGMENTATIONS
+
+PIPELINES = ("crop-first", "mmseg")
 
 __all__ = ["training_parser"]
 
@@ -24,9 +29,32 @@ def default_of(setting: str) -> str:
     return f" (default: {list(value) if isinstance(value, tuple) else value}, or the resumed run's)"
 
 
+class _ListRecipes(argparse.Action):
+    """``--list-recipes``: print the recipes and exit."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(describe_recipes())
+        parser.exit()
+
+
+def class_share(text: str) -> float:
+    """A share of a crop's labelled pixels: more than 0, at most 1."""
+    value = cli.positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, got {text}")
+    return value
+
+
 def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The flags of a training run, grouped (Data, Model, Optimization, Runtime, Distributed)."""
+    """The flags of a training run, grouped (Recipe, Data, Model, Optimization, Runtime, Distributed)."""
     parser = cli.Parser(prog=prog, description=description)
+    recipe = parser.add_argument_group("Recipe")
+    recipe.add_argument("--recipe", choices=list(RECIPES), default=None,
+                        help="a named set of every run-defining setting (and its test protocol), e.g. one of "
+                             "mmsegmentation's published DeepLabV3+ configs; flags given beside it override it, each "
+                             "said once" + default_of("recipe"))
+    recipe.add_argument("--list-recipes", action=_ListRecipes, nargs=0,
+                        help="list the recipes with their published figures and test commands, and exit")
     data = parser.add_argument_group("Data")
     data.add_argument("--dataset", choices=DATASETS, default=None,
                       help="cityscapes, PASCAL voc 2012, or a folder of your own (with --classes)"
@@ -54,6 +82,19 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
                       help="weigh each class's pixels in the loss: median-frequency balancing (SegNet's), inverse "
                            "frequency, both counted once on the train masks, or a file of one weight per class"
                            + default_of("class_weights"))
+    data.add_argument("--pipeline", choices=list(PIPELINES), default=None,
+                      help="crop-first: this project's training transform (only the crop's pixels resized, padded "
+                           "before normalising); mmseg: mmsegmentation's, exactly (the whole frame resized by OpenCV "
+                           "to --resize-scale x the drawn ratio, padded after normalising)" + default_of("pipeline"))
+    data.add_argument("--resize-scale", type=cli.positive_int, nargs=2, default=None, metavar=("W", "H"),
+                      help="--pipeline mmseg: the scale mmsegmentation's RandomResize multiplies by the drawn ratio "
+                           "(default: 2048 1024 with --pipeline mmseg)")
+    data.add_argument("--crop-max-class-share", type=class_share, default=None,
+                      help="re-draw a crop (up to 10 times) while one class covers this share of its labelled pixels "
+                           "or more (mmsegmentation's cat_max_ratio; 1: no rule)" + default_of("crop_max_class_share"))
+    data.add_argument("--color-augmentation", choices=list(COLOR_AUGMENTATIONS), default=None,
+                      help="jitter: colour jitter of brightness, contrast and saturation (+-25%%); photometric: "
+                           "mmsegmentation's PhotoMetricDistortion, exactly" + default_of("color_augmentation"))
     data.add_argument("--batch-size", "--batch_size", type=cli.positive_int, default=None,
                       help="training batch size in total, split over the processes" + default_of("batch_size"))
     data.add_argument("--val-batch-size", "--val_batch_size", type=cli.positive_int, default=DEFAULTS.val_batch_size,
@@ -74,8 +115,12 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
     model.add_argument("--init-weights", "--init_weights", type=Path, default=None,
                        help="fine-tune from a checkpoint's weights (ours or converted, e.g. mmsegmentation's)")
     model.add_argument("--pretrained-backbone", "--pretrained_backbone", default=None,
-                       help="'imagenet' (torchvision download), 'none', or a path to a ResNet state dict"
-                       + default_of("pretrained_backbone"))
+                       help="'imagenet' (torchvision's ImageNet ResNet, downloaded), 'open-mmlab' (mmsegmentation's "
+                            "ImageNet ResNetV1c for --arch mmseg, downloaded and converted once), 'none', or a path "
+                            "to a ResNet state dict" + default_of("pretrained_backbone"))
+    model.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
+                       help="align corners in every bilinear resize after the backbone (mmsegmentation's 769x769 "
+                            "configs)" + default_of("align_corners"))
 
     optimization = parser.add_argument_group("Optimization")
     length = optimization.add_mutually_exclusive_group()
@@ -92,7 +137,18 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--momentum", type=cli.non_negative_float, default=None, help="SGD momentum" + default_of("momentum")
     )
     optimization.add_argument("--weight-decay", "--weight_decay", type=cli.non_negative_float, default=None,
-                              help="weight decay (not applied to norm weights and biases)" + default_of("weight_decay"))
+                              help="weight decay (on norm weights and biases too with --norm-bias-decay)"
+                              + default_of("weight_decay"))
+    optimization.add_argument("--norm-bias-decay", action=argparse.BooleanOptionalAction, default=None,
+                              help="weight decay on norm weights and biases as well (mmsegmentation's configs)"
+                              + default_of("norm_bias_decay"))
+    optimization.add_argument("--min-lr", type=cli.non_negative_float, default=None,
+                              help="the LR the poly schedule ends at (mmengine's PolyLR eta_min)"
+                              + default_of("min_lr"))
+    optimization.add_argument("--loss-average", choices=list(LOSS_AVERAGES), default=None,
+                              help="average the pixels' cross-entropy over the labelled pixels, or over all pixels "
+                                   "of the batch with ignored ones counting zero (as mmsegmentation's configs)"
+                              + default_of("loss_average"))
     optimization.add_argument("--power", type=cli.positive_float, default=None,
                               help="poly LR power" + default_of("power"))
     optimization.add_argument("--warmup-iters", type=cli.non_negative_int, default=None,

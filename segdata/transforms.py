@@ -28,15 +28,21 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from segdata.classes import IGNORE_INDEX
+from segdata.mmseg_pipeline import keep_ratio_size, redrawn_crop
+from segdata.photometric import PhotometricDistortion
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "COLOR_AUGMENTATIONS",
+    "Augmentation",
     "CropFirstTrainTransform",
     "DeviceNormalise",
     "RandomScale",
     "ScaleCrop",
     "crop_first",
+    "crop_first_mask",
+    "draw_crop",
     "draw_scale_crop",
     "eval_transforms",
     "resize_then_crop_transforms",
@@ -93,7 +99,11 @@ class ScaleCrop:
 
 def draw_scale_crop(height: int, width: int, crop: Sequence[int], scale_range: Sequence[float]) -> ScaleCrop:
     """Draw scale and crop window with the same random calls, in the same order, as RandomScale + v2.RandomCrop."""
-    scaled = _scaled_size(height, width, scale_range)
+    return draw_crop(_scaled_size(height, width, scale_range), crop)
+
+
+def draw_crop(scaled: tuple[int, int], crop: Sequence[int]) -> ScaleCrop:
+    """Draw a crop window of a frame scaled to ``scaled`` (H, W), as v2.RandomCrop(pad_if_needed) does."""
     pad = tuple(max(0, size - side) for size, side in zip(crop, scaled))  # v2 pads both sides by the shortfall
     padded = tuple(side + 2 * extra for side, extra in zip(scaled, pad))
     origin = tuple(int(torch.randint(0, full - size + 1, size=())) if full > size else 0
@@ -126,11 +136,10 @@ def crop_first(image: np.ndarray, mask: np.ndarray | None, params: ScaleCrop) ->
     height, width = image.shape[:2]
     (crop_height, crop_width), (scaled_height, scaled_width) = params.crop, params.scaled
     out_image = np.zeros((crop_height, crop_width, 3), np.uint8)
-    out_mask = None if mask is None else np.full((crop_height, crop_width), IGNORE_INDEX, np.uint8)
     row, y0, rows = _window_axis(params.origin[0], params.pad[0], crop_height, scaled_height)
     col, x0, cols = _window_axis(params.origin[1], params.pad[1], crop_width, scaled_width)
     if rows == 0 or cols == 0:
-        return out_image, out_mask
+        return out_image, None if mask is None else crop_first_mask(mask, params)
     scale_y, scale_x = height / scaled_height, width / scaled_width
     # bilinear (align_corners=False) reads source rows around (y + 0.5) * scale - 0.5
     top = max(0, math.floor((y0 + 0.5) * scale_y - 0.5) - 1)
@@ -142,14 +151,26 @@ def crop_first(image: np.ndarray, mask: np.ndarray | None, params: ScaleCrop) ->
                         [0.0, scale_y, (y0 + 0.5) * scale_y - 0.5 - top]])
     out_image[row:row + rows, col:col + cols] = cv2.warpAffine(
         source, inverse, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    if mask is not None:
-        source_rows = _nearest_indices(y0, rows, height, scaled_height)
-        source_cols = _nearest_indices(x0, cols, width, scaled_width)
-        band = np.asarray(mask[source_rows[0]:source_rows[-1] + 1])  # only these rows are read
-        # np.take along each axis: 4x faster than fancy indexing of a 768x768 window
-        out_mask[row:row + rows, col:col + cols] = np.take(np.take(band, source_rows - source_rows[0], axis=0),
-                                                           source_cols, axis=1)
-    return out_image, out_mask
+    return out_image, None if mask is None else crop_first_mask(mask, params)
+
+
+def crop_first_mask(mask: np.ndarray, params: ScaleCrop) -> np.ndarray:
+    """The (h, w) mask crop of :func:`crop_first` (padding IGNORE_INDEX), alone: reading only the rows under the
+    window (what the crop rule looks at for each window it draws)."""
+    height, width = mask.shape[:2]
+    (crop_height, crop_width), (scaled_height, scaled_width) = params.crop, params.scaled
+    out_mask = np.full((crop_height, crop_width), IGNORE_INDEX, np.uint8)
+    row, y0, rows = _window_axis(params.origin[0], params.pad[0], crop_height, scaled_height)
+    col, x0, cols = _window_axis(params.origin[1], params.pad[1], crop_width, scaled_width)
+    if rows == 0 or cols == 0:
+        return out_mask
+    source_rows = _nearest_indices(y0, rows, height, scaled_height)
+    source_cols = _nearest_indices(x0, cols, width, scaled_width)
+    band = np.asarray(mask[source_rows[0]:source_rows[-1] + 1])  # only these rows are read
+    # np.take along each axis: 4x faster than fancy indexing of a 768x768 window
+    out_mask[row:row + rows, col:col + cols] = np.take(np.take(band, source_rows - source_rows[0], axis=0),
+                                                       source_cols, axis=1)
+    return out_mask
 
 
 def _as_arrays(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -161,8 +182,27 @@ def _as_arrays(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+COLOR_AUGMENTATIONS = ("jitter", "photometric")
+"""The colour augmentation of a training crop: torchvision's ColorJitter (brightness, contrast and saturation
++-25%), or mmsegmentation's PhotoMetricDistortion (``segdata.photometric``)."""
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What the training transform draws besides the crop: the crop rule (a window re-drawn, up to 10 times, while one
+    class covers ``max_class_share`` or more of its labelled pixels: mmsegmentation's ``cat_max_ratio``; 1.0: no
+    rule), the flip probability, and the colour augmentation (:data:`COLOR_AUGMENTATIONS`) with ColorJitter's
+    strength."""
+
+    max_class_share: float = 1.0
+    flip_probability: float = 0.5
+    color: str = "jitter"
+    color_jitter: float = 0.25
+
+
 class CropFirstTrainTransform:
-    """Random scale + crop (crop first), then flip, colour jitter and normalisation; see the module docstring.
+    """Random scale + crop (crop first; the crop rule of ``augmentation``), then flip, colour augmentation and
+    normalisation; see the module docstring.
 
     Call with an (H, W, 3) uint8 image and (H, W) uint8 trainId mask (arrays,
     memory maps or tensors); returns (3, h, w) float and (h, w) uint8 tensors.
@@ -171,32 +211,36 @@ class CropFirstTrainTransform:
     not applied: the call returns the (3, h, w) uint8 crop, the mask and the
     jitter's parameters as a (8,) tensor, and :meth:`finish_on_device` jitters and
     normalises a whole batch where it is trained (on the GPU, off the loader's CPU).
+    The photometric distortion is applied here, in the loader (its HSV steps are
+    OpenCV's), and leaves the device only the normalisation.
     """
 
     takes_arrays = True  # the dataset may pass memory maps, read lazily
 
-    def __init__(
-        self,
-        crop_size: Sequence[int],
-        scale_range: tuple[float, float],
-        flip_probability: float = 0.5,
-        color_jitter: float = 0.25,
-        jitter_on_device: bool = False,
-    ) -> None:
+    def __init__(self, crop_size: Sequence[int], scale_range: tuple[float, float],
+                 augmentation: Augmentation = Augmentation(), jitter_on_device: bool = False) -> None:
         self.crop_size = tuple(crop_size)
         self.scale_range = tuple(scale_range)
-        self.flip = v2.RandomHorizontalFlip(flip_probability)
-        self.jitter = v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
+        self.augmentation = augmentation
+        self.flip = v2.RandomHorizontalFlip(augmentation.flip_probability)
+        strength = augmentation.color_jitter if augmentation.color == "jitter" else 0.0
+        self.jitter = v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength)
         self.normalise = v2.Compose(_to_normalised_float())
         self.jitter_on_device = jitter_on_device
         self.normalise_on_device = DeviceNormalise(IMAGENET_MEAN, IMAGENET_STD)
 
     def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, ...]:
         image, mask = _as_arrays(image, mask)
-        params = draw_scale_crop(image.shape[0], image.shape[1], self.crop_size, self.scale_range)
+        scaled = _scaled_size(image.shape[0], image.shape[1], self.scale_range)
+        params = redrawn_crop(lambda: draw_crop(scaled, self.crop_size),
+                              lambda window: crop_first_mask(mask, window), self.augmentation.max_class_share)
         image, mask = crop_first(image, mask, params)
         image, mask = self.flip(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
                                 tv_tensors.Mask(torch.from_numpy(mask)))
+        if self.augmentation.color == "photometric":
+            rng = np.random.RandomState(int(torch.randint(0, 2**32, ())))  # from the sample's seed
+            distorted = PhotometricDistortion()(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), rng)
+            image = tv_tensors.Image(torch.from_numpy(distorted).permute(2, 0, 1))
         if self.jitter_on_device:
             return image, mask, _encode_jitter(self.jitter.make_params([image]))
         return self.normalise(self.jitter(image), mask)
@@ -243,15 +287,11 @@ def _decode_jitter(row: Sequence[float]) -> dict[str, Any]:
     return {"fn_idx": [int(index) for index in row[:4]], **factors}
 
 
-def train_transforms(
-    crop_size: Sequence[int],
-    scale_range: tuple[float, float],
-    flip_probability: float = 0.5,
-    color_jitter: float = 0.25,
-    jitter_on_device: bool = False,
-) -> CropFirstTrainTransform:
-    """Random scale, random crop (padding with 0 / ignore), horizontal flip, colour jitter, normalisation."""
-    return CropFirstTrainTransform(crop_size, scale_range, flip_probability, color_jitter, jitter_on_device)
+def train_transforms(crop_size: Sequence[int], scale_range: tuple[float, float],
+                     augmentation: Augmentation = Augmentation(),
+                     jitter_on_device: bool = False) -> CropFirstTrainTransform:
+    """Random scale, random crop (padding with 0 / ignore), horizontal flip, colour augmentation, normalisation."""
+    return CropFirstTrainTransform(crop_size, scale_range, augmentation, jitter_on_device)
 
 
 def resize_then_crop_transforms(
@@ -269,6 +309,25 @@ def resize_then_crop_transforms(
     ])
 
 
-def eval_transforms() -> v2.Compose:
-    """Normalisation only: evaluation runs on full-resolution images."""
-    return v2.Compose(_to_normalised_float())
+def eval_transforms(test_scale: Sequence[int] | None = None) -> Callable:
+    """Normalisation only: evaluation runs on full-resolution images; with ``test_scale`` (W, H) each image is first
+    rescaled to fit within it keeping its aspect, as mmsegmentation's test ``Resize(scale, keep_ratio=True)`` does
+    (OpenCV, bilinear, on the uint8 image), its mask left at the image's own size (scores are computed there)."""
+    if test_scale is None:
+        return v2.Compose(_to_normalised_float())
+    return RescaledEval(tuple(test_scale))
+
+
+@dataclass(frozen=True)
+class RescaledEval:
+    """See :func:`eval_transforms`: (H, W, 3) uint8 image and (H, W) mask -> the rescaled, normalised (3, h, w) image
+    and the (H, W) mask."""
+
+    test_scale: tuple[int, int]
+    takes_arrays = True
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = keep_ratio_size(image.shape[0], image.shape[1], self.test_scale, 1.0)
+        rescaled = cv2.resize(np.asarray(image), (width, height), interpolation=cv2.INTER_LINEAR)
+        normalised = v2.Compose(_to_normalised_float())(tv_tensors.Image(torch.from_numpy(rescaled).permute(2, 0, 1)))
+        return normalised, torch.from_numpy(np.ascontiguousarray(mask))

@@ -26,7 +26,7 @@ def import_mmseg():
 class MmsegDeepLabV3Plus(torch.nn.Module):
     """``deeplabv3plus_r{depth}-d8``: the modules and settings of mmsegmentation's config, BN instead of SyncBN."""
 
-    def __init__(self, depth=50, num_classes=19):
+    def __init__(self, depth=50, num_classes=19, align_corners=False):
         super().__init__()
         ResNetV1c, DepthwiseSeparableASPPHead, FCNHead = import_mmseg()
         norm_cfg = dict(type="BN", requires_grad=True)
@@ -43,7 +43,7 @@ class MmsegDeepLabV3Plus(torch.nn.Module):
             dropout_ratio=0.1,
             num_classes=num_classes,
             norm_cfg=norm_cfg,
-            align_corners=False,
+            align_corners=align_corners,
         )
         self.auxiliary_head = FCNHead(
             in_channels=1024,
@@ -54,13 +54,14 @@ class MmsegDeepLabV3Plus(torch.nn.Module):
             dropout_ratio=0.1,
             num_classes=num_classes,
             norm_cfg=norm_cfg,
-            align_corners=False,
+            align_corners=align_corners,
         )
 
     def forward(self, images):
         """Whole-image logits at the input size, as mmsegmentation's EncoderDecoder computes them."""
         logits = self.decode_head(self.backbone(images))
-        return torch.nn.functional.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.nn.functional.interpolate(logits, size=images.shape[-2:], mode="bilinear",
+                                               align_corners=self.decode_head.align_corners)
 
 
 def randomised(model, seed=0):

@@ -1,17 +1,19 @@
 """mmsegmentation's DeepLabV3+ in our model: the variant, the converter, checked against mmsegmentation's own code."""
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 import torch
+from helpers import train_args
 
 import test_dlv3p
 import train_dlv3p
 from cityscapes.labels import TRAIN_ID_TO_LABEL_ID
 from cityscapes.paths import image_files, stem_of
 from deeplabv3plus.checkpoint import load_checkpoint
-from deeplabv3plus.convert import get_args_parser, main
+from deeplabv3plus.convert import get_args_parser, main, open_mmlab_backbone
 from deeplabv3plus.inference import load_trained_model
 from deeplabv3plus.model import build_model
 from segdata.files import read_png
@@ -57,6 +59,28 @@ def test_converted_logits_equal_mmsegmentations(mmseg_r50, converted, size):
     assert actual.shape == expected.shape == (2, 19, *size)
     assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
     assert torch.equal(actual.argmax(1), expected.argmax(1))
+
+
+def test_a_769x769_model_aligns_corners_as_its_checkpoints_config_says(mmseg_r50, tmp_path, capsys):
+    """mmsegmentation's 769x769 models align corners; its 0.x checkpoints carry their config's text in meta."""
+    reference = mmseg_reference.MmsegDeepLabV3Plus(50, align_corners=True)
+    reference.load_state_dict(mmseg_r50[0].state_dict())
+    path = tmp_path / "deeplabv3plus_r50-d8_769x769_80k_cityscapes.pth"
+    torch.save({"meta": {"config": "model = dict(\n    decode_head=dict(align_corners=True, num_classes=19))"},
+                "state_dict": reference.state_dict()}, path)
+    assert main(get_args_parser().parse_args(["--from", "mmseg", str(path), str(tmp_path / "aligned.pth")])) == 0
+    assert "not aligning" not in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "aligned.pth")["model_config"]["align_corners"] is True
+    images = torch.randn(1, 3, 61, 97, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, actual = reference.eval()(images), load_trained_model(tmp_path / "aligned.pth")(images)
+    assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert main(get_args_parser().parse_args(["--from", "mmseg", "--no-align-corners", str(path),
+                                              str(tmp_path / "plain.pth")])) == 0
+    assert "align_corners" not in load_checkpoint(tmp_path / "plain.pth")["model_config"]
+    with torch.no_grad():
+        unaligned = load_trained_model(tmp_path / "plain.pth")(images)
+    assert not torch.allclose(unaligned, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 def test_the_converted_checkpoint_is_an_ordinary_checkpoint(converted, mmseg_r50):
@@ -132,6 +156,38 @@ def test_the_imagenet_backbone_converts_to_a_pretrained_file(mmseg_r50, tmp_path
     assert all(torch.equal(loaded[key], value) for key, value in backbone.items() if not key.startswith("fc."))
     with pytest.raises(ValueError, match="no ImageNet weights for the deep-stem resnet50; convert mmsegmentation's"):
         build_model("resnet50", 8, pretrained_backbone="imagenet", arch="mmseg")
+
+
+def test_open_mmlab_backbones_are_downloaded_checked_and_converted_once(mmseg_r50, tmp_path, monkeypatch):
+    """--pretrained-backbone open-mmlab, from a file:// URL: the SHA-256 prefix in the name is checked, the converted
+    file kept beside the download in torch's hub cache and used again without a download."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # torch.hub.set_dir, undone after the test
+    backbone = dict(mmseg_r50[0].backbone.state_dict())
+    source = tmp_path / "mirror" / "resnet50_v1c.pth"
+    source.parent.mkdir()
+    torch.save({"state_dict": backbone}, source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    named = source.rename(source.with_name(f"resnet50_v1c-{digest[:8]}.pth"))
+    converted = open_mmlab_backbone("resnet50", {"resnet50": named.as_uri()})
+    assert converted == tmp_path / "hub" / "checkpoints" / f"resnet50_v1c-{digest[:8]}.dlv3p-backbone.pth"
+    model = build_model("resnet50", 8, pretrained_backbone=converted, arch="mmseg")
+    assert all(torch.equal(model.backbone.body.state_dict()[key], value) for key, value in backbone.items())
+    named.unlink()  # no second download
+    assert open_mmlab_backbone("resnet50", {"resnet50": named.as_uri()}) == converted
+    wrong = named.with_name("resnet101_v1c-00000000.pth")
+    torch.save({"state_dict": backbone}, wrong)
+    with pytest.raises(RuntimeError, match=r"could not download .*resnet101_v1c-00000000.pth: invalid hash value .*"
+                                           r"--pretrained-backbone none"):
+        open_mmlab_backbone("resnet101", {"resnet101": wrong.as_uri()})
+    assert not (tmp_path / "hub" / "checkpoints" / wrong.name).exists()  # nothing half-written kept
+    with pytest.raises(ValueError, match="open-mmlab has no ImageNet ResNetV1c for resnet152"):
+        open_mmlab_backbone("resnet152")
+
+
+def test_open_mmlab_weights_are_refused_for_the_torchvision_architecture(tiny_root, tmp_path, capsys):
+    assert train_dlv3p.main(train_args(tiny_root, tmp_path, pretrained_backbone="open-mmlab")) != 0
+    assert "argument --pretrained-backbone: open-mmlab's weights are of ResNetV1c (deep stem): use them with --arch " \
+           "mmseg" in capsys.readouterr().err
 
 
 def test_arch_mmseg_trains_and_fine_tunes_from_a_converted_checkpoint(converted, tiny_root, tmp_path):

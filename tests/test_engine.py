@@ -4,7 +4,7 @@ from torch import nn
 
 from deeplabv3plus.engine import TrainingStep, train_one_epoch
 from deeplabv3plus.inference import InferenceOptions, predict
-from deeplabv3plus.optimizer import poly_lr_factor
+from deeplabv3plus.optimizer import poly_lr, poly_lr_factor
 from deeplabv3plus.precision import Precision, native_bfloat16, resolve_precision
 
 
@@ -15,6 +15,15 @@ def test_poly_schedule_with_warmup():
     assert poly_lr_factor(0, 100, warmup_iterations=10, warmup_ratio=0.1) == pytest.approx(0.1)
     assert poly_lr_factor(5, 100, warmup_iterations=10, warmup_ratio=0.1) == pytest.approx(0.55 * 0.95**0.9)
     assert poly_lr_factor(10, 100, warmup_iterations=10) == pytest.approx(0.9**0.9)
+
+
+def test_a_poly_schedule_with_a_floor_reaches_it_at_the_last_iteration():
+    """mmengine's PolyLR(eta_min): (1 - t / (T - 1)) ** p between the LR and the floor (tests/test_recipes.py compares
+    it with mmengine's own at every iteration)."""
+    assert poly_lr(0.01, 1e-4, 0, 5) == 0.01
+    assert poly_lr(0.01, 1e-4, 2, 5) == pytest.approx(1e-4 + (0.01 - 1e-4) * 0.5**0.9)
+    assert poly_lr(0.01, 1e-4, 4, 5) == poly_lr(0.01, 1e-4, 9, 5) == pytest.approx(1e-4)
+    assert poly_lr(0.01, 1e-4, 1, 5, warmup_iterations=2) == pytest.approx(1e-4 + (0.01 - 1e-4) * 0.55 * 0.75**0.9)
 
 
 class FlipEquivariant(nn.Module):

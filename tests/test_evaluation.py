@@ -15,6 +15,7 @@ import test_dlv3p
 from cityscapes.official_eval import evaluate_official
 from cityscapes.paths import image_files, stem_of
 from cityscapes.submission import train_ids_to_label_ids
+from segdata.files import read_png
 
 REPO = Path(__file__).resolve().parent.parent
 VALID_LABEL_IDS = {label.id for label in labels if 0 <= label.trainId < 255}
@@ -249,6 +250,23 @@ def test_frames_scores_a_fixed_part_of_the_split_and_says_so(trained_run, tiny_r
     stems = [stem_of(path) for path in image_files(tiny_root, "val")]
     written = sorted(path.name for path in (tmp_path / "tiny" / "val" / "labelIds").rglob("*.png"))
     assert written == sorted(f"{stem}_labelIds.png" for stem in (stems[0], stems[1]))  # frames 0 and int(1.5)
+
+
+def test_a_test_scale_rescales_the_images_and_scores_them_at_their_own_size(trained_run, tiny_root, tmp_path):
+    """--test-scale W H: within the frames' own size nothing changes; at half of it the model sees 32x64 images and
+    the label maps and scores are still of the 64x128 frames."""
+    metrics = {}
+    for name, extra in (("plain", ()), ("same", ("--test-scale", "128", "64")), ("half", ("--test-scale", "64", "40"))):
+        assert run(trained_run, tiny_root, tmp_path / name, "--split", "val", *extra) == 0
+        metrics[name] = json.loads((tmp_path / name / "tiny" / "val" / "metrics.json").read_text())
+    assert metrics["same"]["confusion_matrix"] == metrics["plain"]["confusion_matrix"]
+    assert metrics["half"]["confusion_matrix"] != metrics["plain"]["confusion_matrix"]
+    assert metrics["half"]["protocol"]["test_scale"] == [64, 40] and metrics["plain"]["protocol"]["test_scale"] is None
+    described = metrics["half"]["protocol"]["description"]
+    assert described.startswith("val, 3 images, whole 64x128 rescaled within 64x40 (WxH)")
+    assert sum(map(sum, metrics["half"]["confusion_matrix"])) == sum(map(sum, metrics["plain"]["confusion_matrix"]))
+    written = next((tmp_path / "half" / "tiny" / "val" / "labelIds").rglob("*.png"))
+    assert read_png(written).shape == (64, 128)
 
 
 def test_a_score_report_names_the_loss_after_its_split():

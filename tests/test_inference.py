@@ -65,3 +65,28 @@ def test_slide_needs_its_window():
         predict(WindowMean(), torch.zeros(1, 3, 4, 4), InferenceOptions(mode="slide", crop=None, stride=None))
     with pytest.raises(ValueError, match="'whole' or 'slide'"):
         predict(WindowMean(), torch.zeros(1, 3, 4, 4), InferenceOptions(mode="tiles"))
+
+
+class PerPixel(nn.Module):
+    """A per-pixel classifier that aligns corners (or not) as a model's config says."""
+
+    def __init__(self, align_corners):
+        super().__init__()
+        self.classify, self.align_corners = nn.Conv2d(3, 4, 1), align_corners
+
+    def forward(self, images):
+        return self.classify(images)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_logits_of_rescaled_images_are_resized_back_to_the_masks_size(align_corners):
+    """--test-scale: the image was shrunk for the model; the probabilities come back at the mask's size, resized as
+    the model aligns corners (mmsegmentation resizes its logits to the original shape the same way)."""
+    torch.manual_seed(0)
+    model, images = PerPixel(align_corners).eval(), torch.randn(2, 3, 8, 12)
+    with torch.no_grad():
+        probabilities = predict(model, images, InferenceOptions(), size=(16, 24))
+        expected = nn.functional.interpolate(model(images), size=(16, 24), mode="bilinear",
+                                             align_corners=align_corners).softmax(dim=1)
+    assert probabilities.shape == (2, 4, 16, 24) and torch.allclose(probabilities, expected, atol=1e-6)
+

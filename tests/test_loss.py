@@ -30,6 +30,21 @@ def test_low_precision_logits_are_scored_in_float32():
     assert cross_entropy_over_labelled_pixels(logits, torch.zeros(1, 2, 2, dtype=torch.long)).dtype == torch.float32
 
 
+def test_averaging_over_every_pixel_divides_by_the_ignored_ones_too():
+    """--loss-average all (mmsegmentation's avg_non_ignore=False): 3 labelled pixels of 4 at log 2 each -> 3/4 log 2."""
+    logits, target = torch.zeros(1, 2, 2, 2), torch.tensor([[[0, 1], [1, 255]]])
+    assert cross_entropy_over_labelled_pixels(logits, target).item() == pytest.approx(math.log(2))
+    assert cross_entropy_over_labelled_pixels(logits, target, average="all").item() == pytest.approx(
+        0.75 * math.log(2))
+    assert SegmentationLoss(average="all")(logits, target).item() == pytest.approx(0.75 * math.log(2))
+
+
+def test_float64_logits_stay_float64():
+    logits = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    weights = SegmentationLoss(class_weights=[1.0, 2.0, 1.0])
+    assert weights(logits, torch.ones(1, 2, 2, dtype=torch.long)).dtype == torch.float64
+
+
 def test_auxiliary_logits_are_weighted():
     torch.manual_seed(1)
     main, aux = torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3)

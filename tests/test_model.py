@@ -165,6 +165,13 @@ def test_parameter_groups(models):
     assert all(p.ndim == 4 for p in by_name["backbone_decay"]["params"])
 
 
+def test_norm_bias_decay_decays_every_parameter(models):
+    """mmsegmentation's configs have no paramwise_cfg: weight decay on norm weights and biases too."""
+    groups = parameter_groups(models[("resnet50", 16)], lr=0.01, weight_decay=5e-4, norm_bias_decay=True)
+    assert {group["name"]: group["weight_decay"] for group in groups} == {
+        "backbone_decay": 5e-4, "backbone_no_decay": 5e-4, "head_decay": 5e-4, "head_no_decay": 5e-4}
+
+
 def test_auxiliary_head_only_in_training():
     torch.manual_seed(0)
     model = build_model("resnet50", 16, aux_head=True)

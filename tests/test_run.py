@@ -105,6 +105,7 @@ def test_a_resume_record_says_when_from_where_and_what():
 
 def test_run_location_of_a_new_and_of_a_resumed_run(tmp_path):
     assert run_location(None, None, None, default_run_name("resnet101", 8)) == (Path("saved"), "dlv3p_resnet101_os8")
+    assert default_run_name("resnet101", 8, "mmseg-r101-d8-512x1024-80k") == "mmseg-r101-d8-512x1024-80k"
     last = tmp_path / "runs" / "mine" / "last.pth"
     assert run_location(None, None, last, default_run_name("resnet50", 16)) == (tmp_path / "runs", "mine")  # its own
     assert run_location(tmp_path, "other", last, default_run_name("resnet50", 16)) == (tmp_path, "other")

@@ -1,12 +1,16 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from segdata.mmseg_pipeline import class_share_allows
+from segdata.photometric import PhotometricDistortion
 from segdata.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Augmentation,
     RandomScale,
     crop_first,
     draw_scale_crop,
@@ -39,7 +43,7 @@ def decode_mask(normalised_image):
 
 
 def test_train_transforms_keep_image_and_mask_aligned():
-    transform = train_transforms(crop_size=(48, 64), scale_range=(0.5, 2.0), color_jitter=0.0)
+    transform = train_transforms((48, 64), (0.5, 2.0), Augmentation(color_jitter=0.0))
     for seed in range(20):
         torch.manual_seed(seed)
         image, mask = transform(*image_and_mask_drawn_from_it())
@@ -53,7 +57,8 @@ def test_train_transforms_keep_image_and_mask_aligned():
 
 def test_padding_uses_the_ignore_index_and_black():
     torch.manual_seed(0)
-    transform = train_transforms(crop_size=(200, 200), scale_range=(1.0, 1.0), color_jitter=0.0, flip_probability=0.0)
+    transform = train_transforms(crop_size=(200, 200), scale_range=(1.0, 1.0),
+                                 augmentation=Augmentation(color_jitter=0.0, flip_probability=0.0))
     image, mask = transform(*image_and_mask_drawn_from_it())
     assert (mask == 255).sum() == 200 * 200 - 72 * 108
     assert torch.equal(mask.unique()[-1:], torch.tensor([255], dtype=mask.dtype))
@@ -78,7 +83,8 @@ def test_random_scale_draws_within_range_and_masks_stay_labels():
 def test_colour_jitter_leaves_the_mask_alone():
     torch.manual_seed(1)
     image, mask = image_and_mask_drawn_from_it()
-    _, out_mask = train_transforms(crop_size=(72, 108), scale_range=(1.0, 1.0), flip_probability=0.0, color_jitter=0.5)(
+    _, out_mask = train_transforms(crop_size=(72, 108), scale_range=(1.0, 1.0),
+                                   augmentation=Augmentation(flip_probability=0.0, color_jitter=0.5))(
         image, mask
     )
     assert torch.equal(out_mask, mask)
@@ -187,3 +193,64 @@ def test_jitter_on_the_device_equals_jitter_in_the_loader():
     finished = on_device.finish_on_device(torch.stack(crops), torch.stack(jitters))
     assert finished.dtype == torch.float32 and finished.shape == (4, 3, 64, 96)
     assert torch.allclose(finished, torch.stack([image for image, _ in expected]), atol=1e-6)
+
+
+def test_the_crop_rule_redraws_windows_that_one_class_dominates():
+    """Augmentation(max_class_share=0.75) (mmsegmentation's cat_max_ratio) in the crop-first transform: a frame that is
+    class 0 over its left three quarters gives windows of one class most of the time without the rule, rarely with."""
+    image, mask = smooth_frame()
+    mask[:, :150] = 0
+    allowed = {}
+    for share in (1.0, 0.75):
+        transform = train_transforms((48, 64), (1.0, 1.0), Augmentation(max_class_share=share), jitter_on_device=True)
+        allowed[share] = 0
+        for seed in range(20):
+            torch.manual_seed(seed)
+            _, crop_mask, _ = transform(image, mask)
+            allowed[share] += class_share_allows(crop_mask.numpy(), 0.75)
+    assert allowed[1.0] <= 10 and allowed[0.75] == 20, allowed
+
+
+def test_photometric_colour_is_mmsegmentations_distortion_of_the_crop(monkeypatch):
+    """Augmentation(color="photometric"): the crop and flip of the plain transform, then PhotometricDistortion drawn
+    from a numpy state seeded by the sample's torch generator; the mask untouched."""
+    from segdata import transforms
+
+    calls = []
+
+    class Recorded(PhotometricDistortion):
+        def __call__(self, image, rng):
+            state = np.random.RandomState()
+            state.set_state(rng.get_state())
+            calls.append((image.copy(), super().__call__(image.copy(), state)))
+            return super().__call__(image, rng)
+
+    monkeypatch.setattr(transforms, "PhotometricDistortion", Recorded)
+    image, _ = smooth_frame()
+    _, mask = image_and_mask_drawn_from_it(120, 200, 20)
+    plain = train_transforms((64, 96), (0.5, 2.0), Augmentation(color_jitter=0.0), jitter_on_device=True)
+    distorted = train_transforms((64, 96), (0.5, 2.0), Augmentation(color="photometric"), jitter_on_device=True)
+    changed = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        crop, crop_mask, _ = plain(image, mask.numpy())
+        torch.manual_seed(seed)
+        out, out_mask, _ = distorted(image, mask.numpy())
+        given, expected = calls[-1]
+        assert np.array_equal(given, crop.permute(1, 2, 0).numpy()) and torch.equal(out_mask, crop_mask), seed
+        assert np.array_equal(out.permute(1, 2, 0).numpy(), expected), seed
+        changed += not torch.equal(out, crop)
+    assert len(calls) == 6 and changed >= 4
+
+
+def test_a_test_scale_rescales_the_image_within_it_and_leaves_the_mask():
+    """eval_transforms(test_scale=(W, H)): mmsegmentation's test Resize(keep_ratio=True), OpenCV bilinear; the mask
+    stays at the image's own size, where the scores are computed."""
+    image, mask = smooth_frame(100, 200)
+    out_image, out_mask = eval_transforms((100, 60))(image, mask)  # fits 100x60 keeping 1:2 -> 50x100
+    expected = torch.from_numpy(cv2.resize(image, (100, 50), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
+    expected = (expected.float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
+        :, None, None]
+    assert out_image.shape == (3, 50, 100) and torch.allclose(out_image, expected, atol=1e-6)
+    assert torch.equal(out_mask, torch.from_numpy(mask))
+
