@@ -71,10 +71,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 SLOW_FIRST = ("test_the_gpu_check_runs_every_stage", "test_train_throughput_model_loader",
-              "test_onnx_export", "test_bad_inputs.py::test_cuda_without_a_gpu",
+              "test_onnx_export", "test_three_training_steps_equal_mmsegmentations_own",
+              "test_bad_inputs.py::test_cuda_without_a_gpu",
               "test_ddp_training_on_two_gloo_processes", "test_batches_without_labelled_pixels_under_ddp",
-              "test_resume_on_cuda", "test_resume_continues_exactly", "test_resume_with_loader_workers_repeats",
-              "test_three_training_steps_equal_mmsegmentations_own")
+              "test_resume_on_cuda", "test_resume_continues_exactly", "test_resume_with_loader_workers_repeats")
 """The tests that take most time, started first so that the workers end together: make test hands tests to its
 workers in this order, two at a time, so the first worker starts on the two slowest that need no trained model
 while the second trains it (trained_run, about 75 s) for the next two."""
