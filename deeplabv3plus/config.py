@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import datetime
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +33,11 @@ from deeplabv3plus.checkpoint import model_config, run_name_of
 from deeplabv3plus.distributed import DistributedContext
 from deeplabv3plus.precision import AMP_DTYPES, Precision, native_bfloat16, precision_from_flags
 from deeplabv3plus.recipes import PROJECT_RECIPE, flag_value, overrides_of, recipe_settings
+from deeplabv3plus.setting_values import check_batch_size, crop_for_frames, crop_size, scale_range
 from segdata.flags import FlagError
 
 __all__ = ["DEFAULT_ITERATIONS", "DEVICE_DEFAULTS", "HYPERPARAMETERS", "LENGTHS", "RESTORED", "ResumeRecord",
-           "RunConfig", "check_batch_size", "crop_for_frames", "crop_size", "default_run_name", "resolve_settings",
-           "resume_record", "run_location", "saved_settings"]
+           "RunConfig", "default_run_name", "resolve_settings", "resume_record", "run_location", "saved_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -235,23 +234,6 @@ def run_location(save_dir: Path | None, run_name: str | None, resume: Path | Non
     return Path(save_dir), run_name
 
 
-def crop_size(values: Sequence[int], flag: str = "--crop-size") -> tuple[int, int]:
-    """``[S]`` (square) or ``[H, W]`` -> (H, W); FlagError for any other count."""
-    if len(values) == 1:
-        return values[0], values[0]
-    if len(values) == 2:
-        return values[0], values[1]
-    raise FlagError(f"argument {flag}: give one size (square) or two (height width), got {len(values)} values")
-
-
-def scale_range(values: Sequence[float], flag: str = "--scale-range") -> tuple[float, float]:
-    """(MIN, MAX) with 0 < MIN <= MAX; FlagError otherwise (a reversed range is not taken silently)."""
-    low, high = values
-    if not 0 < low <= high:
-        raise FlagError(f"argument {flag}: needs 0 < MIN <= MAX, got {low} {high}")
-    return low, high
-
-
 def saved_settings(checkpoint: dict) -> dict:
     """The settings a checkpoint was trained with, the model's from its config (older checkpoints lack some)."""
     saved = dict(checkpoint.get("args", {}))
@@ -344,30 +326,3 @@ def resume_record(given: dict, from_iteration: int, notes: list) -> ResumeRecord
     """What args.json appends for one resume: when, from which iteration, the flags given and what changed."""
     return {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "from_iteration": from_iteration, "given": given, "changed": notes}
-
-
-def check_batch_size(batch_size: int, world_size: int) -> None:
-    """FlagError unless the batch splits evenly over the processes, at least 2 images each (batch norm)."""
-    if batch_size % world_size:
-        raise FlagError(f"argument --batch-size: {batch_size} must divide evenly over {world_size} processes")
-    if batch_size // world_size < 2:
-        raise FlagError("argument --batch-size: each process needs at least 2 images per batch (batch norm); raise it")
-
-
-def crop_for_frames(crop: Sequence[int], sizes: Sequence[tuple[int, int]], scale_range: Sequence[float],
-                    given: bool) -> tuple[int, int]:
-    """The training crop (H, W) for frames of ``sizes``: ``crop`` when some frame, at the largest random scale,
-    covers it; otherwise every crop would be mostly padding, and a crop that was ``given`` is refused (FlagError) while
-    the default one is fitted to the largest frame with a printed line."""
-    height, width = max(size[0] for size in sizes), max(size[1] for size in sizes)
-    reach = (int(height * max(scale_range)), int(width * max(scale_range)))
-    if crop[0] <= reach[0] and crop[1] <= reach[1]:
-        return crop[0], crop[1]
-    if given:
-        raise FlagError(f"argument --crop-size: {crop[0]}x{crop[1]} is larger than every train frame even at the "
-                        f"largest random scale (frames at most {height}x{width}, x{max(scale_range):g}); give a crop "
-                        f"of at most {min(crop[0], height)}x{min(crop[1], width)}")
-    fitted = (min(crop[0], height), min(crop[1], width))
-    log.warning("warning: the recipe's %dx%d crop is larger than every train frame (at most %dx%d): training on "
-                "%dx%d crops; --crop-size chooses another", crop[0], crop[1], height, width, *fitted)
-    return fitted

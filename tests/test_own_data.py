@@ -356,7 +356,7 @@ def test_resuming_with_another_class_count_is_refused(folder_run, own_root, tmp_
 
 def test_the_recipe_crop_is_fitted_to_small_frames_and_a_given_one_refused(own_root, tmp_path, capsys, caplog):
     """480x360-like frames with the Cityscapes recipe: its 768x768 crop would be padding mostly."""
-    from deeplabv3plus.config import crop_for_frames
+    from deeplabv3plus.setting_values import crop_for_frames
 
     assert crop_for_frames((768, 768), [(64, 128)] * 3, (0.5, 2.0), given=False) == (64, 128)
     assert crop_for_frames((96, 200), [(64, 128)], (0.5, 2.0), given=True) == (96, 200)  # reachable when scaled
