@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import built_once
 from helpers import interrupt_training_at_epoch, train_args, train_command
 
 import train_dlv3p
@@ -93,10 +94,13 @@ def test_resume_continues_exactly(tiny_root, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_with_workers(learn_root, tmp_path_factory):
-    """6 iterations (2 epochs of 3) with 2 loader workers (persistent, one epoch stream), validated every epoch."""
-    save_dir = tmp_path_factory.mktemp("straight")
-    assert train_dlv3p.main(worker_args(learn_root, save_dir)) == 0
+def uninterrupted_with_workers(learn_root, tmp_path_factory, worker_id):
+    """6 iterations (2 epochs of 3) with 2 loader workers (persistent, one epoch stream), validated every epoch;
+    trained once for every xdist worker (the two kinds of interruption may run on different workers)."""
+    def train(save_dir):
+        assert train_dlv3p.main(worker_args(learn_root, save_dir)) == 0
+
+    save_dir = built_once(tmp_path_factory, worker_id, "straight_with_workers", train)
     return load_checkpoint(save_dir / "dlv3p_resnet50_os16" / "last.pth")
 
 
