@@ -17,9 +17,10 @@ from segdata.loading import available_cpus
 
 TINY_HEIGHT, TINY_WIDTH = 64, 128
 MEMORY_PER_WORKER = 5 * 2**30
-"""What one test worker may hold at its peak (the suite's largest process reached 4.0 GiB on 2026-12-08: the float64
-training steps against mmsegmentation's, on a worker that had exported ONNX before; the workers train ResNet-50s and
-serialise their checkpoints): -n auto starts no more workers than the memory holds."""
+"""What one test worker may hold at its peak (the suite's largest process reached 4.0-4.4 GiB on 2026-12-08, by the
+order of the tests: the float64 training steps against mmsegmentation's on a worker that had exported ONNX before;
+the workers train ResNet-50s and serialise their checkpoints): -n auto starts no more workers than the memory
+holds."""
 
 
 def workers_for(cores: int, memory: int | None) -> int:
