@@ -32,7 +32,7 @@ import torch
 from deeplabv3plus.checkpoint import model_config, run_name_of
 from deeplabv3plus.distributed import DistributedContext
 from deeplabv3plus.precision import AMP_DTYPES, Precision, native_bfloat16, precision_from_flags
-from deeplabv3plus.recipes import PROJECT_RECIPE, flag_value, overrides_of, recipe_settings
+from deeplabv3plus.recipes import PROJECT_RECIPE, flag_of, flag_value, overrides_of, recipe_settings
 from deeplabv3plus.setting_values import check_batch_size, crop_for_frames, crop_size, scale_range
 from segdata.flags import FlagError
 
@@ -158,7 +158,7 @@ class RunConfig:
         flagged = {key: value for key, value in given.items() if value is not None}
         overrides = overrides_of(recipe, {**(saved.get("recipe_overrides") or {}), **flagged}, settings)
         for key, value in overrides.items() if checkpoint is None else ():
-            log.info("recipe %s: %s %s instead of its %s", settings["recipe"], _flag(key), flag_value(value),
+            log.info("recipe %s: %s %s instead of its %s", settings["recipe"], flag_of(key), flag_value(value),
                      flag_value(recipe[key]))
         precision = precision_from_flags(settings["amp"], settings["amp_dtype"], args.device)  # decided once
         check_batch_size(settings["batch_size"], context.world_size)
@@ -213,10 +213,6 @@ ResumeRecord = dict
 """One resume as args.json records it: ``time``, ``from_iteration``, ``given`` (flags given), ``changed``."""
 
 
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
 def default_run_name(backbone: str, output_stride: int, recipe: str = PROJECT_RECIPE) -> str:
     """The run name unless the user gives one: the recipe's name, or ``dlv3p_{backbone}_os{stride}`` for this
     project's own."""
@@ -257,18 +253,18 @@ def _resolve_length(given: dict, saved: dict | None, progress: tuple[int, int], 
     unit = "iters" if saved.get("iters") is not None else "epochs"
     other = "epochs" if unit == "iters" else "iters"
     if given.get(other) is not None:
-        raise FlagError(f"argument {_flag(other)}: the run in {source} counts its length in {unit}; give "
-                        f"{_flag(unit)} to change it")
+        raise FlagError(f"argument {flag_of(other)}: the run in {source} counts its length in {unit}; give "
+                        f"{flag_of(unit)} to change it")
     length = {unit: saved[unit], other: None}
     wanted = given.get(unit)
     if wanted is None or wanted == saved[unit]:
         return length, []
     done = progress[1] if unit == "iters" else progress[0]
     if wanted <= done:
-        raise FlagError(f"argument {_flag(unit)}: the run in {source} is at {done} {unit} already; give more than "
+        raise FlagError(f"argument {flag_of(unit)}: the run in {source} is at {done} {unit} already; give more than "
                         f"that, or drop the flag")
     length[unit] = wanted
-    return length, [f"{_flag(unit)}: {saved[unit]} -> {wanted} (the poly LR is computed for the new length from "
+    return length, [f"{flag_of(unit)}: {saved[unit]} -> {wanted} (the poly LR is computed for the new length from "
                     f"iteration {progress[1]} on)"]
 
 
@@ -295,7 +291,7 @@ def resolve_settings(given: dict, checkpoint: dict | None = None, source: Path |
             if value is not None and value != saved[key]:
                 other_data = (f"; to train its weights on the {value} data, start a new run from them: --init-weights "
                               f"{source} --run-name NAME" if key == "dataset" else "")
-                raise FlagError(f"argument {_flag(key)}: {value} differs from {saved[key]} of the run in {source}; a "
+                raise FlagError(f"argument {flag_of(key)}: {value} differs from {saved[key]} of the run in {source}; a "
                                 "resumed run keeps its settings: drop the flag, or start a new run with --run-name"
                                 + other_data)
             value = saved[key]
@@ -309,7 +305,7 @@ def resolve_settings(given: dict, checkpoint: dict | None = None, source: Path |
             if value is None:
                 value = saved[key]
             elif str(value) != str(saved[key]):
-                notes.append(f"{_flag(key)}: {saved[key]} -> {value}")
+                notes.append(f"{flag_of(key)}: {saved[key]} -> {value}")
         settings[key] = default if value is None else value
     if given.get("val_every") is not None and given.get("val_interval") is None:
         settings["val_interval"] = None  # validation by epochs given anew replaces the run's by iterations

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from deeplabv3plus.recipes import PROJECT_RECIPE, flag_value
+from deeplabv3plus.recipes import PROJECT_RECIPE, as_flags
 
 __all__ = ["EvaluationProtocol", "image_size_of", "recipe_in_words", "validation_protocol"]
 
@@ -93,7 +93,7 @@ def recipe_in_words(settings: dict) -> str:
     """A run's recipe and the flags that overrode it (``mmseg-r50-d8-512x1024-80k with --iters 40000``); "" for this
     project's own recipe as it is, and for runs older than recipes."""
     recipe, overrides = settings.get("recipe", PROJECT_RECIPE), settings.get("recipe_overrides") or {}
-    changed = ", ".join(f"--{key.replace('_', '-')} {flag_value(value)}" for key, value in overrides.items())
+    changed = as_flags(overrides, ", ")
     if recipe == PROJECT_RECIPE and not changed:
         return ""
     return recipe + (f" with {changed}" if changed else "")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PROJECT_RECIPE", "RECIPES", "Recipe", "describe_recipes", "flag_value", "overrides_of",
-           "published_protocol_note", "recipe_named", "recipe_settings"]
+__all__ = ["PROJECT_RECIPE", "RECIPES", "Recipe", "as_flags", "describe_recipes", "flag_of", "flag_value",
+           "overrides_of", "published_protocol_note", "recipe_named", "recipe_settings"]
 
 
 PROJECT_RECIPE = "project"
@@ -101,9 +101,14 @@ def flag_value(value: object) -> str:
     return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
-def _as_flags(values: dict) -> str:
+def flag_of(key: str) -> str:
+    """A setting's flag: ``crop_size`` -> ``--crop-size``."""
+    return "--" + key.replace("_", "-")
+
+
+def as_flags(values: dict, separator: str = " ") -> str:
     """``{"crop": (769, 769)}`` -> ``--crop 769 769``."""
-    return " ".join(f"--{key.replace('_', '-')} {flag_value(value)}" for key, value in values.items())
+    return separator.join(f"{flag_of(key)} {flag_value(value)}" for key, value in values.items())
 
 
 def overrides_of(recipe: dict, given: dict, settings: dict) -> dict:
@@ -124,7 +129,7 @@ def describe_recipes() -> str:
                   if recipe.published else "")
         lines.append(f"{recipe.name}: {recipe.summary}{figure}" + (
             f"\n    test with: test_dlv3p.py --model_weights_path saved/{recipe.name}/last.pth --split val "
-            f"{_as_flags(recipe.test)}" if recipe.test else ""))
+            f"{as_flags(recipe.test)}" if recipe.test else ""))
     return "\n".join(lines)
 
 
@@ -134,4 +139,4 @@ def published_protocol_note(recipe_name: str | None, given: dict) -> str:
     recipe = RECIPES.get(recipe_name or "")
     if recipe is None or not recipe.published or all(given.get(key) == value for key, value in recipe.test.items()):
         return ""
-    return f"{recipe.name}'s published figure was scored with {_as_flags(recipe.test)}: add them to compare with it"
+    return f"{recipe.name}'s published figure was scored with {as_flags(recipe.test)}: add them to compare with it"
